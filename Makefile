@@ -1,0 +1,45 @@
+# oncesync — every entry point of the project.
+#
+#   make demo            the whole pipeline end to end on the emulators (DUPLICATES=1: every message twice, 2 s apart)
+#   make test            unit, emulator and end-to-end tests, plus the offline terraform checks
+#   make chaos           the chaos/property suite (CHAOS_CHECKS=N, CHAOS_SEED=S)
+#   make bench           the benchmark; writes bench/REPORT.md
+#   make ci              what .ci/run runs: test, then chaos
+
+GO        ?= go
+BIN       := bin/oncesync
+EMU       := $(BIN) emulators --
+PKGS       = $(shell $(GO) list ./... | grep -v /harness/chaos)
+RECORDS   ?= 20000
+DUPLICATES ?=
+CHAOS_CHECKS ?= 0
+CHAOS_SEED   ?= 0
+
+.PHONY: setup build demo test lint chaos bench ci
+
+setup:
+	@bash harness/scripts/setup.sh
+
+build:
+	$(GO) build -o $(BIN) ./harness/cmd/oncesync
+
+demo: setup build
+	$(BIN) demo --records $(RECORDS) $(if $(DUPLICATES),--duplicates)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	terraform fmt -check -recursive terraform
+
+test: setup build lint
+	$(EMU) $(GO) test -count=1 -timeout 30m $(PKGS)
+
+chaos: setup build
+	$(EMU) $(GO) test -count=1 -timeout 40m -run '^TestChaos|^TestMutant|^TestIncident' ./harness/chaos \
+		-chaos.checks=$(CHAOS_CHECKS) -chaos.seed=$(CHAOS_SEED) -v
+
+bench: setup build
+	$(BIN) bench --out bench
+
+ci: test chaos

@@ -1,0 +1,208 @@
+// Package app wires the three functions from configuration: the production entry points (built
+// from the environment at cold start) and the same wiring with parts swapped for the local runner,
+// the demo, the benchmark and the chaos harness.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/oncesync/oncesync/functions/expander"
+	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/functions/scheduler"
+	"github.com/oncesync/oncesync/shared/bus"
+	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/deadletter"
+	"github.com/oncesync/oncesync/shared/delivery"
+	"github.com/oncesync/oncesync/shared/idem"
+	"github.com/oncesync/oncesync/shared/logging"
+	"github.com/oncesync/oncesync/shared/probe"
+	"github.com/oncesync/oncesync/shared/source"
+	"github.com/oncesync/oncesync/shared/store"
+	"github.com/oncesync/oncesync/shared/target"
+)
+
+// Keys is everything the three functions need of idempotency keys.
+type Keys interface {
+	scheduler.Keys
+	expander.Keys
+}
+
+// Publisher publishes messages.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error)
+}
+
+// Source runs the paged search (the expander's dependency).
+type Source = expander.Source
+
+// CloudEventFunc is the signature functions.CloudEvent registers.
+type CloudEventFunc = func(context.Context, event.Event) error
+
+// Components are the parts the functions are built from. Defaults fills them for production;
+// tests and the harness replace single parts (a fault-injecting publisher, a clock, a probe).
+type Components struct {
+	Config      config.Config
+	Firestore   *firestore.Client
+	Store       *store.Store
+	Keys        Keys
+	Publisher   Publisher
+	Source      Source
+	Committer   importer.Committer
+	DeadLetters delivery.Sink
+	Logger      *slog.Logger
+	Now         func() time.Time
+	Probe       probe.Func
+}
+
+// Defaults returns the production components on the given clients. src may be nil for functions
+// that do not search the source.
+func Defaults(cfg config.Config, fs *firestore.Client, pub Publisher, src Source, now func() time.Time, logger *slog.Logger) (Components, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if logger == nil {
+		logger = logging.New(os.Stdout, slog.LevelInfo)
+	}
+	keys, err := idem.New(idem.Config{Client: fs, Lease: cfg.Lease, Retention: cfg.KeyRetention, Now: now})
+	if err != nil {
+		return Components{}, err
+	}
+	return Components{
+		Config: cfg, Firestore: fs, Store: store.New(fs, now), Keys: keys, Publisher: pub, Source: src,
+		Committer:   target.NewCommitter(fs, now),
+		DeadLetters: &deadletter.Store{Client: fs, Publisher: pub, Topic: cfg.TopicDead},
+		Logger:      logger, Now: now,
+	}, nil
+}
+
+func (c Components) gate(fn string) *delivery.Gate {
+	return &delivery.Gate{Function: fn, Project: c.Config.Project, Logger: c.Logger, Sink: c.DeadLetters, MaxAge: c.Config.MaxDeliveryAge, Now: c.Now}
+}
+
+// Handler returns entry point fn's handler, decoding and deciding deliveries through a Gate.
+func (c Components) Handler(fn string) (CloudEventFunc, error) {
+	var h delivery.Handler
+	switch fn {
+	case config.Scheduler:
+		s, err := scheduler.New(scheduler.Config{
+			Store: c.Store, Keys: c.Keys, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
+			TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks, ChunkSize: c.Config.ChunkSize,
+			WindowLag: c.Config.WindowLag, StuckAfter: c.Config.StuckAfter, SweepLimit: c.Config.SweepLimit,
+			Now: c.Now, Probe: c.Probe,
+		})
+		if err != nil {
+			return nil, err
+		}
+		h = s.Handle
+	case config.Expander:
+		e, err := expander.New(expander.Config{
+			Store: c.Store, Keys: c.Keys, Source: c.Source, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
+			TopicChunks: c.Config.TopicChunks, MaxChunkBytes: c.Config.MaxChunkBytes, Now: c.Now, Probe: c.Probe,
+		})
+		if err != nil {
+			return nil, err
+		}
+		h = e.Handle
+	case config.Importer:
+		i, err := importer.New(importer.Config{Store: c.Store, Keys: c.Keys, Committer: c.Committer, Now: c.Now, Probe: c.Probe})
+		if err != nil {
+			return nil, err
+		}
+		h = i.Handle
+	default:
+		return nil, fmt.Errorf("app: unknown entry point %q", fn)
+	}
+	return c.gate(fn).CloudEvent(h), nil
+}
+
+// Entry is the production entry points. Each builds its handler from the environment on its
+// first event, once, and reuses it; a failed build is retried on the next event (the delivery
+// fails and Pub/Sub redelivers it).
+type Entry struct {
+	getenv func(string) string
+	mu     sync.Mutex
+	built  map[string]CloudEventFunc
+	fs     *firestore.Client
+	ps     *pubsub.Client
+	pub    *bus.PubSub
+}
+
+// NewEntry returns entry points reading the process environment.
+func NewEntry() *Entry { return &Entry{getenv: os.Getenv, built: map[string]CloudEventFunc{}} }
+
+// Scheduler is the Scheduler entry point.
+func (e *Entry) Scheduler(ctx context.Context, ev event.Event) error {
+	return e.call(ctx, config.Scheduler, ev)
+}
+
+// Expander is the Expander entry point.
+func (e *Entry) Expander(ctx context.Context, ev event.Event) error {
+	return e.call(ctx, config.Expander, ev)
+}
+
+// Importer is the Importer entry point.
+func (e *Entry) Importer(ctx context.Context, ev event.Event) error {
+	return e.call(ctx, config.Importer, ev)
+}
+
+func (e *Entry) call(ctx context.Context, fn string, ev event.Event) error {
+	h, err := e.handler(ctx, fn)
+	if err != nil {
+		logging.New(os.Stderr, slog.LevelInfo).Error("function cannot start", slog.String(logging.Function, fn),
+			slog.String(logging.MessageID, ev.ID()), slog.String("error", err.Error()))
+		return err
+	}
+	return h(ctx, ev)
+}
+
+func (e *Entry) handler(ctx context.Context, fn string) (CloudEventFunc, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if h, ok := e.built[fn]; ok {
+		return h, nil
+	}
+	cfg, err := config.Load(fn, e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	if e.fs == nil {
+		// Clients outlive the event that created them: they serve the instance's later events.
+		fs, err := firestore.NewClientWithDatabase(context.WithoutCancel(ctx), cfg.Project, cfg.Database)
+		if err != nil {
+			return nil, fmt.Errorf("app: firestore client: %w", err)
+		}
+		ps, err := pubsub.NewClient(context.WithoutCancel(ctx), cfg.Project)
+		if err != nil {
+			fs.Close()
+			return nil, fmt.Errorf("app: pubsub client: %w", err)
+		}
+		e.fs, e.ps, e.pub = fs, ps, bus.New(ps)
+	}
+	var src Source
+	if fn == config.Expander {
+		c, err := source.New(source.Config{BaseURL: cfg.SourceURL, Token: cfg.SourceToken, PageSize: cfg.PageSize, Timeout: cfg.SourceTimeout})
+		if err != nil {
+			return nil, err
+		}
+		src = c
+	}
+	comps, err := Defaults(cfg, e.fs, e.pub, src, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	h, err := comps.Handler(fn)
+	if err != nil {
+		return nil, err
+	}
+	e.built[fn] = h
+	return h, nil
+}

@@ -1,0 +1,208 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/firestore/apiv1/firestorepb"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Backend is a gRPC client interceptor for the Firestore client: it counts the operations the
+// pipeline really sends (documents read and written, per RPC) and injects errors on chosen calls,
+// before the call reaches the emulator or after it has been applied (an ambiguous failure: the
+// write happened, the caller sees an error).
+type Backend struct {
+	mu       sync.Mutex
+	calls    map[string]int // RPC method → calls so far
+	ops      Ops
+	rules    []Fault
+	injected map[string]int // "Method/code" → count
+}
+
+// Ops counts Firestore operations as billed: documents read, documents written, and RPCs.
+type Ops struct {
+	Reads  int64 // documents returned by BatchGetDocuments and RunQuery, 1 per aggregation (up to 1000 entries)
+	Writes int64 // writes in Commit and BatchWrite requests
+	RPCs   int64
+}
+
+// Fault injects code on the Nth call (1-based) of Method ("Commit", "BatchGetDocuments",
+// "RunQuery", "RunAggregationQuery", "BeginTransaction"); Every > 0 repeats it every Every calls.
+type Fault struct {
+	Method string
+	Nth    int
+	Every  int
+	Code   codes.Code
+	After  bool // apply the call, then fail it (unary calls only)
+}
+
+// NewBackend returns a Backend with no faults.
+func NewBackend() *Backend {
+	return &Backend{calls: map[string]int{}, injected: map[string]int{}}
+}
+
+// Inject adds a fault rule.
+func (b *Backend) Inject(f Fault) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rules = append(b.rules, f)
+}
+
+// Clear removes every fault rule.
+func (b *Backend) Clear() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rules = nil
+}
+
+// Ops returns the operations counted so far.
+func (b *Backend) Ops() Ops {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ops
+}
+
+// Injected returns the faults injected so far, by "Method/Code".
+func (b *Backend) Injected() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]int, len(b.injected))
+	for k, v := range b.injected {
+		out[k] = v
+	}
+	return out
+}
+
+func shortMethod(full string) string { return full[strings.LastIndex(full, "/")+1:] }
+
+// decide counts the call and returns the fault to inject, if any.
+func (b *Backend) decide(method string) *Fault {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls[method]++
+	b.ops.RPCs++
+	n := b.calls[method]
+	for i := range b.rules {
+		f := b.rules[i]
+		if f.Method != method {
+			continue
+		}
+		if n == f.Nth || (f.Every > 0 && n > f.Nth && (n-f.Nth)%f.Every == 0) {
+			b.injected[fmt.Sprintf("%s/%s", method, f.Code)]++
+			return &f
+		}
+	}
+	return nil
+}
+
+func (b *Backend) count(reads, writes int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ops.Reads += reads
+	b.ops.Writes += writes
+}
+
+// Unary is the unary client interceptor.
+func (b *Backend) Unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	m := shortMethod(method)
+	f := b.decide(m)
+	if f != nil && !f.After {
+		return status.Errorf(f.Code, "sim: injected %s on %s", f.Code, m)
+	}
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if err == nil {
+		switch r := req.(type) {
+		case *firestorepb.CommitRequest:
+			b.count(0, int64(len(r.Writes)))
+		case *firestorepb.BatchWriteRequest:
+			b.count(0, int64(len(r.Writes)))
+		}
+	}
+	if f != nil && f.After && err == nil {
+		return status.Errorf(f.Code, "sim: injected %s after %s was applied", f.Code, m)
+	}
+	return err
+}
+
+// Stream is the streaming client interceptor.
+func (b *Backend) Stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	m := shortMethod(method)
+	if f := b.decide(m); f != nil {
+		return nil, status.Errorf(f.Code, "sim: injected %s on %s", f.Code, m)
+	}
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &countingStream{ClientStream: s, b: b}, nil
+}
+
+type countingStream struct {
+	grpc.ClientStream
+	b *Backend
+}
+
+func (s *countingStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		return err
+	}
+	switch r := m.(type) {
+	case *firestorepb.BatchGetDocumentsResponse:
+		if r.GetFound() != nil || r.GetMissing() != "" {
+			s.b.count(1, 0) // a missing document is billed as a read too
+		}
+	case *firestorepb.RunQueryResponse:
+		if r.GetDocument() != nil {
+			s.b.count(1, 0)
+		}
+	case *firestorepb.RunAggregationQueryResponse:
+		if r.GetResult() != nil {
+			s.b.count(1, 0)
+		}
+	}
+	return nil
+}
+
+// FirestoreClient returns a Firestore client for project on the emulator whose every call goes
+// through b.
+func FirestoreClient(ctx context.Context, project string, b *Backend) (*firestore.Client, error) {
+	host := os.Getenv("FIRESTORE_EMULATOR_HOST")
+	if host == "" {
+		return nil, errors.New("sim: FIRESTORE_EMULATOR_HOST is not set")
+	}
+	conn, err := grpc.NewClient(host,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(ownerCreds{}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)),
+		grpc.WithChainUnaryInterceptor(b.Unary),
+		grpc.WithChainStreamInterceptor(b.Stream))
+	if err != nil {
+		return nil, fmt.Errorf("sim: dial firestore emulator: %w", err)
+	}
+	c, err := firestore.NewClient(ctx, project, option.WithGRPCConn(conn))
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("sim: firestore client: %w", err)
+	}
+	return c, nil
+}
+
+// ownerCreds is what the emulator expects of an administrative client.
+type ownerCreds struct{}
+
+func (ownerCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer owner"}, nil
+}
+func (ownerCreds) RequireTransportSecurity() bool { return false }

@@ -1,0 +1,272 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/oncesync/oncesync/harness/fixture"
+	"github.com/oncesync/oncesync/shared/idem"
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+// Dataset is what one sync setting's source holds: the checker's ground truth.
+type Dataset struct {
+	Setting model.SyncSetting // as created (its Watermark is the first window's start)
+	Rows    []fixture.Row     // valid rows served for Setting.SourceObject
+	Poison  int               // rows the generator made bad (each must be dead-lettered)
+}
+
+// Expect is what the checkers compare the final state with.
+type Expect struct {
+	Datasets []Dataset
+	// MaxSearches returns how many source searches a Job may have run: 1 + the crashes injected
+	// during its expansion. Nil means 1 for every Job.
+	MaxSearches func(jobID string) int
+	// PoisonMessages is the number of messages the generator made poisonous (each must be
+	// dead-lettered, and nothing else may be).
+	PoisonMessages int
+}
+
+// Report is what the checkers found. Violations is empty when every property holds.
+type Report struct {
+	Jobs, Completed, Chunks, Rows, Engagements int
+	Duplicates, Lost, Stale, Extra             int
+	PlanErrors, CounterErrors, SearchOveruse   int
+	OpenLeases, DeadLetters, DeadRows          int
+	Violations                                 []string
+}
+
+func (r *Report) violate(format string, args ...any) {
+	if len(r.Violations) < 50 {
+		r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
+	}
+}
+
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "jobs=%d completed=%d chunks=%d rows=%d engagements=%d | duplicates=%d lost=%d stale=%d extra=%d | plan-errors=%d counter-errors=%d search-overuse=%d open-leases=%d | dead-letters=%d (rows %d)",
+		r.Jobs, r.Completed, r.Chunks, r.Rows, r.Engagements, r.Duplicates, r.Lost, r.Stale, r.Extra,
+		r.PlanErrors, r.CounterErrors, r.SearchOveruse, r.OpenLeases, r.DeadLetters, r.DeadRows)
+	for _, v := range r.Violations {
+		b.WriteString("\n  violation: " + v)
+	}
+	return b.String()
+}
+
+// Check runs every checker after quiescence.
+func (e *Env) Check(ctx context.Context, x Expect) (Report, error) {
+	var r Report
+	jobs, err := e.Jobs(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Jobs = len(jobs)
+	bySetting := map[string][]model.Job{}
+	for _, j := range jobs {
+		bySetting[j.SettingID] = append(bySetting[j.SettingID], j)
+		if err := e.checkJob(ctx, j, x, &r); err != nil {
+			return r, err
+		}
+	}
+	for _, ds := range x.Datasets {
+		if err := e.checkRecords(ctx, ds, bySetting[ds.Setting.ID], &r); err != nil {
+			return r, err
+		}
+	}
+	if err := e.checkKeys(ctx, &r); err != nil {
+		return r, err
+	}
+	if err := e.checkDeadLetters(ctx, x, &r); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+func (e *Env) checkJob(ctx context.Context, j model.Job, x Expect, r *Report) error {
+	if j.Status == model.JobCompleted {
+		r.Completed++
+	} else {
+		r.violate("job %s is %s, not COMPLETED", j.ID, j.Status)
+	}
+	max := 1
+	if x.MaxSearches != nil {
+		max = x.MaxSearches(j.ID)
+	}
+	if j.Searches > max {
+		r.SearchOveruse++
+		r.violate("job %s ran %d source searches, at most %d allowed", j.ID, j.Searches, max)
+	}
+	docs, err := e.FS.Collection(model.Jobs).Doc(j.ID).Collection(model.Chunks).Documents(ctx).GetAll()
+	if err != nil {
+		return fmt.Errorf("sim: chunks of %s: %w", j.ID, err)
+	}
+	r.Chunks += len(docs)
+	r.Rows += j.RecordCount
+	want := (j.RecordCount + j.ChunkSize - 1) / j.ChunkSize
+	if len(docs) != want || j.ChunkCount != want {
+		r.PlanErrors++
+		r.violate("job %s: %d rows in chunks of %d need %d chunks; found %d documents, chunkCount %d", j.ID, j.RecordCount, j.ChunkSize, want, len(docs), j.ChunkCount)
+	}
+	rows, imported, unchanged := 0, 0, 0
+	for i, d := range docs {
+		var c model.Chunk
+		if err := d.DataTo(&c); err != nil {
+			return err
+		}
+		if c.Index != i || d.Ref.ID != model.ChunkID(i) {
+			r.PlanErrors++
+			r.violate("job %s: chunk document %s holds index %d at position %d", j.ID, d.Ref.ID, c.Index, i)
+		}
+		if c.Count != len(c.Records) || (i < len(docs)-1 && c.Count != j.ChunkSize) {
+			r.PlanErrors++
+			r.violate("job %s chunk %d: %d records, count %d, chunk size %d", j.ID, i, len(c.Records), c.Count, j.ChunkSize)
+		}
+		if c.Status != model.ChunkDone {
+			r.violate("job %s chunk %d is %s", j.ID, i, c.Status)
+		}
+		rows += c.Count
+		imported += c.Imported
+		unchanged += c.Unchanged
+	}
+	if j.Status == model.JobCompleted && (rows != j.RecordCount || imported != j.Imported || unchanged != j.Unchanged || imported+unchanged != rows) {
+		r.CounterErrors++
+		r.violate("job %s counters: rows %d/%d, imported %d/%d, unchanged %d/%d", j.ID, rows, j.RecordCount, imported, j.Imported, unchanged, j.Unchanged)
+	}
+	return nil
+}
+
+type found struct {
+	count   int
+	version time.Time
+}
+
+// checkRecords compares the target records of one setting with the rows inside its Jobs' windows.
+func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r *Report) error {
+	st := ds.Setting
+	end := st.Watermark
+	for _, j := range jobs {
+		if j.Status == model.JobCompleted && j.WindowTo.After(end) {
+			end = j.WindowTo
+		}
+	}
+	want := map[string]time.Time{}
+	for _, row := range ds.Rows {
+		if row.Modstamp.Before(st.Watermark) || !row.Modstamp.Before(end) {
+			continue
+		}
+		if v, ok := want[row.ID]; !ok || row.Modstamp.After(v) {
+			want[row.ID] = row.Modstamp
+		}
+	}
+	coll := model.Engagements
+	if st.Target == model.TargetGenerated {
+		coll = model.EngagementsGen
+	}
+	docs, err := e.FS.Collection(coll).Where("tenantId", "==", st.TenantID).Where("sourceObject", "==", st.SourceObject).Documents(ctx).GetAll()
+	if err != nil {
+		return fmt.Errorf("sim: engagements of %s: %w", st.ID, err)
+	}
+	got := map[string]*found{}
+	for _, d := range docs {
+		var eng model.Engagement
+		if err := d.DataTo(&eng); err != nil {
+			return err
+		}
+		f := got[eng.ExternalID]
+		if f == nil {
+			f = &found{}
+			got[eng.ExternalID] = f
+		}
+		f.count++
+		if eng.Version.After(f.version) {
+			f.version = eng.Version
+		}
+		if st.Target == model.TargetUpsert && d.Ref.ID != model.EngagementKey(eng.TenantID, eng.SourceObject, eng.ExternalID) {
+			r.violate("engagement %s is stored under a foreign ID", d.Ref.ID)
+		}
+	}
+	r.Engagements += len(docs)
+	ids := make([]string, 0, len(got))
+	for id := range got {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		f := got[id]
+		if f.count > 1 {
+			r.Duplicates += f.count - 1
+			r.violate("setting %s (%s target): external ID %s imported %d times", st.ID, st.Target, id, f.count)
+		}
+		v, ok := want[id]
+		switch {
+		case !ok:
+			r.Extra++
+			r.violate("setting %s: external ID %s imported but not in any window", st.ID, id)
+		case !f.version.Equal(v):
+			r.Stale++
+			r.violate("setting %s: external ID %s has version %v, newest in window is %v", st.ID, id, f.version, v)
+		}
+	}
+	for id := range want {
+		if _, ok := got[id]; !ok {
+			r.Lost++
+			r.violate("setting %s: external ID %s in the window was never imported", st.ID, id)
+		}
+	}
+	return nil
+}
+
+func (e *Env) checkKeys(ctx context.Context, r *Report) error {
+	docs, err := e.FS.Collection(model.Keys).Where("state", "==", idem.InProgress).Documents(ctx).GetAll()
+	if err != nil {
+		return fmt.Errorf("sim: open keys: %w", err)
+	}
+	for _, d := range docs {
+		var k idem.Doc
+		if err := d.DataTo(&k); err != nil {
+			return err
+		}
+		// A key of a message whose work is done by another delivery may stay open only if it
+		// belongs to a poison message (completed on the poison path) — never otherwise.
+		r.OpenLeases++
+		r.violate("idempotency key %s still IN_PROGRESS (owner %s, attempts %d)", k.Key, k.Owner, k.Attempts)
+	}
+	return nil
+}
+
+func (e *Env) checkDeadLetters(ctx context.Context, x Expect, r *Report) error {
+	docs, err := e.FS.Collection(model.DeadLetters).Documents(ctx).GetAll()
+	if err != nil {
+		return fmt.Errorf("sim: dead letters: %w", err)
+	}
+	poisonRows := 0
+	for _, ds := range x.Datasets {
+		poisonRows += ds.Poison
+	}
+	msgs := 0
+	for _, d := range docs {
+		var dl model.DeadLetter
+		if err := d.DataTo(&dl); err != nil {
+			return err
+		}
+		switch dl.Kind {
+		case model.DeadRecord:
+			r.DeadRows++
+		case model.DeadMessage:
+			msgs++
+		default:
+			r.violate("unexpected dead letter %s: %s %s", d.Ref.ID, dl.Reason, dl.Error)
+		}
+	}
+	r.DeadLetters = len(docs)
+	if r.DeadRows != poisonRows {
+		r.violate("%d bad source rows dead-lettered, generator made %d", r.DeadRows, poisonRows)
+	}
+	if msgs != x.PoisonMessages {
+		r.violate("%d messages dead-lettered, generator made %d poisonous", msgs, x.PoisonMessages)
+	}
+	return nil
+}

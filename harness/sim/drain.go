@@ -1,0 +1,277 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/oncesync/oncesync/shared/delivery"
+)
+
+// Plan says what happens around one delivery. The zero Plan is a plain delivery.
+type Plan struct {
+	CrashAt    string        // the instance dies when this delivery reaches this step
+	CopyAt     string        // a duplicate is delivered when this delivery reaches this step (run there, synchronously)
+	CopyDelay  time.Duration // the clock moves this much before that duplicate (the incident: 2 s)
+	CopyPlan   *Plan         // what happens to that duplicate (nil: a plain delivery)
+	Concurrent int           // duplicates started at the same instant, each in its own goroutine
+	CopyAfter  bool          // a duplicate after this delivery has returned, before it is acked
+	LoseAck    bool          // the function succeeded but Pub/Sub never gets the ack: redelivered
+}
+
+// Policy plans each delivery; Order may reorder a pulled batch. Both are optional.
+type Policy struct {
+	Plan  func(d Delivery) Plan
+	Order func(batch []Delivery)
+	// Between runs after each delivery is settled (e.g. to change backend faults).
+	Between func(d Delivery)
+}
+
+// Stats counts what a Drain did.
+type Stats struct {
+	Deliveries int            // function calls, duplicates included
+	ByFunction map[string]int // function calls per entry point
+	Acked      int
+	Nacked     int
+	Crashes    int
+	Copies     int // injected duplicate deliveries
+	LostAcks   int
+	ClockJumps int // times the clock was moved past the lease because nothing could progress
+	Suppressed int // deliveries that returned ErrDuplicate or ErrRetryLater... counted from results
+	Rounds     int
+	Transient  int // deliveries that failed otherwise
+}
+
+func (s *Stats) add(o Stats) {
+	if s.ByFunction == nil {
+		s.ByFunction = map[string]int{}
+	}
+	for k, v := range o.ByFunction {
+		s.ByFunction[k] += v
+	}
+	s.Deliveries += o.Deliveries
+	s.Acked += o.Acked
+	s.Nacked += o.Nacked
+	s.Crashes += o.Crashes
+	s.Copies += o.Copies
+	s.LostAcks += o.LostAcks
+	s.ClockJumps += o.ClockJumps
+	s.Suppressed += o.Suppressed
+	s.Rounds += o.Rounds
+	s.Transient += o.Transient
+}
+
+type run struct {
+	d     Delivery
+	plan  Plan
+	fired bool
+}
+
+type runKey struct{}
+
+// collector gathers per-call statistics from nested and concurrent calls.
+type collector struct {
+	mu sync.Mutex
+	s  Stats
+}
+
+func (c *collector) call(d Delivery, err error, crashed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.s.ByFunction == nil {
+		c.s.ByFunction = map[string]int{}
+	}
+	c.s.Deliveries++
+	c.s.ByFunction[d.Function()]++
+	if d.Copy > 0 {
+		c.s.Copies++
+	}
+	switch {
+	case crashed:
+		c.s.Crashes++
+	case errors.Is(err, delivery.ErrRetryLater):
+		c.s.Suppressed++
+	case err != nil:
+		c.s.Transient++
+	}
+}
+
+type collectorKey struct{}
+
+// Deliver runs d under plan: its duplicates and crash included. It returns whether the
+// delivery Pub/Sub made should be acked.
+func (e *Env) Deliver(ctx context.Context, d Delivery, plan Plan) (ack bool) {
+	col, _ := ctx.Value(collectorKey{}).(*collector)
+	if col == nil {
+		col = &collector{}
+		ctx = context.WithValue(ctx, collectorKey{}, col)
+	}
+	var wg sync.WaitGroup
+	for i := 1; i <= plan.Concurrent; i++ {
+		c := d
+		c.Copy = 100 + i
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.deliverOne(ctx, c, Plan{}, col)
+		}()
+	}
+	err, crashed := e.deliverOne(ctx, d, plan, col)
+	wg.Wait()
+	if plan.CopyAfter {
+		c := d
+		c.Copy = 200
+		e.deliverOne(ctx, c, Plan{}, col)
+	}
+	return err == nil && !crashed && !plan.LoseAck
+}
+
+func (e *Env) deliverOne(ctx context.Context, d Delivery, plan Plan, col *collector) (error, bool) {
+	r := &run{d: d, plan: plan}
+	err, crashed := e.Call(context.WithValue(ctx, runKey{}, r), d)
+	col.call(d, err, crashed)
+	return err, crashed
+}
+
+// stepHook implements the plan's step actions; it is called from the probe.
+func (e *Env) stepHook(ctx context.Context, step string) {
+	r, ok := ctx.Value(runKey{}).(*run)
+	if !ok {
+		return
+	}
+	if r.plan.CopyAt == step && !r.fired {
+		r.fired = true
+		e.Clock.Advance(r.plan.CopyDelay)
+		c := r.d
+		c.Copy = r.d.Copy + 1
+		cp := Plan{}
+		if r.plan.CopyPlan != nil {
+			cp = *r.plan.CopyPlan
+		}
+		col, _ := ctx.Value(collectorKey{}).(*collector)
+		if col == nil {
+			col = &collector{}
+		}
+		e.deliverOne(context.WithoutCancel(ctx), c, cp, col)
+	}
+	if r.plan.CrashAt == step {
+		panic(Crash{Step: step})
+	}
+}
+
+// Drain pulls and delivers messages until no subscription has any left. When a whole round makes
+// no progress (every delivery was refused because a crashed owner's lease is alive), the clock
+// jumps past the lease, as the real redelivery backoff would. maxRounds bounds the loop.
+func (e *Env) Drain(ctx context.Context, p Policy, maxRounds int) (Stats, error) {
+	col := &collector{}
+	ctx = context.WithValue(ctx, collectorKey{}, col)
+	var jumps, rounds, acked, nacked, lost int
+	idle, stalled := 0, 0
+	for rounds < maxRounds {
+		var batch []Delivery
+		for _, t := range Topics {
+			ds, err := e.Pull(ctx, t, 50)
+			if err != nil {
+				return e.finish(col, jumps, rounds, acked, nacked, lost), err
+			}
+			batch = append(batch, ds...)
+		}
+		if len(batch) == 0 {
+			idle++
+			if idle >= 2 {
+				return e.finish(col, jumps, rounds, acked, nacked, lost), nil
+			}
+			continue
+		}
+		idle = 0
+		rounds++
+		if p.Order != nil {
+			p.Order(batch)
+		}
+		progress := false
+		for _, d := range batch {
+			plan := Plan{}
+			if p.Plan != nil {
+				plan = p.Plan(d)
+			}
+			ok := e.Deliver(ctx, d, plan)
+			if plan.LoseAck {
+				lost++
+			}
+			if ok {
+				acked++
+				progress = true
+			} else {
+				nacked++
+			}
+			if plan.LoseAck && !ok {
+				progress = true // the function may well have done its work
+			}
+			if err := e.Settle(ctx, d, ok); err != nil {
+				return e.finish(col, jumps, rounds, acked, nacked, lost), err
+			}
+			if p.Between != nil {
+				p.Between(d)
+			}
+		}
+		// The first round without progress is redelivered at once (a crashed owner's lease is
+		// still alive: the redelivery must be sent back, not acked); from the second on, time
+		// passes as Pub/Sub's retry backoff would let it, past the lease.
+		if progress {
+			stalled = 0
+		} else if stalled++; stalled >= 2 {
+			e.Clock.Advance(e.Config.Lease + time.Second)
+			jumps++
+		}
+	}
+	return e.finish(col, jumps, rounds, acked, nacked, lost), fmt.Errorf("sim: still delivering after %d rounds", maxRounds)
+}
+
+func (e *Env) finish(col *collector, jumps, rounds, acked, nacked, lost int) Stats {
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	s := col.s
+	s.ClockJumps, s.Rounds, s.Acked, s.Nacked, s.LostAcks = jumps, rounds, acked, nacked, lost
+	return s
+}
+
+// Settle drains, then, while Jobs are unfinished, moves the clock past the stuck bound and ticks
+// (the recovery sweep) and drains again, up to sweeps times. It returns the combined stats.
+func (e *Env) SettleAll(ctx context.Context, p Policy, sweeps int) (Stats, error) {
+	var total Stats
+	for i := 0; ; i++ {
+		s, err := e.Drain(ctx, p, 500)
+		total.add(s)
+		if err != nil {
+			return total, err
+		}
+		unfinished, err := e.Unfinished(ctx)
+		if err != nil {
+			return total, err
+		}
+		if unfinished == 0 || i >= sweeps {
+			return total, nil
+		}
+		e.Clock.Advance(e.Config.StuckAfter + time.Minute)
+		if err := e.Tick(ctx, fmt.Sprintf("sweep-%d-%d", i, e.Clock.Now().UnixNano())); err != nil {
+			return total, err
+		}
+	}
+}
+
+// Unfinished counts Jobs that are neither COMPLETED nor FAILED.
+func (e *Env) Unfinished(ctx context.Context) (int, error) {
+	jobs, err := e.Jobs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, j := range jobs {
+		if j.Status != "COMPLETED" && j.Status != "FAILED" {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,352 @@
+// Package sim runs the pipeline in-process against the real Firestore and Pub/Sub emulators,
+// with simulated time, deterministic delivery and fault injection. It is the engine of the
+// end-to-end tests and the chaos harness.
+//
+// An Env is one isolated world: its own emulator project, topics and pull subscriptions, source
+// fixture server and clock. The functions are built by the production wiring (app.Components)
+// and called with the CloudEvents Eventarc would send; messages they publish go to the real
+// Pub/Sub emulator and are pulled back, one synchronous pull at a time, so a test decides exactly
+// which delivery runs when — including a duplicate delivered at a chosen step of the first, or a
+// crash at one.
+package sim
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/oncesync/oncesync/functions/app"
+	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/harness/emu"
+	"github.com/oncesync/oncesync/harness/fixture"
+	"github.com/oncesync/oncesync/shared/bus"
+	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/logging"
+	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/source"
+)
+
+// Topic IDs in every Env.
+const (
+	TopicTicks  = "ticks"
+	TopicExpand = "expand"
+	TopicChunks = "chunks"
+	TopicDead   = "deadletters"
+)
+
+// Token is the fixture server's bearer token.
+const Token = "sim-token"
+
+// routes maps each trigger topic to its entry point.
+var routes = map[string]string{TopicTicks: config.Scheduler, TopicExpand: config.Expander, TopicChunks: config.Importer}
+
+// Topics lists the trigger topics in pipeline order.
+var Topics = []string{TopicTicks, TopicExpand, TopicChunks}
+
+// Options tailor an Env. Every field is optional.
+type Options struct {
+	Start     time.Time            // simulated start time (default 2026-01-01T00:00:00Z)
+	Config    func(*config.Config) // adjust the configuration
+	Publisher func(app.Publisher) app.Publisher
+	Keys      func(app.Keys) app.Keys
+	Committer func(importer.Committer) importer.Committer
+	Source    func(*source.Client) app.Source
+	OnStep    func(ctx context.Context, step string) // called at every probe step
+	Log       io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
+	PageSize  int                                    // fixture server page size (default 2000)
+}
+
+// Env is one isolated simulated deployment.
+type Env struct {
+	T        testing.TB
+	Project  string
+	Clock    *Clock
+	Backend  *Backend
+	FS       *firestore.Client
+	PS       *pubsub.Client
+	Pub      *bus.PubSub
+	Fixture  *fixture.Server
+	Config   config.Config
+	Comps    app.Components
+	handlers map[string]app.CloudEventFunc
+	onStep   func(ctx context.Context, step string)
+
+	mu       sync.Mutex
+	attempts map[string]int // message ID → deliveries so far
+}
+
+// New builds an Env on the emulators (FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST must be
+// set); everything is torn down in t.Cleanup.
+func New(t testing.TB, opts Options) *Env {
+	t.Helper()
+	emu.Require(t)
+	ctx := context.Background()
+	if opts.Start.IsZero() {
+		opts.Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	e := &Env{T: t, Project: emu.ProjectID(t), Clock: NewClock(opts.Start), Backend: NewBackend(), onStep: opts.OnStep, attempts: map[string]int{}}
+	// Our own Firestore client, so that the Backend interceptor sees every call.
+	fs, err := FirestoreClient(ctx, e.Project, e.Backend)
+	if err != nil {
+		t.Fatalf("sim: %v", err)
+	}
+	// emu.Firestore's cleanup deletes the project's documents; close ours first.
+	_ = emu.Firestore(t, e.Project)
+	t.Cleanup(func() { fs.Close() })
+	e.FS = fs
+	e.PS = emu.PubSub(t, e.Project)
+	e.Pub = bus.New(e.PS)
+	t.Cleanup(e.Pub.Close)
+	for _, topic := range append(Topics, TopicDead) {
+		if err := emu.EnsureTopic(ctx, e.PS, topic); err != nil {
+			t.Fatal(err)
+		}
+		if err := emu.EnsureSubscription(ctx, e.PS, "sim-"+topic, topic, 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	e.Fixture = fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize})
+	srv := httptest.NewServer(e.Fixture)
+	t.Cleanup(srv.Close)
+
+	cfg := config.Default()
+	cfg.Project, cfg.TopicExpand, cfg.TopicChunks, cfg.TopicDead = e.Project, TopicExpand, TopicChunks, TopicDead
+	cfg.SourceURL, cfg.SourceToken = srv.URL, Token
+	cfg.WindowLag = 0
+	if opts.Config != nil {
+		opts.Config(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("sim: config: %v", err)
+	}
+	e.Config = cfg
+	src, err := source.New(source.Config{
+		BaseURL: cfg.SourceURL, Token: cfg.SourceToken, PageSize: cfg.PageSize, Timeout: 10 * time.Second,
+		MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("sim: source client: %v", err)
+	}
+	var pub app.Publisher = e.Pub
+	if opts.Publisher != nil {
+		pub = opts.Publisher(pub)
+	}
+	var s app.Source = src
+	if opts.Source != nil {
+		s = opts.Source(src)
+	}
+	logw := opts.Log
+	if logw == nil {
+		logw = io.Discard
+		if os.Getenv("ONCESYNC_SIM_LOG") == "1" {
+			logw = os.Stderr
+		}
+	}
+	comps, err := app.Defaults(cfg, fs, pub, s, e.Clock.Now, logging.New(logw, slog.LevelDebug))
+	if err != nil {
+		t.Fatalf("sim: components: %v", err)
+	}
+	if opts.Keys != nil {
+		comps.Keys = opts.Keys(comps.Keys)
+	}
+	if opts.Committer != nil {
+		comps.Committer = opts.Committer(comps.Committer)
+	}
+	comps.Probe = e.probe
+	e.Comps = comps
+	e.handlers = map[string]app.CloudEventFunc{}
+	for _, fn := range config.EntryPoints {
+		h, err := comps.Handler(fn)
+		if err != nil {
+			t.Fatalf("sim: handler %s: %v", fn, err)
+		}
+		e.handlers[fn] = h
+	}
+	return e
+}
+
+// Tenant creates an enabled tenant.
+func (e *Env) Tenant(ctx context.Context, id string) {
+	e.T.Helper()
+	if _, err := e.FS.Collection(model.Tenants).Doc(id).Set(ctx, model.Tenant{Name: id, Enabled: true}); err != nil {
+		e.T.Fatalf("sim: tenant %s: %v", id, err)
+	}
+}
+
+// Setting creates a sync setting; its watermark is where the first Job's window starts.
+func (e *Env) Setting(ctx context.Context, s model.SyncSetting) {
+	e.T.Helper()
+	if _, err := e.FS.Collection(model.SyncSettings).Doc(s.ID).Set(ctx, s); err != nil {
+		e.T.Fatalf("sim: setting %s: %v", s.ID, err)
+	}
+}
+
+// Tick publishes a tick message with an explicit tick ID at the current simulated time.
+func (e *Env) Tick(ctx context.Context, tickID string) error {
+	m, err := bus.JSON(model.TickMessage{TickID: tickID, At: e.Clock.Now()}, nil)
+	if err != nil {
+		return err
+	}
+	_, err = e.Pub.Publish(ctx, TopicTicks, m)
+	return err
+}
+
+// Publish publishes raw data to a topic (for malformed-input tests).
+func (e *Env) Publish(ctx context.Context, topic string, data []byte, attrs map[string]string) error {
+	_, err := e.Pub.Publish(ctx, topic, bus.Message{Data: data, Attributes: attrs})
+	return err
+}
+
+// Delivery is one delivery of one pulled message.
+type Delivery struct {
+	Topic   string
+	AckID   string
+	Message *pubsubpb.PubsubMessage
+	Attempt int // deliveries of this message ID so far, this one included
+	Copy    int // 0 for the delivery Pub/Sub made, 1.. for injected duplicates
+}
+
+// Function is the entry point the delivery goes to.
+func (d Delivery) Function() string { return routes[d.Topic] }
+
+func (d Delivery) String() string {
+	s := fmt.Sprintf("%s#%s(attempt %d)", d.Function(), d.Message.GetMessageId(), d.Attempt)
+	if d.Copy > 0 {
+		s += fmt.Sprintf("+copy%d", d.Copy)
+	}
+	return s
+}
+
+// Pull pulls up to max messages of a topic's subscription without waiting.
+func (e *Env) Pull(ctx context.Context, topic string, max int) ([]Delivery, error) {
+	//lint:ignore SA1019 ReturnImmediately is what makes quiescence detectable on the emulator.
+	resp, err := e.PS.SubscriptionAdminClient.Pull(ctx, &pubsubpb.PullRequest{
+		Subscription: emu.SubscriptionName(e.PS, "sim-"+topic), MaxMessages: int32(max), ReturnImmediately: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sim: pull %s: %w", topic, err)
+	}
+	out := make([]Delivery, 0, len(resp.ReceivedMessages))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, rm := range resp.ReceivedMessages {
+		id := rm.GetMessage().GetMessageId()
+		e.attempts[id]++
+		out = append(out, Delivery{Topic: topic, AckID: rm.GetAckId(), Message: rm.GetMessage(), Attempt: e.attempts[id]})
+	}
+	return out, nil
+}
+
+// Settle acks (ok) or nacks (makes it available again at once) a delivery.
+func (e *Env) Settle(ctx context.Context, d Delivery, ok bool) error {
+	sub := emu.SubscriptionName(e.PS, "sim-"+d.Topic)
+	var err error
+	if ok {
+		err = e.PS.SubscriptionAdminClient.Acknowledge(ctx, &pubsubpb.AcknowledgeRequest{Subscription: sub, AckIds: []string{d.AckID}})
+	} else {
+		err = e.PS.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: []string{d.AckID}, AckDeadlineSeconds: 0})
+	}
+	if err != nil {
+		return fmt.Errorf("sim: settle %s: %w", d, err)
+	}
+	return nil
+}
+
+// Event returns the binary-mode CloudEvent Eventarc would send for d.
+func (e *Env) Event(d Delivery) event.Event {
+	ev := event.New()
+	ev.SetID(d.Message.GetMessageId())
+	ev.SetType("google.cloud.pubsub.topic.v1.messagePublished")
+	ev.SetSource("//pubsub.googleapis.com/projects/" + e.Project + "/topics/" + d.Topic)
+	ev.SetTime(d.Message.GetPublishTime().AsTime())
+	body := map[string]any{
+		"message": map[string]any{
+			"data":        base64.StdEncoding.EncodeToString(d.Message.GetData()),
+			"attributes":  d.Message.GetAttributes(),
+			"messageId":   d.Message.GetMessageId(),
+			"publishTime": d.Message.GetPublishTime().AsTime().Format(time.RFC3339Nano),
+		},
+		"subscription": "projects/" + e.Project + "/subscriptions/sim-" + d.Topic,
+	}
+	b, _ := json.Marshal(body)
+	_ = ev.SetData("application/json", b)
+	return ev
+}
+
+// Crash is the panic value that simulates an instance killed at a step: nothing after it runs,
+// and the leases it held stay until they expire.
+type Crash struct{ Step string }
+
+func (c Crash) String() string { return "simulated crash at " + c.Step }
+
+type deliveryKey struct{}
+
+// DeliveryFrom returns the delivery a handler's context belongs to.
+func DeliveryFrom(ctx context.Context) (Delivery, bool) {
+	d, ok := ctx.Value(deliveryKey{}).(Delivery)
+	return d, ok
+}
+
+func (e *Env) probe(ctx context.Context, step string) {
+	e.stepHook(ctx, step)
+	if e.onStep != nil {
+		e.onStep(ctx, step)
+	}
+}
+
+// Call delivers d to its function, as Eventarc would, and returns the function's result. A
+// simulated crash is recovered and reported as crashed.
+func (e *Env) Call(ctx context.Context, d Delivery) (err error, crashed bool) {
+	h, ok := e.handlers[d.Function()]
+	if !ok {
+		return fmt.Errorf("sim: no function for topic %s", d.Topic), false
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c, isCrash := r.(Crash)
+			if !isCrash {
+				panic(r)
+			}
+			err, crashed = errors.New(c.String()), true
+		}
+	}()
+	return h(context.WithValue(ctx, deliveryKey{}, d), e.Event(d)), false
+}
+
+// Job returns a Job document.
+func (e *Env) Job(ctx context.Context, id string) (model.Job, error) {
+	return e.Comps.Store.Job(ctx, id)
+}
+
+// Jobs returns every Job.
+func (e *Env) Jobs(ctx context.Context) ([]model.Job, error) {
+	docs, err := e.FS.Collection(model.Jobs).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("sim: jobs: %w", err)
+	}
+	out := make([]model.Job, 0, len(docs))
+	for _, d := range docs {
+		var j model.Job
+		if err := d.DataTo(&j); err != nil {
+			return nil, err
+		}
+		j.ID = d.Ref.ID
+		out = append(out, j)
+	}
+	return out, nil
+}

@@ -1,0 +1,228 @@
+// Package config reads oncesync's settings from the environment, once, at cold start.
+//
+// Every variable the functions read is declared in Vars, with the functions that need it. The
+// terraform drift test (terraform/drift_test.go) parses the HCL and fails when a function resource
+// sets a variable that is not declared here, or misses one its entry point needs.
+//
+// # Defaults
+//
+// Durations use Go syntax ("15m", "192h"). Every default is chosen for production: the lease
+// outlives the 540 s maximum timeout of an event-driven function by a wide margin, and idempotency
+// keys outlive Pub/Sub's maximum message retention (7 days), so a redelivery always finds its key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Entry point names, as registered with the functions framework and deployed by terraform.
+const (
+	Scheduler = "Scheduler"
+	Expander  = "Expander"
+	Importer  = "Importer"
+)
+
+// EntryPoints lists every function entry point, in pipeline order.
+var EntryPoints = []string{Scheduler, Expander, Importer}
+
+// Environment variable names.
+const (
+	EnvProject        = "ONCESYNC_PROJECT"
+	EnvDatabase       = "ONCESYNC_DATABASE"
+	EnvTopicExpand    = "ONCESYNC_TOPIC_EXPAND"
+	EnvTopicChunks    = "ONCESYNC_TOPIC_CHUNKS"
+	EnvSourceURL      = "ONCESYNC_SOURCE_URL"
+	EnvSourceToken    = "ONCESYNC_SOURCE_TOKEN"
+	EnvPageSize       = "ONCESYNC_PAGE_SIZE"
+	EnvChunkSize      = "ONCESYNC_DEFAULT_CHUNK_SIZE"
+	EnvLease          = "ONCESYNC_LEASE"
+	EnvKeyRetention   = "ONCESYNC_KEY_RETENTION"
+	EnvStuckAfter     = "ONCESYNC_STUCK_AFTER"
+	EnvWindowLag      = "ONCESYNC_WINDOW_LAG"
+	EnvSourceTimeout  = "ONCESYNC_SOURCE_TIMEOUT"
+	EnvMaxChunkBytes  = "ONCESYNC_MAX_CHUNK_BYTES"
+	EnvSweepBatchSize = "ONCESYNC_SWEEP_LIMIT"
+	EnvTopicDead      = "ONCESYNC_TOPIC_DEADLETTERS"
+	EnvMaxDeliveryAge = "ONCESYNC_MAX_DELIVERY_AGE"
+)
+
+// Var describes one environment variable: who reads it and whether it is a secret.
+type Var struct {
+	Name      string
+	Functions []string // entry points that need it
+	Secret    bool     // must come from Secret Manager, never a plain value
+	Required  bool     // no default
+	Doc       string
+}
+
+// Vars is the single list of environment variables oncesync reads.
+var Vars = []Var{
+	{EnvProject, all(), false, true, "Google Cloud project that holds Firestore and the topics."},
+	{EnvDatabase, all(), false, false, "Firestore database ID (default \"(default)\")."},
+	{EnvTopicExpand, []string{Scheduler}, false, true, "Topic ID the scheduler publishes expand messages to."},
+	{EnvTopicChunks, []string{Scheduler, Expander}, false, true, "Topic ID chunk messages are published to (expander; scheduler's recovery sweep)."},
+	{EnvSourceURL, []string{Expander}, false, true, "Base URL of the source API (a Salesforce instance URL)."},
+	{EnvSourceToken, []string{Expander}, true, true, "Bearer token for the source API (Secret Manager)."},
+	{EnvPageSize, []string{Expander}, false, false, "Records per source page requested (default 2000)."},
+	{EnvChunkSize, []string{Scheduler}, false, false, "Chunk size for sync settings that do not set one (default 500)."},
+	{EnvLease, all(), false, false, "In-progress lease on an idempotency key (default 15m; must exceed the function timeout)."},
+	{EnvKeyRetention, all(), false, false, "How long idempotency keys live before TTL deletion (default 192h)."},
+	{EnvStuckAfter, []string{Scheduler}, false, false, "Age after which the recovery sweep re-publishes unfinished work (default 20m)."},
+	{EnvWindowLag, []string{Scheduler}, false, false, "How far behind the tick a Job's window ends, for late source commits (default 1m)."},
+	{EnvSourceTimeout, []string{Expander}, false, false, "Deadline of one source page request (default 60s)."},
+	{EnvMaxChunkBytes, []string{Expander}, false, false, "Largest encoded chunk document (default 800000 bytes; Firestore's limit is 1 MiB)."},
+	{EnvSweepBatchSize, []string{Scheduler}, false, false, "Most unfinished Jobs the recovery sweep visits per tick (default 200)."},
+	{EnvTopicDead, all(), false, false, "Topic ID dead letters are also published to (empty: Firestore only)."},
+	{EnvMaxDeliveryAge, all(), false, false, "Age after which a message that still fails is dead-lettered and acked (default 23h; Eventarc stops retrying at 24h)."},
+}
+
+func all() []string { return slices.Clone(EntryPoints) }
+
+// VarsFor returns the names of the variables entry point fn reads.
+func VarsFor(fn string) []string {
+	var out []string
+	for _, v := range Vars {
+		if slices.Contains(v.Functions, fn) {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
+// Config is oncesync's runtime configuration.
+type Config struct {
+	Project        string
+	Database       string
+	TopicExpand    string
+	TopicChunks    string
+	SourceURL      string
+	SourceToken    string
+	PageSize       int
+	ChunkSize      int
+	Lease          time.Duration
+	KeyRetention   time.Duration
+	StuckAfter     time.Duration
+	WindowLag      time.Duration
+	SourceTimeout  time.Duration
+	MaxChunkBytes  int
+	SweepLimit     int
+	TopicDead      string
+	MaxDeliveryAge time.Duration
+}
+
+// Default returns the production defaults with no project, topics or source.
+func Default() Config {
+	return Config{
+		Database:       "(default)",
+		PageSize:       2000,
+		ChunkSize:      500,
+		Lease:          15 * time.Minute,
+		KeyRetention:   192 * time.Hour,
+		StuckAfter:     20 * time.Minute,
+		WindowLag:      time.Minute,
+		SourceTimeout:  60 * time.Second,
+		MaxChunkBytes:  800_000,
+		SweepLimit:     200,
+		MaxDeliveryAge: 23 * time.Hour,
+	}
+}
+
+// Load reads the variables entry point fn needs (all of them when fn is empty) through getenv,
+// applies defaults and validates the result.
+func Load(fn string, getenv func(string) string) (Config, error) {
+	c := Default()
+	var errs []error
+	need := func(name string) bool { return fn == "" || slices.Contains(VarsFor(fn), name) }
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	num := func(name string, dst *int) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config: %s=%q: not a whole number", name, v))
+				return
+			}
+			*dst = n
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config: %s=%q: %w", name, v, err))
+				return
+			}
+			*dst = d
+		}
+	}
+	str(EnvProject, &c.Project)
+	str(EnvDatabase, &c.Database)
+	str(EnvTopicExpand, &c.TopicExpand)
+	str(EnvTopicChunks, &c.TopicChunks)
+	str(EnvSourceURL, &c.SourceURL)
+	str(EnvSourceToken, &c.SourceToken)
+	num(EnvPageSize, &c.PageSize)
+	num(EnvChunkSize, &c.ChunkSize)
+	dur(EnvLease, &c.Lease)
+	dur(EnvKeyRetention, &c.KeyRetention)
+	dur(EnvStuckAfter, &c.StuckAfter)
+	dur(EnvWindowLag, &c.WindowLag)
+	dur(EnvSourceTimeout, &c.SourceTimeout)
+	num(EnvMaxChunkBytes, &c.MaxChunkBytes)
+	num(EnvSweepBatchSize, &c.SweepLimit)
+	str(EnvTopicDead, &c.TopicDead)
+	dur(EnvMaxDeliveryAge, &c.MaxDeliveryAge)
+	for _, v := range Vars {
+		if v.Required && need(v.Name) && getenv(v.Name) == "" {
+			errs = append(errs, fmt.Errorf("config: %s is required for %s", v.Name, orAll(fn)))
+		}
+	}
+	if err := errors.Join(append(errs, c.Validate())...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func orAll(fn string) string {
+	if fn == "" {
+		return "every function"
+	}
+	return fn
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.PageSize < 200 || c.PageSize > 2000 {
+		errs = append(errs, fmt.Errorf("config: page size %d outside Salesforce's 200..2000", c.PageSize))
+	}
+	if c.ChunkSize < 1 || c.ChunkSize > 5000 {
+		errs = append(errs, fmt.Errorf("config: chunk size %d outside 1..5000", c.ChunkSize))
+	}
+	if c.Lease < time.Second {
+		errs = append(errs, fmt.Errorf("config: lease %v is too short", c.Lease))
+	}
+	if c.KeyRetention < c.Lease {
+		errs = append(errs, fmt.Errorf("config: key retention %v shorter than the lease %v", c.KeyRetention, c.Lease))
+	}
+	if c.StuckAfter <= 0 || c.WindowLag < 0 || c.SourceTimeout <= 0 {
+		errs = append(errs, errors.New("config: stuck-after and source timeout must be positive, window lag not negative"))
+	}
+	if c.MaxChunkBytes < 10_000 || c.MaxChunkBytes > 1_000_000 {
+		errs = append(errs, fmt.Errorf("config: max chunk bytes %d outside 10000..1000000", c.MaxChunkBytes))
+	}
+	if c.MaxDeliveryAge < time.Minute {
+		errs = append(errs, fmt.Errorf("config: max delivery age %v is too short", c.MaxDeliveryAge))
+	}
+	if c.SweepLimit < 1 {
+		errs = append(errs, fmt.Errorf("config: sweep limit %d must be positive", c.SweepLimit))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,79 @@
+// Package deadletter stores permanent failures in Firestore (deadLetters/{id}) and, when a topic
+// is configured, also publishes them to the dead-letter topic, whose subscription retains them for
+// alerting and inspection.
+//
+// Dead letters have deterministic IDs (function + message ID, or job + row for bad source rows),
+// so recording the same failure again only counts another attempt: a poison message redelivered
+// a hundred times is one dead letter with attempts = 100.
+package deadletter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/oncesync/oncesync/shared/bus"
+	"github.com/oncesync/oncesync/shared/delivery"
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+// Publisher publishes messages to a topic.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error)
+}
+
+// Store records dead letters.
+type Store struct {
+	Client    *firestore.Client
+	Publisher Publisher // optional
+	Topic     string    // optional: publish new dead letters here too
+}
+
+var _ delivery.Sink = (*Store)(nil)
+
+// DeadLetter records d: created on the first call, attempts and lastAt updated on later ones.
+func (s *Store) DeadLetter(ctx context.Context, d model.DeadLetter) error {
+	if d.ID == "" {
+		return errors.New("deadletter: empty ID")
+	}
+	ref := s.Client.Collection(model.DeadLetters).Doc(d.ID)
+	_, err := ref.Create(ctx, d)
+	if status.Code(err) == codes.AlreadyExists {
+		_, err = ref.Update(ctx, []firestore.Update{
+			{Path: "attempts", Value: firestore.Increment(1)},
+			{Path: "lastAt", Value: d.LastAt},
+			{Path: "error", Value: d.Error},
+		})
+		if err != nil {
+			return fmt.Errorf("deadletter: update %s: %w", d.ID, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("deadletter: create %s: %w", d.ID, err)
+	}
+	if s.Publisher != nil && s.Topic != "" {
+		attrs := map[string]string{"deadLetter": d.ID, "kind": d.Kind, "function": d.Function, "reason": d.Reason}
+		for k, v := range d.Attributes {
+			if _, taken := attrs[k]; !taken {
+				attrs[k] = v
+			}
+		}
+		data := d.Data
+		if d.Kind != model.DeadMessage {
+			m, err := bus.JSON(d, nil)
+			if err != nil {
+				return err
+			}
+			data = m.Data
+		}
+		if _, err := s.Publisher.Publish(ctx, s.Topic, bus.Message{Data: data, Attributes: attrs}); err != nil {
+			return fmt.Errorf("deadletter: publish %s: %w", d.ID, err)
+		}
+	}
+	return nil
+}

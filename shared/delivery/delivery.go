@@ -1,0 +1,243 @@
+// Package delivery turns an Eventarc CloudEvent into a Pub/Sub message for a handler, and decides,
+// in exactly one place, whether a delivery is acked or redelivered.
+//
+// # Delivery semantics
+//
+// Eventarc pushes each Pub/Sub message at least once: a second copy may arrive at any time, even
+// two seconds after the first and long before the ack deadline. A CloudEvent function acks by
+// returning nil (HTTP 200) and asks for redelivery by returning an error (HTTP 500). Handlers
+// return errors and Gate maps them:
+//
+//	nil                      → ack
+//	ErrDuplicate             → ack; logged as event "duplicate_suppressed"
+//	ErrRetryLater            → redeliver; logged as event "duplicate_in_progress"
+//	ErrPoison                → dead letter, then ack (redeliver if the dead letter cannot be written)
+//	anything else            → redeliver, until the message is older than MaxAge: then dead letter and ack
+//
+// A message older than MaxAge is dead-lettered before its handler runs, too, so that one that
+// crashes or times out its instance every time still ends as a dead letter.
+//
+// # Errors
+//
+// Handlers wrap ErrPoison (with Poison), ErrDuplicate and ErrRetryLater; nothing else is needed.
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/oncesync/oncesync/shared/logging"
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+// Sentinel errors handlers return to steer the delivery.
+var (
+	ErrPoison     = errors.New("delivery: poison")
+	ErrDuplicate  = errors.New("delivery: duplicate")
+	ErrRetryLater = errors.New("delivery: retry later")
+)
+
+// PoisonError is a permanent failure with a short machine-readable reason.
+type PoisonError struct {
+	Reason string // e.g. "malformed_event", "unknown_tenant"
+	Err    error
+}
+
+func (e *PoisonError) Error() string   { return e.Reason + ": " + e.Err.Error() }
+func (e *PoisonError) Unwrap() []error { return []error{ErrPoison, e.Err} }
+
+// Poison returns a permanent failure with reason, formatted like fmt.Errorf.
+func Poison(reason, format string, args ...any) error {
+	return &PoisonError{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// Message is a Pub/Sub message as Eventarc delivers it.
+type Message struct {
+	ID              string
+	Topic           string
+	Subscription    string
+	Data            []byte
+	Attributes      map[string]string
+	PublishTime     time.Time
+	DeliveryAttempt int // Pub/Sub's count when it sends one (push with a dead-letter policy), else 0
+	TraceID         string
+	SpanID          string
+}
+
+// pushBody is Eventarc's MessagePublishedData.
+type pushBody struct {
+	Message struct {
+		Data        []byte            `json:"data"`
+		Attributes  map[string]string `json:"attributes"`
+		MessageID   string            `json:"messageId"`
+		PublishTime time.Time         `json:"publishTime"`
+	} `json:"message"`
+	Subscription    string `json:"subscription"`
+	DeliveryAttempt int    `json:"deliveryAttempt"`
+}
+
+// Decode extracts the Pub/Sub message from a messagePublished CloudEvent. Errors wrap ErrPoison.
+func Decode(e event.Event) (Message, error) {
+	if e.Type() != "" && e.Type() != "google.cloud.pubsub.topic.v1.messagePublished" {
+		return Message{}, Poison("malformed_event", "event type %q is not a Pub/Sub messagePublished event", e.Type())
+	}
+	var b pushBody
+	if err := json.Unmarshal(e.Data(), &b); err != nil {
+		return Message{}, Poison("malformed_event", "event %s: body is not MessagePublishedData: %w", e.ID(), err)
+	}
+	m := Message{
+		ID:              b.Message.MessageID,
+		Subscription:    b.Subscription,
+		Data:            b.Message.Data,
+		Attributes:      b.Message.Attributes,
+		PublishTime:     b.Message.PublishTime,
+		DeliveryAttempt: b.DeliveryAttempt,
+	}
+	if m.ID == "" {
+		m.ID = e.ID()
+	}
+	if m.ID == "" {
+		return Message{}, Poison("malformed_event", "event has no message ID")
+	}
+	if src := e.Source(); strings.Contains(src, "/topics/") {
+		m.Topic = src[strings.LastIndex(src, "/topics/")+len("/topics/"):]
+	}
+	if tp, ok := e.Extensions()["traceparent"].(string); ok {
+		m.TraceID, m.SpanID = parseTraceparent(tp)
+	}
+	return m, nil
+}
+
+// parseTraceparent reads a W3C traceparent "00-<trace>-<span>-<flags>".
+func parseTraceparent(tp string) (trace, span string) {
+	parts := strings.Split(tp, "-")
+	if len(parts) != 4 || len(parts[1]) != 32 || len(parts[2]) != 16 {
+		return "", ""
+	}
+	return parts[1], parts[2]
+}
+
+// DecodeJSON decodes a message body into v, requiring a JSON object. Errors wrap ErrPoison.
+func DecodeJSON(m Message, v any) error {
+	if err := json.Unmarshal(m.Data, v); err != nil {
+		return Poison("malformed_message", "message %s: body is not the expected JSON: %w", m.ID, err)
+	}
+	return nil
+}
+
+// Handler processes one message. Its error decides the delivery (see the package doc).
+type Handler func(ctx context.Context, m Message) error
+
+// Sink stores dead letters.
+type Sink interface {
+	DeadLetter(ctx context.Context, d model.DeadLetter) error
+}
+
+// Gate wraps handlers with decoding, logging and the ack-or-redeliver decision.
+type Gate struct {
+	Function string           // entry point name, logged on every line
+	Project  string           // for trace resource names
+	Logger   *slog.Logger     // base logger
+	Sink     Sink             // where dead letters go
+	MaxAge   time.Duration    // redelivered transient failures older than this are dead-lettered
+	Now      func() time.Time // injectable clock
+}
+
+// CloudEvent returns a function for functions.CloudEvent.
+func (g *Gate) CloudEvent(h Handler) func(context.Context, event.Event) error {
+	return func(ctx context.Context, e event.Event) error {
+		ctx = logging.NewContext(ctx, g.Logger.With(
+			slog.String(logging.Function, g.Function),
+			logging.Labels("function", g.Function),
+		))
+		m, err := Decode(e)
+		if err != nil {
+			raw := Message{ID: e.ID(), Data: e.Data(), PublishTime: e.Time()}
+			return g.decide(logging.With(ctx, slog.String(logging.MessageID, e.ID())), raw, err)
+		}
+		return g.Deliver(ctx, m, h)
+	}
+}
+
+// Deliver runs h on m and decides the delivery's fate.
+func (g *Gate) Deliver(ctx context.Context, m Message, h Handler) error {
+	args := []any{slog.String(logging.MessageID, m.ID), slog.Int(logging.DeliveryAttempt, m.DeliveryAttempt)}
+	args = append(args, logging.Trace(g.Project, m.TraceID, m.SpanID)...)
+	ctx = logging.With(ctx, args...)
+	if age := g.age(m); age > g.MaxAge && g.MaxAge > 0 {
+		// Checked before the handler too: a message that times out or crashes the instance on
+		// every attempt never returns an error, and Eventarc would drop it silently at 24 h.
+		return g.deadLetter(ctx, m, "retries_exhausted", fmt.Errorf("message is %v old, past the %v cutoff", age.Round(time.Second), g.MaxAge))
+	}
+	return g.decide(ctx, m, h(ctx, m))
+}
+
+// age is how long ago m was published (0 when unknown).
+func (g *Gate) age(m Message) time.Duration {
+	if m.PublishTime.IsZero() {
+		return 0
+	}
+	return g.now().Sub(m.PublishTime)
+}
+
+// decide is the one place that maps a handler's result to ack (nil) or redeliver (error).
+func (g *Gate) decide(ctx context.Context, m Message, err error) error {
+	log := logging.From(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrDuplicate):
+		log.Info("duplicate delivery suppressed", slog.String(logging.Event, "duplicate_suppressed"), slog.String("detail", err.Error()))
+		return nil
+	case errors.Is(err, ErrRetryLater):
+		log.Info("duplicate delivery while the work is in progress; asking for redelivery",
+			slog.String(logging.Event, "duplicate_in_progress"), slog.String("detail", err.Error()))
+		return err
+	case errors.Is(err, ErrPoison):
+		reason := "poison"
+		var pe *PoisonError
+		if errors.As(err, &pe) {
+			reason = pe.Reason
+		}
+		return g.deadLetter(ctx, m, reason, err)
+	}
+	if age := g.age(m); g.MaxAge > 0 && age > g.MaxAge {
+		return g.deadLetter(ctx, m, "retries_exhausted", fmt.Errorf("still failing after %v: %w", age.Round(time.Second), err))
+	}
+	log.Warn("transient failure; asking for redelivery", slog.String(logging.Event, "retry"), slog.String("error", err.Error()))
+	return err
+}
+
+func (g *Gate) deadLetter(ctx context.Context, m Message, reason string, cause error) error {
+	log := logging.From(ctx)
+	now := g.now()
+	d := model.DeadLetter{
+		ID:   model.DocID(g.Function, m.ID),
+		Kind: model.DeadMessage, Function: g.Function, Reason: reason, Error: cause.Error(),
+		MessageID: m.ID, Topic: m.Topic, Data: m.Data, Attributes: m.Attributes, PublishTime: m.PublishTime,
+		TenantID: m.Attributes["tenant"], JobID: m.Attributes["job"],
+		FirstAt: now, LastAt: now, Attempts: 1,
+	}
+	if err := g.Sink.DeadLetter(ctx, d); err != nil {
+		log.Error("could not record dead letter; asking for redelivery", slog.String(logging.Event, "dead_letter_failed"),
+			slog.String("reason", reason), slog.String("error", err.Error()))
+		return fmt.Errorf("delivery: dead letter %s: %w", m.ID, err)
+	}
+	log.Error("message dead-lettered", slog.String(logging.Event, "dead_lettered"),
+		slog.String("reason", reason), slog.String("error", cause.Error()))
+	return nil
+}
+
+func (g *Gate) now() time.Time {
+	if g.Now != nil {
+		return g.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,291 @@
+// Package idem implements idempotency keys: Firestore documents created only if absent, that
+// give one delivery of a message the right to do its work, with a lease that outlives the
+// function timeout, a completion state and a TTL.
+//
+// # Claims
+//
+// Claim creates idempotencyKeys/{scope~id} with DocumentRef.Create. If the create succeeds, the
+// caller holds the key. If the document exists:
+//
+//   - DONE: the work is finished; Claim returns ErrDone and the caller acks the duplicate.
+//   - IN_PROGRESS with a lease in the future: someone is working on it (maybe a crashed
+//     instance whose lease has not run out); Claim returns ErrInProgress and the caller has the
+//     delivery retried later. It must not ack: that delivery may be the crashed owner's own
+//     redelivery, the one that will finish the work.
+//   - IN_PROGRESS with an expired (or released) lease: the owner crashed. Claim takes the key
+//     over with an update conditioned on the document's last update time, so of two racing
+//     takers exactly one wins.
+//
+// # Fencing
+//
+// A gen2 function that times out keeps running, so a lease can expire under a live owner. Every
+// write a holder makes through CommitFenced is committed in one batch with an update of the key
+// conditioned on the update time the holder last saw: once the key has been taken over, the old
+// owner's writes fail with ErrLeaseLost and change nothing. Each fenced commit also extends the
+// lease (a heartbeat).
+//
+// # Counters
+//
+// Duplicate deliveries are counted in a sibling document, deliveries/{scope~id}, so counting them
+// never disturbs the holder's fence. A duplicate costs three operations: the failed create, the
+// read of the key, and the counter increment.
+//
+// # Errors
+//
+// ErrDone, ErrInProgress and ErrLeaseLost are returned as is (check with errors.Is); everything
+// else is a transient backend error, wrapped with the key.
+package idem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/oncesync/oncesync/shared/delivery"
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+// Sentinel errors.
+//
+// ErrDone wraps delivery.ErrDuplicate (ack the delivery) and ErrInProgress and ErrLeaseLost wrap
+// delivery.ErrRetryLater (have it redelivered), so a handler can return them as they are.
+var (
+	ErrDone       = fmt.Errorf("idem: already done: %w", delivery.ErrDuplicate)
+	ErrInProgress = fmt.Errorf("idem: in progress under another owner: %w", delivery.ErrRetryLater)
+	ErrLeaseLost  = fmt.Errorf("idem: lease lost to another owner: %w", delivery.ErrRetryLater)
+)
+
+// States of a key.
+const (
+	InProgress = "IN_PROGRESS"
+	Done       = "DONE"
+)
+
+// Key names one unit of work.
+type Key struct {
+	Scope string // "tick", "expand", "chunk"
+	ID    string
+}
+
+func (k Key) String() string { return k.Scope + ":" + k.ID }
+
+// DocID is the key's Firestore document ID.
+func (k Key) DocID() string { return model.DocID(k.Scope, k.ID) }
+
+// Doc is the stored form of a key.
+type Doc struct {
+	Key        string            `firestore:"key"`
+	Scope      string            `firestore:"scope"`
+	State      string            `firestore:"state"`
+	Owner      string            `firestore:"owner"`
+	LeaseUntil time.Time         `firestore:"leaseUntil"`
+	Attempts   int               `firestore:"attempts"`  // claims that won the key: 1 + takeovers
+	Takeovers  int               `firestore:"takeovers"` // claims that took an expired lease over
+	Labels     map[string]string `firestore:"labels"`    // tenant, job, chunk, messageId
+	CreatedAt  time.Time         `firestore:"createdAt"`
+	UpdatedAt  time.Time         `firestore:"updatedAt"`
+	DoneAt     time.Time         `firestore:"doneAt"`
+	ExpireAt   time.Time         `firestore:"expireAt"`
+}
+
+// Deliveries is the stored duplicate counter of a key.
+type Deliveries struct {
+	Key             string            `firestore:"key"`
+	Duplicates      int               `firestore:"duplicates"`      // deliveries suppressed in total
+	WhileInProgress int               `firestore:"whileInProgress"` // of those, sent back for redelivery
+	LastDuplicateAt time.Time         `firestore:"lastDuplicateAt"` //
+	ExpireAt        time.Time         `firestore:"expireAt"`        //
+	Labels          map[string]string `firestore:"labels"`          //
+}
+
+// Lease is a held key.
+type Lease struct {
+	Key       Key
+	Owner     string
+	Attempt   int       // 1 for the first owner, +1 per takeover
+	TakenOver bool      // the previous owner's lease had expired
+	Until     time.Time // lease expiry as last written
+	seen      time.Time // the key's update time as last written by this owner
+}
+
+// Config configures a Store.
+type Config struct {
+	Client    *firestore.Client
+	Lease     time.Duration    // how long a claim holds without a heartbeat; must exceed the function timeout
+	Retention time.Duration    // expireAt = last write + Retention (Firestore TTL deletes the key after)
+	Now       func() time.Time // injectable clock; default time.Now
+}
+
+// Store claims and completes keys in Firestore.
+type Store struct {
+	cfg Config
+}
+
+// New returns a Store.
+func New(cfg Config) (*Store, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("idem: nil Firestore client")
+	}
+	if cfg.Lease <= 0 || cfg.Retention < cfg.Lease {
+		return nil, fmt.Errorf("idem: lease %v and retention %v: need 0 < lease <= retention", cfg.Lease, cfg.Retention)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Store{cfg: cfg}, nil
+}
+
+func (s *Store) ref(k Key) *firestore.DocumentRef {
+	return s.cfg.Client.Collection(model.Keys).Doc(k.DocID())
+}
+
+func (s *Store) deliveriesRef(k Key) *firestore.DocumentRef {
+	return s.cfg.Client.Collection(model.Deliveries).Doc(k.DocID())
+}
+
+// Claim tries to take key k for owner. See the package documentation for the outcomes.
+func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[string]string) (*Lease, error) {
+	now := s.cfg.Now()
+	doc := Doc{
+		Key: k.String(), Scope: k.Scope, State: InProgress, Owner: owner,
+		LeaseUntil: now.Add(s.cfg.Lease), Attempts: 1, Labels: labels,
+		CreatedAt: now, UpdatedAt: now, ExpireAt: now.Add(s.cfg.Retention),
+	}
+	for range 2 {
+		wr, err := s.ref(k).Create(ctx, doc)
+		if err == nil {
+			return &Lease{Key: k, Owner: owner, Attempt: 1, Until: doc.LeaseUntil, seen: wr.UpdateTime}, nil
+		}
+		if status.Code(err) != codes.AlreadyExists {
+			return nil, fmt.Errorf("idem: claim %s: %w", k, err)
+		}
+		snap, err := s.ref(k).Get(ctx)
+		if status.Code(err) == codes.NotFound {
+			continue // deleted (TTL) between our create and get: try the create again
+		}
+		if err != nil {
+			return nil, fmt.Errorf("idem: claim %s: read: %w", k, err)
+		}
+		var cur Doc
+		if err := snap.DataTo(&cur); err != nil {
+			return nil, fmt.Errorf("idem: claim %s: decode: %w", k, err)
+		}
+		switch {
+		case cur.State == Done:
+			return nil, s.countDuplicate(ctx, k, labels, false, ErrDone)
+		case cur.LeaseUntil.After(now):
+			return nil, s.countDuplicate(ctx, k, labels, true, ErrInProgress)
+		}
+		until := now.Add(s.cfg.Lease)
+		wr, err = s.ref(k).Update(ctx, []firestore.Update{
+			{Path: "owner", Value: owner},
+			{Path: "leaseUntil", Value: until},
+			{Path: "attempts", Value: firestore.Increment(1)},
+			{Path: "takeovers", Value: firestore.Increment(1)},
+			{Path: "updatedAt", Value: now},
+			{Path: model.ExpireAtField, Value: now.Add(s.cfg.Retention)},
+		}, firestore.LastUpdateTime(snap.UpdateTime))
+		if code := status.Code(err); code == codes.FailedPrecondition || code == codes.NotFound {
+			return nil, s.countDuplicate(ctx, k, labels, true, ErrInProgress) // another taker won
+		}
+		if err != nil {
+			return nil, fmt.Errorf("idem: take over %s: %w", k, err)
+		}
+		return &Lease{Key: k, Owner: owner, Attempt: cur.Attempts + 1, TakenOver: true, Until: until, seen: wr.UpdateTime}, nil
+	}
+	return nil, fmt.Errorf("idem: claim %s: key vanished twice during the claim", k)
+}
+
+func (s *Store) countDuplicate(ctx context.Context, k Key, labels map[string]string, inProgress bool, result error) error {
+	now := s.cfg.Now()
+	fields := map[string]any{
+		"key":               k.String(),
+		"duplicates":        firestore.Increment(1),
+		"lastDuplicateAt":   now,
+		"labels":            labels,
+		model.ExpireAtField: now.Add(s.cfg.Retention),
+	}
+	if inProgress {
+		fields["whileInProgress"] = firestore.Increment(1)
+	}
+	if _, err := s.deliveriesRef(k).Set(ctx, fields, firestore.MergeAll); err != nil {
+		return fmt.Errorf("idem: count duplicate of %s: %w", k, err)
+	}
+	return result
+}
+
+// CommitFenced commits stage's writes in one batch with a heartbeat of l, conditioned on l still
+// being held. It returns ErrLeaseLost, and writes nothing, once another owner has taken the key.
+func (s *Store) CommitFenced(ctx context.Context, l *Lease, stage func(b *firestore.WriteBatch)) error {
+	now := s.cfg.Now()
+	until := now.Add(s.cfg.Lease)
+	b := s.cfg.Client.Batch()
+	b.Update(s.ref(l.Key), []firestore.Update{
+		{Path: "leaseUntil", Value: until},
+		{Path: "updatedAt", Value: now},
+	}, firestore.LastUpdateTime(l.seen))
+	stage(b)
+	res, err := b.Commit(ctx)
+	if code := status.Code(err); code == codes.FailedPrecondition || code == codes.NotFound {
+		return fmt.Errorf("idem: fenced commit %s: %w", l.Key, ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("idem: fenced commit %s: %w", l.Key, err)
+	}
+	l.seen, l.Until = res[0].UpdateTime, until
+	return nil
+}
+
+// Complete marks the key DONE. Later claims return ErrDone until the key expires.
+func (s *Store) Complete(ctx context.Context, l *Lease) error {
+	now := s.cfg.Now()
+	return s.update(ctx, l, "complete", []firestore.Update{
+		{Path: "state", Value: Done},
+		{Path: "doneAt", Value: now},
+		{Path: "updatedAt", Value: now},
+		{Path: model.ExpireAtField, Value: now.Add(s.cfg.Retention)},
+	})
+}
+
+// Release gives the key up early after a transient failure, so that the retried delivery can
+// take it over at once instead of waiting for the lease to expire.
+func (s *Store) Release(ctx context.Context, l *Lease) error {
+	now := s.cfg.Now()
+	return s.update(ctx, l, "release", []firestore.Update{
+		{Path: "leaseUntil", Value: now},
+		{Path: "updatedAt", Value: now},
+	})
+}
+
+func (s *Store) update(ctx context.Context, l *Lease, op string, ups []firestore.Update) error {
+	wr, err := s.ref(l.Key).Update(ctx, ups, firestore.LastUpdateTime(l.seen))
+	if code := status.Code(err); code == codes.FailedPrecondition || code == codes.NotFound {
+		return fmt.Errorf("idem: %s %s: %w", op, l.Key, ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("idem: %s %s: %w", op, l.Key, err)
+	}
+	l.seen = wr.UpdateTime
+	return nil
+}
+
+// Get returns the stored key, or nil when there is none.
+func (s *Store) Get(ctx context.Context, k Key) (*Doc, error) {
+	snap, err := s.ref(k).Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("idem: get %s: %w", k, err)
+	}
+	var d Doc
+	if err := snap.DataTo(&d); err != nil {
+		return nil, fmt.Errorf("idem: decode %s: %w", k, err)
+	}
+	return &d, nil
+}

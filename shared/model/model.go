@@ -1,0 +1,255 @@
+// Package model defines oncesync's Firestore documents, Pub/Sub messages and the deterministic IDs
+// that tie them together.
+//
+// # Data model
+//
+//	tenants/{tenantId}                     Tenant
+//	syncSettings/{settingId}               SyncSetting (tenant, source object, target, chunk size, watermark)
+//	jobs/{jobId}                           Job: one per setting per tick, window [windowFrom, windowTo)
+//	jobs/{jobId}/chunks/{000000}           Chunk: the records of one slice of the Job's search
+//	engagements/{tenant~object~externalId} Engagement, upsert target (deterministic IDs)
+//	engagementsGen/{auto-id}               Engagement, generated-ID target
+//	engagementIndex/{tenant~object~externalId} -> engagementsGen doc ID (the unique constraint)
+//	idempotencyKeys/{scope~id}             Key: create-if-absent claims with leases and expireAt (TTL)
+//	deliveries/{scope~id}                  duplicate deliveries suppressed for that key (expireAt, TTL)
+//	deadLetters/{function~messageId[~n]}   DeadLetter: permanent failures, kept for inspection and replay
+//
+// All IDs are derived from their inputs, never random (except the generated-ID target's records,
+// which are the point of that target): a redelivered message always addresses the same documents.
+package model
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Collection names and fields that infrastructure refers to.
+const (
+	Tenants         = "tenants"
+	SyncSettings    = "syncSettings"
+	Jobs            = "jobs"
+	Chunks          = "chunks" // subcollection of jobs
+	Engagements     = "engagements"
+	EngagementsGen  = "engagementsGen"
+	EngagementIndex = "engagementIndex"
+	Keys            = "idempotencyKeys"
+	Deliveries      = "deliveries" // duplicate counters, one per idempotency key
+	DeadLetters     = "deadLetters"
+
+	// ExpireAtField is the idempotency keys' (and dead letters') TTL field.
+	ExpireAtField = "expireAt"
+)
+
+// TTLCollections are the collection groups with a TTL policy on ExpireAtField.
+var TTLCollections = []string{Keys, Deliveries}
+
+// Index is a composite index a query needs.
+type Index struct {
+	Collection string
+	Fields     []string // all ascending
+}
+
+// CompositeIndexes lists every composite index oncesync's queries need; terraform declares each.
+var CompositeIndexes = []Index{
+	{Collection: Jobs, Fields: []string{"status", "createdAt"}},   // recovery sweep
+	{Collection: Jobs, Fields: []string{"tenantId", "createdAt"}}, // audit tenant
+	{Collection: Engagements, Fields: []string{"tenantId", "sourceObject", "externalId"}},
+	{Collection: EngagementsGen, Fields: []string{"tenantId", "sourceObject", "externalId"}},
+}
+
+// Target kinds.
+const (
+	TargetUpsert    = "upsert"    // engagements/{deterministic id}
+	TargetGenerated = "generated" // engagementsGen/{auto id} + engagementIndex
+)
+
+// Tenant is a customer of the product.
+type Tenant struct {
+	ID      string `firestore:"-" json:"id"`
+	Name    string `firestore:"name" json:"name"`
+	Enabled bool   `firestore:"enabled" json:"enabled"`
+}
+
+// SyncSetting says what to import for a tenant, where to, and up to when it has been imported.
+type SyncSetting struct {
+	ID           string    `firestore:"-" json:"id"`
+	TenantID     string    `firestore:"tenantId" json:"tenantId"`
+	SourceObject string    `firestore:"sourceObject" json:"sourceObject"` // e.g. "Contact"
+	Fields       []string  `firestore:"fields" json:"fields"`             // source fields besides Id and SystemModstamp
+	Target       string    `firestore:"target" json:"target"`             // TargetUpsert or TargetGenerated
+	ChunkSize    int       `firestore:"chunkSize" json:"chunkSize"`       // 0: the deployment default
+	Enabled      bool      `firestore:"enabled" json:"enabled"`
+	Watermark    time.Time `firestore:"watermark" json:"watermark"` // end of the last Job's window
+	LastJobID    string    `firestore:"lastJobId" json:"lastJobId"`
+}
+
+// JobStatus is a Job's place in its life cycle: PENDING → PLANNED → COMPLETED.
+type JobStatus string
+
+// Job statuses.
+const (
+	JobPending   JobStatus = "PENDING"   // created by the scheduler, not yet expanded
+	JobPlanned   JobStatus = "PLANNED"   // chunk plan written, chunks importing
+	JobCompleted JobStatus = "COMPLETED" // every chunk imported
+	JobFailed    JobStatus = "FAILED"    // the source refused the search permanently; see deadLetters
+)
+
+// Job is one import of one sync setting's window.
+type Job struct {
+	ID           string    `firestore:"-" json:"id"`
+	TenantID     string    `firestore:"tenantId" json:"tenantId"`
+	SettingID    string    `firestore:"settingId" json:"settingId"`
+	TickID       string    `firestore:"tickId" json:"tickId"`
+	SourceObject string    `firestore:"sourceObject" json:"sourceObject"`
+	Fields       []string  `firestore:"fields" json:"fields"`
+	Target       string    `firestore:"target" json:"target"`
+	ChunkSize    int       `firestore:"chunkSize" json:"chunkSize"`
+	WindowFrom   time.Time `firestore:"windowFrom" json:"windowFrom"`
+	WindowTo     time.Time `firestore:"windowTo" json:"windowTo"`
+	Status       JobStatus `firestore:"status" json:"status"`
+	CreatedAt    time.Time `firestore:"createdAt" json:"createdAt"`
+
+	Searches int    `firestore:"searches" json:"searches"` // source searches started for this Job
+	Failure  string `firestore:"failure,omitempty" json:"failure,omitempty"`
+
+	// Set once, when the plan is complete.
+	ChunkCount   int       `firestore:"chunkCount" json:"chunkCount"`
+	RecordCount  int       `firestore:"recordCount" json:"recordCount"`   // valid rows the search returned
+	InvalidCount int       `firestore:"invalidCount" json:"invalidCount"` // rows dead-lettered as bad source data
+	PlannedAt    time.Time `firestore:"plannedAt" json:"plannedAt"`
+
+	// Set once, at completion, from the chunks.
+	Imported    int       `firestore:"imported" json:"imported"`   // target records created or updated
+	Unchanged   int       `firestore:"unchanged" json:"unchanged"` // rows whose target already had this or a newer version
+	CompletedAt time.Time `firestore:"completedAt" json:"completedAt"`
+}
+
+// ChunkStatus is a chunk's state: PENDING until its import commits, then DONE.
+type ChunkStatus string
+
+// Chunk statuses.
+const (
+	ChunkPending ChunkStatus = "PENDING"
+	ChunkDone    ChunkStatus = "DONE"
+)
+
+// Chunk is one slice of a Job's search result, imported as one unit.
+type Chunk struct {
+	Index        int           `firestore:"index" json:"index"`
+	JobID        string        `firestore:"jobId" json:"jobId"`
+	TenantID     string        `firestore:"tenantId" json:"tenantId"`
+	Status       ChunkStatus   `firestore:"status" json:"status"`
+	Records      []ChunkRecord `firestore:"records" json:"records,omitempty"`
+	Count        int           `firestore:"count" json:"count"`
+	LastModstamp time.Time     `firestore:"lastModstamp" json:"lastModstamp"` // resume point of the search
+	LastID       string        `firestore:"lastId" json:"lastId"`
+	PlannedAt    time.Time     `firestore:"plannedAt" json:"plannedAt"`
+	DoneAt       time.Time     `firestore:"doneAt" json:"doneAt"`
+	Imported     int           `firestore:"imported" json:"imported"`
+	Unchanged    int           `firestore:"unchanged" json:"unchanged"`
+}
+
+// ChunkRecord is one source record inside a chunk.
+type ChunkRecord struct {
+	ID       string         `firestore:"id" json:"id"`
+	Modstamp time.Time      `firestore:"modstamp" json:"modstamp"`
+	Fields   map[string]any `firestore:"fields" json:"fields,omitempty"`
+}
+
+// Engagement is the target record: one per tenant + source object + external ID.
+type Engagement struct {
+	TenantID     string         `firestore:"tenantId" json:"tenantId"`
+	SourceObject string         `firestore:"sourceObject" json:"sourceObject"`
+	ExternalID   string         `firestore:"externalId" json:"externalId"`
+	Version      time.Time      `firestore:"version" json:"version"` // the source's SystemModstamp
+	Fields       map[string]any `firestore:"fields" json:"fields,omitempty"`
+	JobID        string         `firestore:"jobId" json:"jobId"`
+	Chunk        int            `firestore:"chunk" json:"chunk"`
+	ImportedAt   time.Time      `firestore:"importedAt" json:"importedAt"`
+}
+
+// TickMessage is published by Cloud Scheduler. Every field is optional: the tick's identity
+// defaults to the Pub/Sub message ID and its time to the publish time.
+type TickMessage struct {
+	TickID string    `json:"tickId,omitempty"`
+	At     time.Time `json:"at,omitempty"`
+}
+
+// ExpandMessage asks the expander to plan one Job.
+type ExpandMessage struct {
+	TenantID string `json:"tenantId"`
+	JobID    string `json:"jobId"`
+}
+
+// ChunkMessage asks the importer to import one chunk.
+type ChunkMessage struct {
+	TenantID string `json:"tenantId"`
+	JobID    string `json:"jobId"`
+	Chunk    int    `json:"chunk"`
+}
+
+// JobID is the deterministic ID of the Job a tick creates for a setting.
+func JobID(settingID, tickID string) string {
+	return settingID + "-" + Hash(tickID)[:16]
+}
+
+// ChunkID is a chunk's document ID: its index, zero-padded so IDs sort in plan order.
+func ChunkID(index int) string { return fmt.Sprintf("%06d", index) }
+
+// EngagementKey is the document ID of the upsert target record (and of the generated-ID
+// target's index entry) for one tenant + source object + external ID.
+func EngagementKey(tenant, object, externalID string) string {
+	return DocID(tenant, object, externalID)
+}
+
+// DocID joins parts into a valid, readable Firestore document ID. Each part is path-escaped, so
+// no part can contain the separator or a slash; overlong IDs are shortened with a hash.
+func DocID(parts ...string) string {
+	esc := make([]string, len(parts))
+	for i, p := range parts {
+		esc[i] = strings.ReplaceAll(url.PathEscape(p), "~", "%7E")
+	}
+	id := strings.Join(esc, "~")
+	if len(id) > 1000 {
+		id = id[:900] + "~" + Hash(id)
+	}
+	return id
+}
+
+// Hash is the hex SHA-256 of s.
+func Hash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// Dead letter kinds.
+const (
+	DeadMessage = "message" // a Pub/Sub message that cannot be processed
+	DeadRecord  = "record"  // one bad row of source data; the rest of its Job imports
+	DeadSetting = "setting" // a sync setting the scheduler could not schedule (e.g. unknown tenant)
+)
+
+// DeadLetter records a permanent failure, for inspection and replay.
+type DeadLetter struct {
+	ID          string            `firestore:"-" json:"id"`
+	Kind        string            `firestore:"kind" json:"kind"`
+	Function    string            `firestore:"function" json:"function"`
+	Reason      string            `firestore:"reason" json:"reason"`
+	Error       string            `firestore:"error" json:"error"`
+	MessageID   string            `firestore:"messageId" json:"messageId,omitempty"`
+	Topic       string            `firestore:"topic" json:"topic,omitempty"`
+	Data        []byte            `firestore:"data" json:"data,omitempty"`
+	Attributes  map[string]string `firestore:"attributes" json:"attributes,omitempty"`
+	PublishTime time.Time         `firestore:"publishTime" json:"publishTime"`
+	TenantID    string            `firestore:"tenantId" json:"tenantId,omitempty"`
+	JobID       string            `firestore:"jobId" json:"jobId,omitempty"`
+	FirstAt     time.Time         `firestore:"firstAt" json:"firstAt"`
+	LastAt      time.Time         `firestore:"lastAt" json:"lastAt"`
+	Attempts    int               `firestore:"attempts" json:"attempts"`
+	ReplayedAt  time.Time         `firestore:"replayedAt" json:"replayedAt"`
+	Replays     int               `firestore:"replays" json:"replays"`
+}

@@ -1,0 +1,103 @@
+package source
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// checker turns raw rows into Records, or reasons they are bad source data.
+type checker struct {
+	q    Query // normalized
+	prev *Key  // the last valid row's key
+}
+
+func newChecker(q Query) *checker { return &checker{q: q} }
+
+// row checks one raw row. It returns the Record, or a non-empty reason.
+func (c *checker) row(raw json.RawMessage) (Record, string) {
+	// One decoding pass: encoding/json validates the whole input before each Unmarshal, so
+	// decoding fields one by one would read the row again for each.
+	var obj map[string]any
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return Record{}, "row is not a JSON object"
+	}
+	id, isString := obj["Id"].(string)
+	switch v, ok := obj["Id"]; {
+	case !ok:
+		return Record{}, "missing Id"
+	case !isString:
+		return Record{}, fmt.Sprintf("Id %s is not a string", jsonText(v))
+	case id == "":
+		return Record{}, "empty Id"
+	}
+	stamp, isString := obj["SystemModstamp"].(string)
+	switch v, ok := obj["SystemModstamp"]; {
+	case !ok:
+		return Record{}, "missing SystemModstamp"
+	case v == nil:
+		return Record{}, "SystemModstamp is null"
+	case !isString:
+		return Record{}, fmt.Sprintf("SystemModstamp %s is not a string", jsonText(v))
+	}
+	t, err := ParseTime(stamp)
+	if err != nil {
+		return Record{}, fmt.Sprintf("unparsable SystemModstamp %q", stamp)
+	}
+	k := Key{Modstamp: t, ID: id}
+	switch {
+	case !t.Equal(t.Truncate(time.Millisecond)):
+		return Record{}, fmt.Sprintf("SystemModstamp %q is finer than a millisecond", stamp)
+	case t.Before(c.q.From) || !t.Before(c.q.To):
+		return Record{}, fmt.Sprintf("SystemModstamp %s outside the window [%s, %s)",
+			t.Format(soqlTime), c.q.From.Format(soqlTime), c.q.To.Format(soqlTime))
+	case c.q.After != nil && k.Compare(*c.q.After) <= 0:
+		return Record{}, fmt.Sprintf("key %v not after the resume key %v", k, *c.q.After)
+	case c.prev != nil && k.Compare(*c.prev) < 0:
+		return Record{}, fmt.Sprintf("out of order: key %v sorts before the previous row's %v", k, *c.prev)
+	case c.prev != nil && k.Compare(*c.prev) == 0:
+		return Record{}, fmt.Sprintf("repeats the previous row's key %v", k)
+	}
+	rec := Record{ID: id, Modstamp: t, Fields: make(map[string]any, len(c.q.Fields))}
+	for _, f := range c.q.Fields {
+		v, ok := obj[f]
+		if !ok {
+			// SOQL names are case-insensitive; Salesforce answers with the field's own spelling.
+			for name, fv := range obj {
+				if strings.EqualFold(name, f) {
+					v, ok = fv, true
+					break
+				}
+			}
+		}
+		if ok {
+			rec.Fields[f] = v
+		}
+	}
+	c.prev = &k
+	return rec, ""
+}
+
+// jsonText writes a decoded JSON value back as JSON, for messages.
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// ParseTime parses a Salesforce datetime: its own "2006-01-02T15:04:05.000+0000" or RFC 3339.
+// The result is in UTC.
+func ParseTime(s string) (time.Time, error) {
+	// Go accepts a fractional second after the seconds even when the layout has none.
+	t, err := time.Parse("2006-01-02T15:04:05Z0700", s)
+	if err != nil {
+		var err2 error
+		if t, err2 = time.Parse(time.RFC3339, s); err2 != nil {
+			return time.Time{}, fmt.Errorf("source: %q is not a Salesforce datetime", s)
+		}
+	}
+	return t.UTC(), nil
+}

@@ -1,0 +1,354 @@
+// Package store reads and writes oncesync's tenants, sync settings, Jobs and chunks in Firestore.
+//
+// Every write that must happen once is either a create-if-absent with a deterministic ID or a
+// transaction that checks the state it moves from; nothing here writes the Job document once per
+// chunk (Firestore throttles hot documents, and the emulator's lock timeout makes contended
+// transactions take seconds).
+//
+// # Errors
+//
+// ErrNotFound for a missing tenant, setting or Job; ErrEmptyWindow when a tick would create a Job
+// with nothing to import. Other errors are backend failures, wrapped with what was being done.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/iterator"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound    = errors.New("store: not found")
+	ErrEmptyWindow = errors.New("store: empty window")
+)
+
+// Store is oncesync's Firestore data access.
+type Store struct {
+	Client *firestore.Client
+	Now    func() time.Time
+}
+
+// New returns a Store using now as its clock (time.Now when nil).
+func New(c *firestore.Client, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{Client: c, Now: now}
+}
+
+// JobRef returns the Job's document.
+func (s *Store) JobRef(id string) *firestore.DocumentRef {
+	return s.Client.Collection(model.Jobs).Doc(id)
+}
+
+// ChunkRef returns a chunk's document.
+func (s *Store) ChunkRef(jobID string, index int) *firestore.DocumentRef {
+	return s.JobRef(jobID).Collection(model.Chunks).Doc(model.ChunkID(index))
+}
+
+func notFound(err error) bool { return status.Code(err) == codes.NotFound }
+
+// Tenant returns a tenant.
+func (s *Store) Tenant(ctx context.Context, id string) (model.Tenant, error) {
+	var t model.Tenant
+	if id == "" {
+		return t, fmt.Errorf("store: tenant with empty ID: %w", ErrNotFound)
+	}
+	snap, err := s.Client.Collection(model.Tenants).Doc(id).Get(ctx)
+	if notFound(err) {
+		return t, fmt.Errorf("store: tenant %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return t, fmt.Errorf("store: tenant %q: %w", id, err)
+	}
+	if err := snap.DataTo(&t); err != nil {
+		return t, fmt.Errorf("store: tenant %q: decode: %w", id, err)
+	}
+	t.ID = id
+	return t, nil
+}
+
+// EnabledSettings returns every enabled sync setting, in ID order.
+func (s *Store) EnabledSettings(ctx context.Context) ([]model.SyncSetting, error) {
+	docs, err := s.Client.Collection(model.SyncSettings).Where("enabled", "==", true).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("store: enabled settings: %w", err)
+	}
+	out := make([]model.SyncSetting, 0, len(docs))
+	for _, d := range docs {
+		var st model.SyncSetting
+		if err := d.DataTo(&st); err != nil {
+			return nil, fmt.Errorf("store: setting %s: decode: %w", d.Ref.ID, err)
+		}
+		st.ID = d.Ref.ID
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// CreateJob creates, once, the Job that tick tickID makes for a setting, with the window
+// [setting watermark, to), and advances the watermark to `to` in the same transaction. It returns
+// the Job and whether this call created it; a redelivered tick gets the existing Job back.
+// It returns ErrEmptyWindow when `to` is not after the watermark (a late or reordered tick).
+func (s *Store) CreateJob(ctx context.Context, settingID, tickID string, to time.Time, defaultChunkSize int) (model.Job, bool, error) {
+	jobID := model.JobID(settingID, tickID)
+	var job model.Job
+	var created bool
+	err := s.Client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		created = false
+		jobRef := s.JobRef(jobID)
+		setRef := s.Client.Collection(model.SyncSettings).Doc(settingID)
+		snaps, err := tx.GetAll([]*firestore.DocumentRef{jobRef, setRef})
+		if err != nil {
+			return err
+		}
+		if snaps[0].Exists() {
+			if err := snaps[0].DataTo(&job); err != nil {
+				return fmt.Errorf("decode job: %w", err)
+			}
+			job.ID = jobID
+			return nil
+		}
+		if !snaps[1].Exists() {
+			return fmt.Errorf("setting %q: %w", settingID, ErrNotFound)
+		}
+		var st model.SyncSetting
+		if err := snaps[1].DataTo(&st); err != nil {
+			return fmt.Errorf("decode setting: %w", err)
+		}
+		to = to.UTC().Truncate(time.Millisecond)
+		if !to.After(st.Watermark) {
+			return fmt.Errorf("setting %q: tick end %v not after watermark %v: %w", settingID, to, st.Watermark, ErrEmptyWindow)
+		}
+		size := st.ChunkSize
+		if size <= 0 {
+			size = defaultChunkSize
+		}
+		job = model.Job{
+			ID: jobID, TenantID: st.TenantID, SettingID: settingID, TickID: tickID,
+			SourceObject: st.SourceObject, Fields: st.Fields, Target: st.Target, ChunkSize: size,
+			WindowFrom: st.Watermark.UTC(), WindowTo: to, Status: model.JobPending, CreatedAt: s.Now().UTC(),
+		}
+		if err := tx.Create(jobRef, job); err != nil {
+			return err
+		}
+		created = true
+		return tx.Update(setRef, []firestore.Update{{Path: "watermark", Value: to}, {Path: "lastJobId", Value: jobID}})
+	})
+	if err != nil {
+		return model.Job{}, false, fmt.Errorf("store: create job for setting %q tick %q: %w", settingID, tickID, err)
+	}
+	return job, created, nil
+}
+
+// Job returns a Job.
+func (s *Store) Job(ctx context.Context, id string) (model.Job, error) {
+	var j model.Job
+	if id == "" {
+		return j, fmt.Errorf("store: job with empty ID: %w", ErrNotFound)
+	}
+	snap, err := s.JobRef(id).Get(ctx)
+	if notFound(err) {
+		return j, fmt.Errorf("store: job %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return j, fmt.Errorf("store: job %q: %w", id, err)
+	}
+	if err := snap.DataTo(&j); err != nil {
+		return j, fmt.Errorf("store: job %q: decode: %w", id, err)
+	}
+	j.ID = id
+	return j, nil
+}
+
+// CountSearch records that a source search started for a Job.
+func (s *Store) CountSearch(ctx context.Context, jobID string) error {
+	if _, err := s.JobRef(jobID).Update(ctx, []firestore.Update{{Path: "searches", Value: firestore.Increment(1)}}); err != nil {
+		return fmt.Errorf("store: count search of job %q: %w", jobID, err)
+	}
+	return nil
+}
+
+// LastChunk returns the plan position of the Job's last written chunk (without its records), or
+// nil when no chunk is written yet.
+func (s *Store) LastChunk(ctx context.Context, jobID string) (*model.Chunk, error) {
+	q := s.JobRef(jobID).Collection(model.Chunks).
+		Select("index", "lastModstamp", "lastId", "count").
+		OrderBy("index", firestore.Desc).Limit(1)
+	docs, err := q.Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("store: last chunk of job %q: %w", jobID, err)
+	}
+	if len(docs) == 0 {
+		return nil, nil
+	}
+	var c model.Chunk
+	if err := docs[0].DataTo(&c); err != nil {
+		return nil, fmt.Errorf("store: last chunk of job %q: decode: %w", jobID, err)
+	}
+	return &c, nil
+}
+
+// CountDeadRows counts the Job's source rows dead-lettered as bad data.
+func (s *Store) CountDeadRows(ctx context.Context, jobID string) (int, error) {
+	q := s.Client.Collection(model.DeadLetters).Where("jobId", "==", jobID).Where("kind", "==", model.DeadRecord)
+	return count(ctx, q, "dead rows of job "+jobID)
+}
+
+// DoneChunks counts the Job's chunks that are DONE.
+func (s *Store) DoneChunks(ctx context.Context, jobID string) (int, error) {
+	q := s.JobRef(jobID).Collection(model.Chunks).Where("status", "==", model.ChunkDone)
+	return count(ctx, q, "done chunks of job "+jobID)
+}
+
+func count(ctx context.Context, q firestore.Query, what string) (int, error) {
+	res, err := q.NewAggregationQuery().WithCount("n").Get(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("store: count %s: %w", what, err)
+	}
+	return aggInt(res["n"])
+}
+
+// PendingChunks returns the indexes of the Job's chunks that are not DONE.
+func (s *Store) PendingChunks(ctx context.Context, jobID string) ([]int, error) {
+	it := s.JobRef(jobID).Collection(model.Chunks).Where("status", "==", model.ChunkPending).Select("index").Documents(ctx)
+	defer it.Stop()
+	var out []int
+	for {
+		d, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: pending chunks of job %q: %w", jobID, err)
+		}
+		var c model.Chunk
+		if err := d.DataTo(&c); err != nil {
+			return nil, fmt.Errorf("store: pending chunk %s: decode: %w", d.Ref.Path, err)
+		}
+		out = append(out, c.Index)
+	}
+}
+
+// CompleteJob marks a PLANNED Job COMPLETED if all its chunks are DONE, with counters summed
+// from the chunks. It returns whether this call completed it; exactly one call ever does.
+func (s *Store) CompleteJob(ctx context.Context, jobID string) (bool, error) {
+	chunks := s.JobRef(jobID).Collection(model.Chunks).Where("status", "==", model.ChunkDone)
+	res, err := chunks.NewAggregationQuery().WithCount("n").WithSum("imported", "imported").WithSum("unchanged", "unchanged").Get(ctx)
+	if err != nil {
+		return false, fmt.Errorf("store: complete job %q: sum chunks: %w", jobID, err)
+	}
+	var n, imported, unchanged int
+	for _, f := range []struct {
+		k string
+		v *int
+	}{{"n", &n}, {"imported", &imported}, {"unchanged", &unchanged}} {
+		if *f.v, err = aggInt(res[f.k]); err != nil {
+			return false, fmt.Errorf("store: complete job %q: %w", jobID, err)
+		}
+	}
+	var completed bool
+	err = s.Client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		completed = false
+		snap, err := tx.Get(s.JobRef(jobID))
+		if err != nil {
+			return err
+		}
+		var j model.Job
+		if err := snap.DataTo(&j); err != nil {
+			return err
+		}
+		if j.Status != model.JobPlanned || n != j.ChunkCount {
+			return nil
+		}
+		completed = true
+		return tx.Update(s.JobRef(jobID), []firestore.Update{
+			{Path: "status", Value: model.JobCompleted},
+			{Path: "imported", Value: imported},
+			{Path: "unchanged", Value: unchanged},
+			{Path: "completedAt", Value: s.Now().UTC()},
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: complete job %q: %w", jobID, err)
+	}
+	return completed, nil
+}
+
+// FailJob marks a Job FAILED with a reason, unless it already finished.
+func (s *Store) FailJob(ctx context.Context, jobID, reason string) error {
+	err := s.Client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(s.JobRef(jobID))
+		if err != nil {
+			return err
+		}
+		if st, _ := snap.DataAt("status"); st == string(model.JobCompleted) || st == string(model.JobFailed) {
+			return nil
+		}
+		return tx.Update(s.JobRef(jobID), []firestore.Update{{Path: "status", Value: model.JobFailed}, {Path: "failure", Value: reason}})
+	})
+	if err != nil {
+		return fmt.Errorf("store: fail job %q: %w", jobID, err)
+	}
+	return nil
+}
+
+// UnfinishedJobs returns up to limit Jobs created before `before` that are not COMPLETED or
+// FAILED, oldest first: the recovery sweep's work list.
+func (s *Store) UnfinishedJobs(ctx context.Context, before time.Time, limit int) ([]model.Job, error) {
+	var out []model.Job
+	for _, st := range []model.JobStatus{model.JobPending, model.JobPlanned} {
+		docs, err := s.Client.Collection(model.Jobs).Where("status", "==", st).Where("createdAt", "<", before).
+			OrderBy("createdAt", firestore.Asc).Limit(limit).Documents(ctx).GetAll()
+		if err != nil {
+			return nil, fmt.Errorf("store: unfinished %s jobs: %w", st, err)
+		}
+		for _, d := range docs {
+			var j model.Job
+			if err := d.DataTo(&j); err != nil {
+				return nil, fmt.Errorf("store: job %s: decode: %w", d.Ref.ID, err)
+			}
+			j.ID = d.Ref.ID
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+func aggInt(v any) (int, error) {
+	switch x := v.(type) {
+	case int64:
+		return int(x), nil
+	case int:
+		return x, nil
+	case float64:
+		return int(x), nil
+	case interface{ GetIntegerValue() int64 }:
+		return int(x.GetIntegerValue()), nil
+	case nil:
+		return 0, nil
+	}
+	return 0, fmt.Errorf("store: unexpected aggregation result %T", v)
+}
+
+// PlanTotals returns the number of chunks written for a Job and the rows they hold.
+func (s *Store) PlanTotals(ctx context.Context, jobID string) (chunks, rows int, err error) {
+	res, err := s.JobRef(jobID).Collection(model.Chunks).NewAggregationQuery().WithCount("n").WithSum("count", "rows").Get(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("store: plan totals of job %q: %w", jobID, err)
+	}
+	if chunks, err = aggInt(res["n"]); err != nil {
+		return 0, 0, err
+	}
+	rows, err = aggInt(res["rows"])
+	return chunks, rows, err
+}

@@ -1,0 +1,34 @@
+# APIs the bundle needs. Destroying this configuration leaves them enabled
+# (disable_on_destroy = false): other things in the project may rely on them.
+locals {
+  services = toset([
+    "artifactregistry.googleapis.com",     # function images
+    "cloudbuild.googleapis.com",           # builds the function source
+    "cloudfunctions.googleapis.com",       # the three functions
+    "cloudresourcemanager.googleapis.com", # data.google_project
+    "cloudscheduler.googleapis.com",       # the tick
+    "eventarc.googleapis.com",             # Pub/Sub triggers
+    "firestore.googleapis.com",            # state
+    "iam.googleapis.com",                  # service accounts
+    "logging.googleapis.com",              # function and build logs
+    "pubsub.googleapis.com",               # topics
+    "run.googleapis.com",                  # functions (2nd gen) run on Cloud Run
+    "secretmanager.googleapis.com",        # the source token
+    "storage.googleapis.com",              # the source bucket
+  ])
+}
+
+resource "google_project_service" "enabled" {
+  for_each = local.services
+
+  project                    = var.project
+  service                    = each.value
+  disable_on_destroy         = false
+  disable_dependent_services = false
+}
+
+data "google_project" "this" {
+  project_id = var.project
+
+  depends_on = [google_project_service.enabled]
+}

@@ -1,0 +1,205 @@
+# Identities and least privilege.
+#
+#   runtime SA (one per function)  Firestore user on the project (Firestore has no narrower
+#                                  resource to grant on), publisher on exactly the topics its
+#                                  code publishes to, secret accessor on the source token
+#                                  (expander only).
+#   trigger SA (one per function)  run.invoker on its own function's Cloud Run service only.
+#   build SA (shared)              writes logs and the function images, reads the build sources.
+#
+# Only additive *_iam_member resources: nothing here can remove someone else's binding, and
+# nothing is granted to allUsers or allAuthenticatedUsers.
+
+# --- Runtime service accounts ---------------------------------------------------------------
+
+resource "google_service_account" "scheduler" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-scheduler"
+  display_name = "${var.name_prefix} Scheduler function"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "expander" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-expander"
+  display_name = "${var.name_prefix} Expander function"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "importer" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-importer"
+  display_name = "${var.name_prefix} Importer function"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_project_iam_member" "scheduler_firestore" {
+  project = var.project
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_project_iam_member" "expander_firestore" {
+  project = var.project
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.expander.email}"
+}
+
+resource "google_project_iam_member" "importer_firestore" {
+  project = var.project
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.importer.email}"
+}
+
+# Scheduler publishes Jobs to expand, stuck chunks to chunks (recovery sweep), dead letters.
+resource "google_pubsub_topic_iam_member" "scheduler_expand" {
+  project = var.project
+  topic   = google_pubsub_topic.expand.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "scheduler_chunks" {
+  project = var.project
+  topic   = google_pubsub_topic.chunks.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "scheduler_deadletters" {
+  project = var.project
+  topic   = google_pubsub_topic.deadletters.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+# Expander publishes chunks and dead letters.
+resource "google_pubsub_topic_iam_member" "expander_chunks" {
+  project = var.project
+  topic   = google_pubsub_topic.chunks.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.expander.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "expander_deadletters" {
+  project = var.project
+  topic   = google_pubsub_topic.deadletters.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.expander.email}"
+}
+
+# Importer publishes dead letters only.
+resource "google_pubsub_topic_iam_member" "importer_deadletters" {
+  project = var.project
+  topic   = google_pubsub_topic.deadletters.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.importer.email}"
+}
+
+# --- Trigger service accounts ---------------------------------------------------------------
+# Eventarc's push subscription authenticates as the trigger SA; it may invoke its own function.
+
+resource "google_service_account" "scheduler_trigger" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-scheduler-trigger"
+  display_name = "${var.name_prefix} Scheduler Eventarc trigger"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "expander_trigger" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-expander-trigger"
+  display_name = "${var.name_prefix} Expander Eventarc trigger"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "importer_trigger" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-importer-trigger"
+  display_name = "${var.name_prefix} Importer Eventarc trigger"
+
+  depends_on = [google_project_service.enabled]
+}
+
+# A 2nd gen function is served by the Cloud Run service of the same name; invoking it takes
+# run.invoker on that service.
+resource "google_cloud_run_v2_service_iam_member" "scheduler_trigger_invoker" {
+  project  = var.project
+  location = google_cloudfunctions2_function.scheduler.location
+  name     = google_cloudfunctions2_function.scheduler.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.scheduler_trigger.email}"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "expander_trigger_invoker" {
+  project  = var.project
+  location = google_cloudfunctions2_function.expander.location
+  name     = google_cloudfunctions2_function.expander.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.expander_trigger.email}"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "importer_trigger_invoker" {
+  project  = var.project
+  location = google_cloudfunctions2_function.importer.location
+  name     = google_cloudfunctions2_function.importer.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.importer_trigger.email}"
+}
+
+# Projects whose Pub/Sub service agent dates from before 2021-04-08 need it to be able to mint
+# tokens for the trigger SAs. Granted on each trigger SA, not on the project.
+locals {
+  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  trigger_service_accounts = {
+    scheduler = google_service_account.scheduler_trigger.name
+    expander  = google_service_account.expander_trigger.name
+    importer  = google_service_account.importer_trigger.name
+  }
+}
+
+resource "google_service_account_iam_member" "pubsub_token_creator" {
+  for_each = var.legacy_pubsub_token_creator ? local.trigger_service_accounts : {}
+
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
+}
+
+# --- Build service account ------------------------------------------------------------------
+# Cloud Build runs the function builds as this account instead of the project's default one.
+
+resource "google_service_account" "build" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-build"
+  display_name = "${var.name_prefix} function builds"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_project_iam_member" "build_log_writer" {
+  project = var.project
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+# Cloud Functions copies the uploaded source into its own gcf-v2-sources-* bucket before the
+# build reads it; that bucket is not managed here, so the read grant is project-wide.
+resource "google_project_iam_member" "build_object_viewer" {
+  project = var.project
+  role    = "roles/storage.objectViewer"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "build_writer" {
+  project    = var.project
+  location   = google_artifact_registry_repository.functions.location
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.build.email}"
+}

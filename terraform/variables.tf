@@ -1,0 +1,330 @@
+# Inputs. Durations are whole numbers in the unit their name says; the functions receive them
+# as Go durations ("15m", "192h"). Defaults match shared/config's production defaults, and the
+# drift test loads the rendered environment through config.Load, so a value the code would
+# reject fails in CI rather than at cold start.
+
+# --- Where ---------------------------------------------------------------------------------
+
+variable "project" {
+  description = "Google Cloud project ID that holds everything: functions, topics, Firestore, the secret."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project))
+    error_message = "project must be a project ID (6-30 characters: lower-case letters, digits, hyphens)."
+  }
+}
+
+variable "region" {
+  description = "Region of the functions, their Eventarc triggers, the Cloud Scheduler job, the source bucket and the image repository."
+  type        = string
+  default     = "europe-west1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must be a Google Cloud region such as europe-west1 or us-central1."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (functions, topics, service accounts, bucket). Keep it short: service account IDs are limited to 30 characters."
+  type        = string
+  default     = "oncesync"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,10}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 3-12 characters: a lower-case letter, then letters, digits or hyphens, not ending in a hyphen."
+  }
+}
+
+# --- Firestore -----------------------------------------------------------------------------
+
+variable "firestore_database" {
+  description = "Firestore database ID. \"(default)\" unless the project's default database is used by something else."
+  type        = string
+  default     = "(default)"
+
+  validation {
+    condition     = var.firestore_database == "(default)" || can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database))
+    error_message = "firestore_database must be \"(default)\" or 4-63 characters of lower-case letters, digits and hyphens."
+  }
+}
+
+variable "firestore_location" {
+  description = "Firestore location: a region (europe-west1) or multi-region (eur3, nam5). Null means the same as region. Cannot be changed after creation."
+  type        = string
+  default     = null
+}
+
+variable "firestore_delete_protection" {
+  description = "Protect the Firestore database: delete protection on, and `terraform destroy` only forgets it (deletion_policy ABANDON). Set false before a destroy that must delete the data too."
+  type        = bool
+  default     = true
+}
+
+# --- Schedule ------------------------------------------------------------------------------
+
+variable "schedule" {
+  description = "Cron schedule of the tick (Cloud Scheduler unix-cron syntax). Each tick creates one Job per enabled sync setting."
+  type        = string
+  default     = "*/15 * * * *"
+
+  validation {
+    condition     = length(split(" ", trimspace(var.schedule))) == 5
+    error_message = "schedule must be a five-field unix-cron expression, e.g. \"*/15 * * * *\"."
+  }
+}
+
+variable "time_zone" {
+  description = "IANA time zone the schedule is read in."
+  type        = string
+  default     = "Etc/UTC"
+}
+
+variable "scheduler_paused" {
+  description = "Create the Cloud Scheduler job paused: nothing runs until you run a tick by hand or resume the job."
+  type        = bool
+  default     = false
+}
+
+# --- Source API ----------------------------------------------------------------------------
+
+variable "source_url" {
+  description = "Base URL of the source API (the Salesforce instance URL), https only. The bearer token is not an input: it lives in Secret Manager (see outputs.source_token_secret)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://[^\\s/]+(/.*)?$", var.source_url))
+    error_message = "source_url must be an https:// URL."
+  }
+}
+
+variable "source_token_version" {
+  description = "Version of the source token secret the expander reads: a version number (recommended, changes roll out with a new revision) or \"latest\" (picked up by new instances only)."
+  type        = string
+  default     = "latest"
+
+  validation {
+    condition     = var.source_token_version == "latest" || can(regex("^[1-9][0-9]*$", var.source_token_version))
+    error_message = "source_token_version must be \"latest\" or a version number."
+  }
+}
+
+variable "page_size" {
+  description = "Records per source page the expander requests."
+  type        = number
+  default     = 2000
+
+  validation {
+    condition     = var.page_size >= 200 && var.page_size <= 2000 && floor(var.page_size) == var.page_size
+    error_message = "page_size must be a whole number in Salesforce's 200..2000."
+  }
+}
+
+variable "source_timeout_seconds" {
+  description = "Deadline of one source page request, in seconds."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.source_timeout_seconds >= 1 && floor(var.source_timeout_seconds) == var.source_timeout_seconds
+    error_message = "source_timeout_seconds must be a positive whole number."
+  }
+}
+
+# --- Work sizing ---------------------------------------------------------------------------
+
+variable "chunk_size" {
+  description = "Records per chunk for sync settings that do not set their own chunk size."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.chunk_size >= 1 && var.chunk_size <= 5000 && floor(var.chunk_size) == var.chunk_size
+    error_message = "chunk_size must be a whole number in 1..5000."
+  }
+}
+
+variable "max_chunk_bytes" {
+  description = "Largest encoded chunk document the expander writes, in bytes (Firestore's document limit is 1 MiB)."
+  type        = number
+  default     = 800000
+
+  validation {
+    condition     = var.max_chunk_bytes >= 10000 && var.max_chunk_bytes <= 1000000 && floor(var.max_chunk_bytes) == var.max_chunk_bytes
+    error_message = "max_chunk_bytes must be a whole number in 10000..1000000."
+  }
+}
+
+variable "sweep_limit" {
+  description = "Most unfinished Jobs the scheduler's recovery sweep visits per tick."
+  type        = number
+  default     = 200
+
+  validation {
+    condition     = var.sweep_limit >= 1 && floor(var.sweep_limit) == var.sweep_limit
+    error_message = "sweep_limit must be a positive whole number."
+  }
+}
+
+variable "window_lag_seconds" {
+  description = "How far behind the tick a Job's window ends, in seconds, so late source commits are not missed."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.window_lag_seconds >= 0 && floor(var.window_lag_seconds) == var.window_lag_seconds
+    error_message = "window_lag_seconds must be a whole number, zero or more."
+  }
+}
+
+# --- Leases and retention ------------------------------------------------------------------
+
+variable "lease_minutes" {
+  description = "In-progress lease on an idempotency key, in minutes. Must outlast every function's timeout, or a redelivery could take over work that is still running."
+  type        = number
+  default     = 15
+
+  validation {
+    condition = (
+      floor(var.lease_minutes) == var.lease_minutes &&
+      var.lease_minutes * 60 > max(var.scheduler.timeout_seconds, var.expander.timeout_seconds, var.importer.timeout_seconds)
+    )
+    error_message = "lease_minutes must be a whole number of minutes longer than every function's timeout_seconds."
+  }
+}
+
+variable "stuck_after_minutes" {
+  description = "Age, in minutes, after which the scheduler's recovery sweep re-publishes a Job's unfinished work."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.stuck_after_minutes >= 1 && floor(var.stuck_after_minutes) == var.stuck_after_minutes
+    error_message = "stuck_after_minutes must be a positive whole number."
+  }
+}
+
+variable "max_delivery_age_minutes" {
+  description = "Application-level dead-letter cutoff, in minutes: a message still failing this long after it was published is recorded as a dead letter and acknowledged. Must stay below Eventarc's 24 h retention, or Pub/Sub drops the message first."
+  type        = number
+  default     = 1380
+
+  validation {
+    condition     = var.max_delivery_age_minutes >= 1 && var.max_delivery_age_minutes <= 1410 && floor(var.max_delivery_age_minutes) == var.max_delivery_age_minutes
+    error_message = "max_delivery_age_minutes must be a whole number in 1..1410 (23.5 h): the last retries before 24 h need room at the 10-minute maximum backoff."
+  }
+}
+
+variable "key_retention_hours" {
+  description = "How long idempotency keys live before Firestore's TTL policy deletes them, in hours. Must outlive both the lease and every redelivery window."
+  type        = number
+  default     = 192
+
+  validation {
+    condition = (
+      floor(var.key_retention_hours) == var.key_retention_hours &&
+      var.key_retention_hours * 60 > var.lease_minutes &&
+      var.key_retention_hours * 60 > var.max_delivery_age_minutes
+    )
+    error_message = "key_retention_hours must be a whole number of hours longer than lease_minutes and max_delivery_age_minutes."
+  }
+}
+
+variable "dead_letter_retention_days" {
+  description = "How long the dead-letter subscription (and topic) keep messages, acknowledged or not, for inspection and replay."
+  type        = number
+  default     = 31
+
+  validation {
+    condition     = var.dead_letter_retention_days >= 1 && var.dead_letter_retention_days <= 31 && floor(var.dead_letter_retention_days) == var.dead_letter_retention_days
+    error_message = "dead_letter_retention_days must be a whole number in 1..31 (Pub/Sub's maximum)."
+  }
+}
+
+# --- Function sizing -----------------------------------------------------------------------
+# One object per function. Any attribute left out takes the default shown. Event-driven
+# functions time out after at most 540 s; a concurrency above 1 needs at least one whole CPU.
+
+variable "scheduler" {
+  description = "Scheduler function sizing: timeout_seconds (1-540), memory (e.g. 256Mi), cpu (null: derived from memory), min_instances, max_instances, concurrency (requests per instance)."
+  type = object({
+    timeout_seconds = optional(number, 300)
+    memory          = optional(string, "256Mi")
+    cpu             = optional(string)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 1)
+    concurrency     = optional(number, 1)
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.scheduler.timeout_seconds >= 1 && var.scheduler.timeout_seconds <= 540 &&
+      can(regex("^[0-9]+(Mi|Gi|M|G)$", var.scheduler.memory)) &&
+      var.scheduler.min_instances >= 0 && var.scheduler.max_instances >= 1 &&
+      var.scheduler.min_instances <= var.scheduler.max_instances &&
+      var.scheduler.concurrency >= 1 && var.scheduler.concurrency <= 1000 &&
+      (var.scheduler.concurrency == 1 || try(tonumber(var.scheduler.cpu) >= 1, false))
+    )
+    error_message = "scheduler: timeout_seconds 1..540, memory like 256Mi, 0 <= min_instances <= max_instances, concurrency 1..1000, and cpu >= 1 when concurrency > 1."
+  }
+}
+
+variable "expander" {
+  description = "Expander function sizing: timeout_seconds (1-540), memory (e.g. 512Mi), cpu (null: derived from memory), min_instances, max_instances, concurrency (requests per instance)."
+  type = object({
+    timeout_seconds = optional(number, 540)
+    memory          = optional(string, "512Mi")
+    cpu             = optional(string)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 10)
+    concurrency     = optional(number, 1)
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.expander.timeout_seconds >= 1 && var.expander.timeout_seconds <= 540 &&
+      can(regex("^[0-9]+(Mi|Gi|M|G)$", var.expander.memory)) &&
+      var.expander.min_instances >= 0 && var.expander.max_instances >= 1 &&
+      var.expander.min_instances <= var.expander.max_instances &&
+      var.expander.concurrency >= 1 && var.expander.concurrency <= 1000 &&
+      (var.expander.concurrency == 1 || try(tonumber(var.expander.cpu) >= 1, false))
+    )
+    error_message = "expander: timeout_seconds 1..540, memory like 512Mi, 0 <= min_instances <= max_instances, concurrency 1..1000, and cpu >= 1 when concurrency > 1."
+  }
+}
+
+variable "importer" {
+  description = "Importer function sizing: timeout_seconds (1-540), memory (e.g. 512Mi), cpu (null: derived from memory), min_instances, max_instances, concurrency (requests per instance)."
+  type = object({
+    timeout_seconds = optional(number, 300)
+    memory          = optional(string, "512Mi")
+    cpu             = optional(string)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 20)
+    concurrency     = optional(number, 1)
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.importer.timeout_seconds >= 1 && var.importer.timeout_seconds <= 540 &&
+      can(regex("^[0-9]+(Mi|Gi|M|G)$", var.importer.memory)) &&
+      var.importer.min_instances >= 0 && var.importer.max_instances >= 1 &&
+      var.importer.min_instances <= var.importer.max_instances &&
+      var.importer.concurrency >= 1 && var.importer.concurrency <= 1000 &&
+      (var.importer.concurrency == 1 || try(tonumber(var.importer.cpu) >= 1, false))
+    )
+    error_message = "importer: timeout_seconds 1..540, memory like 512Mi, 0 <= min_instances <= max_instances, concurrency 1..1000, and cpu >= 1 when concurrency > 1."
+  }
+}
+
+# --- Optional ------------------------------------------------------------------------------
+
+variable "legacy_pubsub_token_creator" {
+  description = "Grant the Pub/Sub service agent Token Creator on each trigger service account. Only projects whose Pub/Sub service agent was enabled on or before 2021-04-08 need it to mint the push tokens Eventarc uses."
+  type        = bool
+  default     = false
+}

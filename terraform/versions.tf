@@ -1,0 +1,28 @@
+# Terraform and provider versions. Commit the .terraform.lock.hcl that the first
+# `terraform init` writes, so every apply uses the same provider builds.
+terraform {
+  # 1.9 is the first release whose variable validations may refer to other variables
+  # (lease_minutes is checked against the function timeouts).
+  required_version = ">= 1.9.0, < 2.0.0"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = "~> 7.0"
+    }
+    archive = {
+      source = "hashicorp/archive"
+      # 2.5.0 added glob patterns to archive_file's excludes.
+      version = "~> 2.5"
+    }
+  }
+}
+
+provider "google" {
+  project = var.project
+  region  = var.region
+
+  default_labels = {
+    app = var.name_prefix
+  }
+}
