@@ -12,6 +12,7 @@
 //	ce-source: //pubsub.googleapis.com/projects/<project>/topics/<topic>
 //	ce-time: <publish time, RFC 3339>
 //	traceparent: 00-<trace ID from the message ID>-<span ID per POST>-01
+//	ce-traceparent: the same (CloudEvents distributed-tracing extension)
 //
 //	{"message":{"data":"<base64>","attributes":{…},"messageId":"…","publishTime":"…"},
 //	 "subscription":"projects/<project>/subscriptions/<subscription>"}
@@ -538,7 +539,11 @@ func (e *Eventarc) post(ctx context.Context, r *route, m Message, body []byte, c
 	h.Set("ce-type", EventType)
 	h.Set("ce-source", "//pubsub.googleapis.com/projects/"+e.cfg.Project+"/topics/"+r.Topic)
 	h.Set("ce-time", m.PublishTime.UTC().Format(time.RFC3339Nano))
-	h.Set("traceparent", traceparent(r.Subscription, m.ID, m.Attempt, copy))
+	tp := traceparent(r.Subscription, m.ID, m.Attempt, copy)
+	h.Set("traceparent", tp)
+	// The distributed-tracing extension, which is how a CloudEvent function (which never sees the
+	// HTTP headers) can read the trace: Event.Extensions()["traceparent"].
+	h.Set("ce-traceparent", tp)
 	t0 := time.Now()
 	resp, err := e.http.Do(req)
 	if err != nil {

@@ -182,6 +182,11 @@ func FirestoreClient(ctx context.Context, project string, b *Backend) (*firestor
 	if host == "" {
 		return nil, errors.New("sim: FIRESTORE_EMULATOR_HOST is not set")
 	}
+	return FirestoreClientAt(ctx, host, project, b)
+}
+
+// FirestoreClientAt is FirestoreClient for the emulator at host.
+func FirestoreClientAt(ctx context.Context, host, project string, b *Backend) (*firestore.Client, error) {
 	conn, err := grpc.NewClient(host,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithPerRPCCredentials(ownerCreds{}),

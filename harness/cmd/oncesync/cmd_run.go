@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
+
+	// The deployable bundle: registers Scheduler, Expander and Importer.
+	_ "github.com/oncesync/oncesync"
+)
+
+func cmdRun() command {
+	return command{
+		summary: "serve the three functions locally with the functions framework: run [--addr HOST:PORT]",
+		run: func(ctx context.Context, args []string) int {
+			fs := flag.NewFlagSet("run", flag.ContinueOnError)
+			addr := fs.String("addr", "127.0.0.1:8080", "listen address; the functions are served at /Scheduler, /Expander and /Importer")
+			if err := fs.Parse(args); err != nil {
+				return 2
+			}
+			if os.Getenv("FUNCTION_TARGET") != "" {
+				fmt.Fprintln(os.Stderr, "oncesync run: FUNCTION_TARGET is set; only that function is served, at /")
+			}
+			host, port, err := net.SplitHostPort(*addr)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "oncesync run: --addr %q: %v\n", *addr, err)
+				return 2
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- funcframework.StartHostPort(host, port) }()
+			select {
+			case err := <-errc:
+				fmt.Fprintf(os.Stderr, "oncesync run: %v\n", err)
+				return 1
+			case <-ctx.Done():
+				return 0
+			}
+		},
+	}
+}

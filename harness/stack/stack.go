@@ -1,0 +1,295 @@
+// Package stack runs the whole system locally, the way it runs in production, for the demo and
+// the benchmark: the real Firestore and Pub/Sub emulators, the fixture Salesforce, the three
+// functions served by the functions framework in their own process (`oncesync run`), and the local
+// Eventarc pushing binary-mode CloudEvents to them.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/oncesync/oncesync/harness/emu"
+	"github.com/oncesync/oncesync/harness/eventarc"
+	"github.com/oncesync/oncesync/harness/fixture"
+	"github.com/oncesync/oncesync/harness/sim"
+	"github.com/oncesync/oncesync/shared/bus"
+	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+// Topic IDs of the local deployment (terraform names them the same way, with a prefix).
+const (
+	TopicTicks  = "oncesync-ticks"
+	TopicExpand = "oncesync-expand"
+	TopicChunks = "oncesync-chunks"
+	TopicDead   = "oncesync-deadletters"
+	Token       = "local-token"
+)
+
+// Options configure a Stack.
+type Options struct {
+	Project     string            // emulator project (default "oncesync-local")
+	LogDir      string            // emulator and function logs (default: a temporary directory)
+	Faults      eventarc.Injector // delivery faults (nil: none)
+	Concurrency int               // in-flight deliveries per function (default 8)
+	ExtraEnv    []string          // more environment for the functions process (e.g. ONCESYNC_* overrides)
+	Binary      string            // the oncesync binary that serves the functions (default: this executable)
+	Log         io.Writer         // progress messages (default os.Stderr)
+}
+
+// Stack is a running local deployment.
+type Stack struct {
+	opts      Options
+	Emu       *emu.Emulators
+	Fixture   *fixture.Server
+	SourceURL string
+	FS        *firestore.Client // this process's client (its calls are counted in Backend)
+	Backend   *sim.Backend
+	PS        *pubsub.Client
+	Pub       *bus.PubSub
+	Eventarc  *eventarc.Eventarc
+	FuncURL   string
+	funcs     *exec.Cmd
+	funcsErr  chan error
+	cancel    context.CancelFunc
+	arcDone   chan error
+	Started   time.Time
+}
+
+// Start brings the stack up. Stop it with Stop, whatever happens.
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	if opts.Project == "" {
+		opts.Project = "oncesync-local"
+	}
+	if opts.Concurrency == 0 {
+		opts.Concurrency = 8
+	}
+	if opts.Log == nil {
+		opts.Log = os.Stderr
+	}
+	if opts.LogDir == "" {
+		if opts.LogDir, err = os.MkdirTemp("", "oncesync-logs-"); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Binary == "" {
+		if opts.Binary, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	s := &Stack{opts: opts, Started: time.Now()}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	s.logf("starting the Firestore and Pub/Sub emulators")
+	if s.Emu, err = emu.Start(ctx, emu.Options{Firestore: true, PubSub: true, LogDir: filepath.Join(opts.LogDir, "emulators")}); err != nil {
+		return nil, err
+	}
+	env := append(os.Environ(), s.Emu.Env()...)
+	s.Fixture = fixture.New(fixture.Options{Token: Token})
+	if s.SourceURL, err = fixture.ListenAndServe(ctx, "", s.Fixture); err != nil {
+		return nil, err
+	}
+	s.Backend = sim.NewBackend()
+	if s.FS, err = sim.FirestoreClientAt(ctx, s.Emu.FirestoreHost, opts.Project, s.Backend); err != nil {
+		return nil, err
+	}
+	if s.PS, err = pubsub.NewClient(ctx, opts.Project, option.WithEndpoint(s.Emu.PubSubHost), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials()))); err != nil {
+		return nil, fmt.Errorf("stack: pubsub: %w", err)
+	}
+	s.Pub = bus.New(s.PS)
+	for _, t := range []string{TopicTicks, TopicExpand, TopicChunks, TopicDead} {
+		if err := emu.EnsureTopic(ctx, s.PS, t); err != nil {
+			return nil, err
+		}
+	}
+	// The retaining subscription on the dead-letter topic, as terraform declares it.
+	if err := emu.EnsureSubscription(ctx, s.PS, TopicDead+"-retained", TopicDead, 60*time.Second); err != nil {
+		return nil, err
+	}
+
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s.FuncURL = "http://127.0.0.1:" + strconv.Itoa(port)
+	logf, err := os.Create(filepath.Join(opts.LogDir, "functions.log"))
+	if err != nil {
+		return nil, err
+	}
+	s.funcs = exec.Command(opts.Binary, "run", "--addr", "127.0.0.1:"+strconv.Itoa(port))
+	s.funcs.Env = append(append(env,
+		config.EnvProject+"="+opts.Project,
+		config.EnvTopicExpand+"="+TopicExpand,
+		config.EnvTopicChunks+"="+TopicChunks,
+		config.EnvTopicDead+"="+TopicDead,
+		config.EnvSourceURL+"="+s.SourceURL,
+		config.EnvSourceToken+"="+Token,
+	), opts.ExtraEnv...)
+	s.funcs.Stdout, s.funcs.Stderr = logf, logf
+	s.funcs.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	s.logf("starting the functions (oncesync run) on %s; logs in %s", s.FuncURL, logf.Name())
+	if err := s.funcs.Start(); err != nil {
+		return nil, fmt.Errorf("stack: start functions: %w", err)
+	}
+	s.funcsErr = make(chan error, 1)
+	go func() { s.funcsErr <- s.funcs.Wait(); logf.Close() }()
+	if err := waitHTTP(ctx, s.FuncURL+"/Scheduler", 30*time.Second, s.funcsErr); err != nil {
+		return nil, err
+	}
+
+	arcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.Eventarc, err = eventarc.New(eventarc.Config{
+		Client: s.PS, Project: opts.Project,
+		Routes: []eventarc.Route{
+			{Topic: TopicTicks, Subscription: "eventarc-scheduler", URL: s.FuncURL + "/Scheduler"},
+			{Topic: TopicExpand, Subscription: "eventarc-expander", URL: s.FuncURL + "/Expander"},
+			{Topic: TopicChunks, Subscription: "eventarc-importer", URL: s.FuncURL + "/Importer"},
+		},
+		Concurrency: opts.Concurrency, MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second,
+		AckDeadline: 600 * time.Second, MaxAttempts: 50, DeadLetterTopic: TopicDead, Faults: opts.Faults,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.arcDone = make(chan error, 1)
+	go func() { s.arcDone <- s.Eventarc.Run(arcCtx) }()
+	s.logf("local Eventarc pushing ticks, expand and chunks to the functions (concurrency %d)", opts.Concurrency)
+	return s, nil
+}
+
+// Seed writes a tenant, and a sync setting whose first window starts at from, and loads rows into
+// the fixture source.
+func (s *Stack) Seed(ctx context.Context, st model.SyncSetting, rows []fixture.Row) error {
+	if _, err := s.FS.Collection(model.Tenants).Doc(st.TenantID).Set(ctx, model.Tenant{Name: st.TenantID, Enabled: true}); err != nil {
+		return fmt.Errorf("stack: seed tenant: %w", err)
+	}
+	if _, err := s.FS.Collection(model.SyncSettings).Doc(st.ID).Set(ctx, st); err != nil {
+		return fmt.Errorf("stack: seed setting: %w", err)
+	}
+	s.Fixture.PutRecords(st.SourceObject, rows...)
+	return nil
+}
+
+// Tick publishes a tick as Cloud Scheduler does (an empty JSON object) and returns its message ID,
+// which is the tick's identity.
+func (s *Stack) Tick(ctx context.Context) (string, error) {
+	ids, err := s.Pub.Publish(ctx, TopicTicks, bus.Message{Data: []byte("{}")})
+	if err != nil {
+		return "", err
+	}
+	return ids[0], nil
+}
+
+// FunctionsRSS returns the functions process's peak resident set size in bytes (VmHWM).
+func (s *Stack) FunctionsRSS() (int64, error) {
+	if s.funcs == nil || s.funcs.Process == nil {
+		return 0, errors.New("stack: functions not running")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.funcs.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("stack: no VmHWM")
+}
+
+// Stop tears everything down; it is safe to call more than once.
+func (s *Stack) Stop() {
+	if s.cancel != nil {
+		s.cancel()
+		<-s.arcDone
+		s.cancel = nil
+	}
+	if s.funcs != nil && s.funcs.Process != nil {
+		_ = s.funcs.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.funcsErr:
+		case <-time.After(5 * time.Second):
+			_ = s.funcs.Process.Kill()
+			<-s.funcsErr
+		}
+		s.funcs = nil
+	}
+	if s.Pub != nil {
+		s.Pub.Close()
+		s.Pub = nil
+	}
+	if s.PS != nil {
+		s.PS.Close()
+		s.PS = nil
+	}
+	if s.FS != nil {
+		s.FS.Close()
+		s.FS = nil
+	}
+	if s.Emu != nil {
+		_ = s.Emu.Stop()
+		s.Emu = nil
+	}
+}
+
+func (s *Stack) logf(format string, args ...any) {
+	fmt.Fprintf(s.opts.Log, "[%6.1fs] %s\n", time.Since(s.Started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// Logf prints a progress line with the time since the stack started.
+func (s *Stack) Logf(format string, args ...any) { s.logf(format, args...) }
+
+// LogDir is where the logs are.
+func (s *Stack) LogDir() string { return s.opts.LogDir }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitHTTP(ctx context.Context, url string, timeout time.Duration, exited <-chan error) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("stack: functions process exited: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+	}
+	return fmt.Errorf("stack: %s not answering after %v", url, timeout)
+}
