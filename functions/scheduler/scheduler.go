@@ -177,7 +177,8 @@ func (h *Handler) schedule(ctx context.Context, tick model.TickMessage, st model
 		}
 		now := h.cfg.Now()
 		d := model.DeadLetter{
-			ID: model.DocID("Scheduler", "setting", st.ID, tick.TickID), Kind: model.DeadSetting, Function: "Scheduler",
+			// One dead letter per setting: each later tick that skips it counts another attempt.
+			ID: model.DocID("Scheduler", "setting", st.ID), Kind: model.DeadSetting, Function: "Scheduler",
 			Reason: reason, Error: err.Error(), TenantID: st.TenantID, FirstAt: now, LastAt: now, Attempts: 1,
 			Attributes: map[string]string{"setting": st.ID, "tick": tick.TickID},
 		}

@@ -28,6 +28,8 @@ type Expect struct {
 	// PoisonMessages is the number of messages the generator made poisonous (each must be
 	// dead-lettered, and nothing else may be).
 	PoisonMessages int
+	// PoisonSettings is the number of sync settings the generator made unschedulable.
+	PoisonSettings int
 }
 
 // Report is what the checkers found. Violations is empty when every property holds.
@@ -246,7 +248,7 @@ func (e *Env) checkDeadLetters(ctx context.Context, x Expect, r *Report) error {
 	for _, ds := range x.Datasets {
 		poisonRows += ds.Poison
 	}
-	msgs := 0
+	msgs, settings := 0, 0
 	for _, d := range docs {
 		var dl model.DeadLetter
 		if err := d.DataTo(&dl); err != nil {
@@ -257,6 +259,8 @@ func (e *Env) checkDeadLetters(ctx context.Context, x Expect, r *Report) error {
 			r.DeadRows++
 		case model.DeadMessage:
 			msgs++
+		case model.DeadSetting:
+			settings++
 		default:
 			r.violate("unexpected dead letter %s: %s %s", d.Ref.ID, dl.Reason, dl.Error)
 		}
@@ -264,6 +268,9 @@ func (e *Env) checkDeadLetters(ctx context.Context, x Expect, r *Report) error {
 	r.DeadLetters = len(docs)
 	if r.DeadRows != poisonRows {
 		r.violate("%d bad source rows dead-lettered, generator made %d", r.DeadRows, poisonRows)
+	}
+	if settings != x.PoisonSettings {
+		r.violate("%d sync settings dead-lettered, generator made %d unschedulable", settings, x.PoisonSettings)
 	}
 	if msgs != x.PoisonMessages {
 		r.violate("%d messages dead-lettered, generator made %d poisonous", msgs, x.PoisonMessages)

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/oncesync/oncesync/harness/emu"
+	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/delivery"
 )
 
@@ -19,6 +24,10 @@ type Plan struct {
 	Concurrent int           // duplicates started at the same instant, each in its own goroutine
 	CopyAfter  bool          // a duplicate after this delivery has returned, before it is acked
 	LoseAck    bool          // the function succeeded but Pub/Sub never gets the ack: redelivered
+	// Hold keeps the delivery back for this many Drain rounds before it runs (a delayed delivery:
+	// later messages overtake it). Its ack deadline is extended meanwhile, so Pub/Sub does not
+	// redeliver it, and it is one delivery attempt.
+	Hold int
 }
 
 // Policy plans each delivery; Order may reorder a pulled batch. Both are optional.
@@ -27,6 +36,13 @@ type Policy struct {
 	Order func(batch []Delivery)
 	// Between runs after each delivery is settled (e.g. to change backend faults).
 	Between func(d Delivery)
+	// After runs after every function call, injected copies included, with its result. Copies
+	// started with Plan.Concurrent call it from their own goroutines.
+	After func(d Delivery, err error, crashed bool)
+	// MaxAttempts is Pub/Sub's dead-letter policy: a message whose MaxAttempts-th delivery is not
+	// acked is published to TopicDead and acked instead (0: never). The recovery sweep must then
+	// finish its work.
+	MaxAttempts int
 }
 
 // Stats counts what a Drain did.
@@ -42,6 +58,9 @@ type Stats struct {
 	Suppressed int // deliveries that returned ErrDuplicate or ErrRetryLater... counted from results
 	Rounds     int
 	Transient  int // deliveries that failed otherwise
+	// DeadLettered are the messages given up after Policy.MaxAttempts, as delivered last.
+	DeadLettered []Delivery
+	Held         int // deliveries held back by Plan.Hold
 }
 
 func (s *Stats) add(o Stats) {
@@ -61,6 +80,8 @@ func (s *Stats) add(o Stats) {
 	s.Suppressed += o.Suppressed
 	s.Rounds += o.Rounds
 	s.Transient += o.Transient
+	s.DeadLettered = append(s.DeadLettered, o.DeadLettered...)
+	s.Held += o.Held
 }
 
 type run struct {
@@ -100,6 +121,8 @@ func (c *collector) call(d Delivery, err error, crashed bool) {
 
 type collectorKey struct{}
 
+type afterKey struct{}
+
 // Deliver runs d under plan: its duplicates and crash included. It returns whether the
 // delivery Pub/Sub made should be acked.
 func (e *Env) Deliver(ctx context.Context, d Delivery, plan Plan) (ack bool) {
@@ -132,6 +155,9 @@ func (e *Env) deliverOne(ctx context.Context, d Delivery, plan Plan, col *collec
 	r := &run{d: d, plan: plan}
 	err, crashed := e.Call(context.WithValue(ctx, runKey{}, r), d)
 	col.call(d, err, crashed)
+	if after, _ := ctx.Value(afterKey{}).(func(Delivery, error, bool)); after != nil {
+		after(d, err, crashed)
+	}
 	return err, crashed
 }
 
@@ -164,24 +190,58 @@ func (e *Env) stepHook(ctx context.Context, step string) {
 // Drain pulls and delivers messages until no subscription has any left. When a whole round makes
 // no progress (every delivery was refused because a crashed owner's lease is alive), the clock
 // jumps past the lease, as the real redelivery backoff would. maxRounds bounds the loop.
+//
+// A delivery whose Plan has Hold > 0 is kept back (its ack deadline extended) and delivered that
+// many rounds later; with Policy.MaxAttempts, a message that fails its last attempt is
+// dead-lettered (published to TopicDead with the attributes Pub/Sub adds, and acked).
 func (e *Env) Drain(ctx context.Context, p Policy, maxRounds int) (Stats, error) {
 	col := &collector{}
 	ctx = context.WithValue(ctx, collectorKey{}, col)
-	var jumps, rounds, acked, nacked, lost int
+	if p.After != nil {
+		ctx = context.WithValue(ctx, afterKey{}, p.After)
+	}
+	var jumps, rounds, acked, nacked, lost, held int
+	var dead []Delivery
+	var holds []heldDelivery
+	finish := func() Stats {
+		s := e.finish(col, jumps, rounds, acked, nacked, lost)
+		s.DeadLettered, s.Held = dead, held
+		return s
+	}
+	// On the way out, held deliveries go back to Pub/Sub, so nothing stays invisible.
+	defer func() {
+		for _, h := range holds {
+			_ = e.Settle(context.WithoutCancel(ctx), h.d, false)
+		}
+	}()
 	idle, stalled := 0, 0
 	for rounds < maxRounds {
 		var batch []Delivery
 		for _, t := range Topics {
 			ds, err := e.Pull(ctx, t, 50)
 			if err != nil {
-				return e.finish(col, jumps, rounds, acked, nacked, lost), err
+				return finish(), err
 			}
 			batch = append(batch, ds...)
 		}
-		if len(batch) == 0 {
+		// Held deliveries whose time has come join the round, after the fresh ones.
+		var due []heldDelivery
+		rest := holds[:0]
+		for _, h := range holds {
+			if h.rounds--; h.rounds <= 0 {
+				due = append(due, h)
+			} else {
+				rest = append(rest, h)
+			}
+		}
+		holds = rest
+		if len(batch) == 0 && len(due) == 0 {
+			if len(holds) > 0 {
+				continue // time passes for the held ones
+			}
 			idle++
 			if idle >= 2 {
-				return e.finish(col, jumps, rounds, acked, nacked, lost), nil
+				return finish(), nil
 			}
 			continue
 		}
@@ -190,11 +250,33 @@ func (e *Env) Drain(ctx context.Context, p Policy, maxRounds int) (Stats, error)
 		if p.Order != nil {
 			p.Order(batch)
 		}
-		progress := false
+		type item struct {
+			d    Delivery
+			plan Plan
+			due  bool
+		}
+		items := make([]item, 0, len(batch)+len(due))
 		for _, d := range batch {
 			plan := Plan{}
 			if p.Plan != nil {
 				plan = p.Plan(d)
+			}
+			items = append(items, item{d: d, plan: plan})
+		}
+		for _, h := range due {
+			items = append(items, item{d: h.d, plan: h.plan, due: true})
+		}
+		progress := false
+		for _, it := range items {
+			d, plan := it.d, it.plan
+			if plan.Hold > 0 && !it.due {
+				if err := e.extend(ctx, d); err != nil {
+					return finish(), err
+				}
+				holds = append(holds, heldDelivery{d: d, plan: plan, rounds: plan.Hold})
+				held++
+				progress = true
+				continue
 			}
 			ok := e.Deliver(ctx, d, plan)
 			if plan.LoseAck {
@@ -209,8 +291,15 @@ func (e *Env) Drain(ctx context.Context, p Policy, maxRounds int) (Stats, error)
 			if plan.LoseAck && !ok {
 				progress = true // the function may well have done its work
 			}
+			if !ok && p.MaxAttempts > 0 && d.Attempt >= p.MaxAttempts {
+				if err := e.deadLetter(ctx, d); err != nil {
+					return finish(), err
+				}
+				dead = append(dead, d)
+				ok, progress = true, true
+			}
 			if err := e.Settle(ctx, d, ok); err != nil {
-				return e.finish(col, jumps, rounds, acked, nacked, lost), err
+				return finish(), err
 			}
 			if p.Between != nil {
 				p.Between(d)
@@ -226,7 +315,47 @@ func (e *Env) Drain(ctx context.Context, p Policy, maxRounds int) (Stats, error)
 			jumps++
 		}
 	}
-	return e.finish(col, jumps, rounds, acked, nacked, lost), fmt.Errorf("sim: still delivering after %d rounds", maxRounds)
+	return finish(), fmt.Errorf("sim: still delivering after %d rounds", maxRounds)
+}
+
+type heldDelivery struct {
+	d      Delivery
+	plan   Plan
+	rounds int
+}
+
+// extend keeps a held delivery from being redelivered while it waits.
+func (e *Env) extend(ctx context.Context, d Delivery) error {
+	sub := emu.SubscriptionName(e.PS, "sim-"+d.Topic)
+	err := e.PS.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: []string{d.AckID}, AckDeadlineSeconds: 600})
+	if err != nil {
+		return fmt.Errorf("sim: hold %s: %w", d, err)
+	}
+	return nil
+}
+
+// Attributes of a message dead-lettered after Policy.MaxAttempts, as Pub/Sub sets them.
+const (
+	AttrDeliveryCount      = "CloudPubSubDeadLetterSourceDeliveryCount"
+	AttrSourceSubscription = "CloudPubSubDeadLetterSourceSubscription"
+	AttrSourceMessageID    = "SimSourceMessageId"
+	AttrSourceTopic        = "SimSourceTopic"
+)
+
+// deadLetter publishes d's message to TopicDead, as Pub/Sub's dead-letter policy does.
+func (e *Env) deadLetter(ctx context.Context, d Delivery) error {
+	attrs := map[string]string{}
+	for k, v := range d.Message.GetAttributes() {
+		attrs[k] = v
+	}
+	attrs[AttrDeliveryCount] = strconv.Itoa(d.Attempt)
+	attrs[AttrSourceSubscription] = "sim-" + d.Topic
+	attrs[AttrSourceMessageID] = d.Message.GetMessageId()
+	attrs[AttrSourceTopic] = d.Topic
+	if _, err := e.Pub.Publish(ctx, TopicDead, bus.Message{Data: d.Message.GetData(), Attributes: attrs}); err != nil {
+		return fmt.Errorf("sim: dead-letter %s: %w", d, err)
+	}
+	return nil
 }
 
 func (e *Env) finish(col *collector, jumps, rounds, acked, nacked, lost int) Stats {

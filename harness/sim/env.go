@@ -18,9 +18,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +70,12 @@ type Options struct {
 	OnStep    func(ctx context.Context, step string) // called at every probe step
 	Log       io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
 	PageSize  int                                    // fixture server page size (default 2000)
+	// Observe is called at every probe step before the delivery's Plan acts there (before a
+	// duplicate runs or the instance crashes), so it sees the step as the delivery reached it.
+	Observe func(ctx context.Context, step string)
+	// SourceTimeout is the deadline of one source request (default 10s): a fixture delay longer
+	// than it is a timeout.
+	SourceTimeout time.Duration
 }
 
 // Env is one isolated simulated deployment.
@@ -84,6 +92,9 @@ type Env struct {
 	Comps    app.Components
 	handlers map[string]app.CloudEventFunc
 	onStep   func(ctx context.Context, step string)
+	observe  func(ctx context.Context, step string)
+	start    time.Time
+	fixture  atomic.Pointer[fixture.Server] // what the source server serves; Reset replaces it
 
 	mu       sync.Mutex
 	attempts map[string]int // message ID → deliveries so far
@@ -98,7 +109,8 @@ func New(t testing.TB, opts Options) *Env {
 	if opts.Start.IsZero() {
 		opts.Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
-	e := &Env{T: t, Project: emu.ProjectID(t), Clock: NewClock(opts.Start), Backend: NewBackend(), onStep: opts.OnStep, attempts: map[string]int{}}
+	e := &Env{T: t, Project: emu.ProjectID(t), Clock: NewClock(opts.Start), Backend: NewBackend(), onStep: opts.OnStep,
+		observe: opts.Observe, start: opts.Start, attempts: map[string]int{}}
 	// Our own Firestore client, so that the Backend interceptor sees every call.
 	fs, err := FirestoreClient(ctx, e.Project, e.Backend)
 	if err != nil {
@@ -121,7 +133,10 @@ func New(t testing.TB, opts Options) *Env {
 	}
 
 	e.Fixture = fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize})
-	srv := httptest.NewServer(e.Fixture)
+	e.fixture.Store(e.Fixture)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.fixture.Load().ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 
 	cfg := config.Default()
@@ -135,8 +150,11 @@ func New(t testing.TB, opts Options) *Env {
 		t.Fatalf("sim: config: %v", err)
 	}
 	e.Config = cfg
+	if opts.SourceTimeout <= 0 {
+		opts.SourceTimeout = 10 * time.Second
+	}
 	src, err := source.New(source.Config{
-		BaseURL: cfg.SourceURL, Token: cfg.SourceToken, PageSize: cfg.PageSize, Timeout: 10 * time.Second,
+		BaseURL: cfg.SourceURL, Token: cfg.SourceToken, PageSize: cfg.PageSize, Timeout: opts.SourceTimeout,
 		MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {
@@ -303,6 +321,9 @@ func DeliveryFrom(ctx context.Context) (Delivery, bool) {
 }
 
 func (e *Env) probe(ctx context.Context, step string) {
+	if e.observe != nil {
+		e.observe(ctx, step)
+	}
 	e.stepHook(ctx, step)
 	if e.onStep != nil {
 		e.onStep(ctx, step)
@@ -347,6 +368,34 @@ func (e *Env) Jobs(ctx context.Context) ([]model.Job, error) {
 		}
 		j.ID = d.Ref.ID
 		out = append(out, j)
+	}
+	return out, nil
+}
+
+// CallEvent sends an arbitrary CloudEvent to entry point fn, as a malformed or hand-made
+// delivery would arrive.
+func (e *Env) CallEvent(ctx context.Context, fn string, ev event.Event) error {
+	h, ok := e.handlers[fn]
+	if !ok {
+		return fmt.Errorf("sim: no entry point %q", fn)
+	}
+	return h(ctx, ev)
+}
+
+// DeadLetters returns every dead letter.
+func (e *Env) DeadLetters(ctx context.Context) ([]model.DeadLetter, error) {
+	docs, err := e.FS.Collection(model.DeadLetters).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("sim: dead letters: %w", err)
+	}
+	out := make([]model.DeadLetter, 0, len(docs))
+	for _, d := range docs {
+		var dl model.DeadLetter
+		if err := d.DataTo(&dl); err != nil {
+			return nil, err
+		}
+		dl.ID = d.Ref.ID
+		out = append(out, dl)
 	}
 	return out, nil
 }

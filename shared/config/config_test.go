@@ -1,0 +1,53 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oncesync/oncesync/shared/config"
+)
+
+func env(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+
+func TestLoad(t *testing.T) {
+	c, err := config.Load(config.Importer, env(map[string]string{config.EnvProject: "p", config.EnvLease: "20m"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Project != "p" || c.Lease != 20*time.Minute || c.KeyRetention != 192*time.Hour || c.ChunkSize != 500 {
+		t.Errorf("config %+v", c)
+	}
+	// The expander needs the source; the importer does not.
+	_, err = config.Load(config.Expander, env(map[string]string{config.EnvProject: "p"}))
+	for _, v := range []string{config.EnvSourceURL, config.EnvSourceToken, config.EnvTopicChunks} {
+		if err == nil || !strings.Contains(err.Error(), v) {
+			t.Errorf("expander without %s: %v", v, err)
+		}
+	}
+	for name, kv := range map[string]map[string]string{
+		"bad duration":          {config.EnvProject: "p", config.EnvLease: "15 minutes"},
+		"bad number":            {config.EnvProject: "p", config.EnvPageSize: "lots"},
+		"page size":             {config.EnvProject: "p", config.EnvPageSize: "5000"},
+		"retention below lease": {config.EnvProject: "p", config.EnvKeyRetention: "1m"},
+	} {
+		if _, err := config.Load(config.Importer, env(kv)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestVarsFor(t *testing.T) {
+	for _, fn := range config.EntryPoints {
+		for _, name := range config.VarsFor(fn) {
+			if !strings.HasPrefix(name, "ONCESYNC_") {
+				t.Errorf("%s reads %s", fn, name)
+			}
+		}
+	}
+	for _, v := range config.Vars {
+		if v.Secret && len(v.Functions) != 1 {
+			t.Errorf("secret %s is read by %v: keep secrets to one function", v.Name, v.Functions)
+		}
+	}
+}

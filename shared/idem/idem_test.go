@@ -1,0 +1,185 @@
+package idem_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+
+	"github.com/oncesync/oncesync/harness/emu"
+	"github.com/oncesync/oncesync/shared/delivery"
+	"github.com/oncesync/oncesync/shared/idem"
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newStore(t *testing.T) (*idem.Store, *clock, *firestore.Client) {
+	t.Helper()
+	fs := emu.Firestore(t, emu.ProjectID(t))
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s, err := idem.New(idem.Config{Client: fs, Lease: 15 * time.Minute, Retention: 192 * time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, fs
+}
+
+var key = idem.Key{Scope: "expand", ID: "job/1"}
+
+func TestClaimLifecycle(t *testing.T) {
+	t.Parallel()
+	s, c, fs := newStore(t)
+	ctx := t.Context()
+	l, err := s.Claim(ctx, key, "a", map[string]string{"job": "job/1"})
+	if err != nil || l.Attempt != 1 || l.TakenOver {
+		t.Fatalf("first claim: lease %+v, err %v", l, err)
+	}
+	if _, err := s.Claim(ctx, key, "b", nil); !errors.Is(err, idem.ErrInProgress) || !errors.Is(err, delivery.ErrRetryLater) {
+		t.Fatalf("claim while held: err %v, want ErrInProgress (retry later)", err)
+	}
+	if err := s.Complete(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(ctx, key, "c", nil); !errors.Is(err, idem.ErrDone) || !errors.Is(err, delivery.ErrDuplicate) {
+		t.Fatalf("claim after done: err %v, want ErrDone (duplicate)", err)
+	}
+	d, err := s.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != idem.Done || d.Owner != "a" || d.Attempts != 1 || !d.ExpireAt.Equal(c.Now().Add(192*time.Hour)) {
+		t.Errorf("key %+v: want DONE by a, 1 attempt, expireAt now+retention", d)
+	}
+	snap, err := fs.Collection(model.Deliveries).Doc(key.DocID()).Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var del idem.Deliveries
+	if err := snap.DataTo(&del); err != nil {
+		t.Fatal(err)
+	}
+	if del.Duplicates != 2 || del.WhileInProgress != 1 {
+		t.Errorf("deliveries %+v: want 2 duplicates, 1 while in progress", del)
+	}
+}
+
+func TestExpiredLeaseIsTakenOverAndFencesTheOldOwner(t *testing.T) {
+	t.Parallel()
+	s, c, fs := newStore(t)
+	ctx := t.Context()
+	old, err := s.Claim(ctx, key, "old", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(14 * time.Minute)
+	if _, err := s.Claim(ctx, key, "early", nil); !errors.Is(err, idem.ErrInProgress) {
+		t.Fatalf("claim before expiry: %v", err)
+	}
+	c.Advance(2 * time.Minute)
+	neu, err := s.Claim(ctx, key, "new", nil)
+	if err != nil || !neu.TakenOver || neu.Attempt != 2 {
+		t.Fatalf("takeover: %+v %v", neu, err)
+	}
+	probe := fs.Collection("probe").Doc("x")
+	err = s.CommitFenced(ctx, old, func(b *firestore.WriteBatch) { b.Set(probe, map[string]any{"by": "old"}) })
+	if !errors.Is(err, idem.ErrLeaseLost) {
+		t.Fatalf("zombie fenced commit: %v, want ErrLeaseLost", err)
+	}
+	if _, err := probe.Get(ctx); err == nil {
+		t.Fatal("the zombie's write landed")
+	}
+	if err := s.CommitFenced(ctx, neu, func(b *firestore.WriteBatch) { b.Set(probe, map[string]any{"by": "new"}) }); err != nil {
+		t.Fatal(err)
+	}
+	// The heartbeat extended the lease from now.
+	c.Advance(14 * time.Minute)
+	if _, err := s.Claim(ctx, key, "third", nil); !errors.Is(err, idem.ErrInProgress) {
+		t.Fatalf("claim after heartbeat: %v, want in progress", err)
+	}
+	if err := s.Complete(ctx, old); !errors.Is(err, idem.ErrLeaseLost) {
+		t.Fatalf("zombie complete: %v, want ErrLeaseLost", err)
+	}
+	d, _ := s.Get(ctx, key)
+	if d.Takeovers != 1 || d.Attempts != 2 || d.Owner != "new" {
+		t.Errorf("key %+v", d)
+	}
+}
+
+func TestReleaseLetsTheRetryTakeOverAtOnce(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	ctx := t.Context()
+	l, err := s.Claim(ctx, key, "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if l2, err := s.Claim(ctx, key, "b", nil); err != nil || !l2.TakenOver {
+		t.Fatalf("claim after release: %+v %v", l2, err)
+	}
+}
+
+func TestRacingClaimsHaveExactlyOneWinner(t *testing.T) {
+	t.Parallel()
+	s, c, _ := newStore(t)
+	ctx := t.Context()
+	for round := range 3 {
+		k := idem.Key{Scope: "chunk", ID: fmt.Sprint("race-", round)}
+		if round == 2 { // racing takeovers of an expired lease
+			if _, err := s.Claim(ctx, k, "crashed", nil); err != nil {
+				t.Fatal(err)
+			}
+			c.Advance(time.Hour)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won, refused := 0, 0
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.Claim(ctx, k, fmt.Sprint("owner-", i), nil)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					won++
+				case errors.Is(err, idem.ErrInProgress):
+					refused++
+				default:
+					t.Errorf("claim: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if won != 1 || refused != 19 {
+			t.Errorf("round %d: %d won, %d refused; want 1 and 19", round, won, refused)
+		}
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	if _, err := idem.New(idem.Config{}); err == nil {
+		t.Error("nil client accepted")
+	}
+	fs := emu.Firestore(t, emu.ProjectID(t))
+	if _, err := idem.New(idem.Config{Client: fs, Lease: time.Hour, Retention: time.Minute}); err == nil {
+		t.Error("retention shorter than the lease accepted")
+	}
+}

@@ -1,0 +1,170 @@
+package target_test
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/oncesync/oncesync/harness/emu"
+	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/target"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func rec(id string, minute int) model.ChunkRecord {
+	return model.ChunkRecord{ID: id, Modstamp: t0.Add(time.Duration(minute) * time.Minute), Fields: map[string]any{"v": int64(minute)}}
+}
+
+// plant writes a PLANNED job with the given chunks.
+func plant(t *testing.T, fs *firestore.Client, jobID, kind string, chunks ...[]model.ChunkRecord) model.Job {
+	t.Helper()
+	ctx := t.Context()
+	j := model.Job{ID: jobID, TenantID: "acme", SourceObject: "Contact", Target: kind, ChunkSize: 10, Status: model.JobPlanned, ChunkCount: len(chunks)}
+	if _, err := fs.Collection(model.Jobs).Doc(jobID).Set(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	for i, recs := range chunks {
+		c := model.Chunk{Index: i, JobID: jobID, TenantID: "acme", Status: model.ChunkPending, Records: recs, Count: len(recs)}
+		if _, err := fs.Collection(model.Jobs).Doc(jobID).Collection(model.Chunks).Doc(model.ChunkID(i)).Set(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return j
+}
+
+type stored struct {
+	ExternalID string
+	Version    time.Time
+	Copies     int
+}
+
+func engagements(t *testing.T, fs *firestore.Client, kind string) map[string]stored {
+	t.Helper()
+	coll := model.Engagements
+	if kind == model.TargetGenerated {
+		coll = model.EngagementsGen
+	}
+	docs, err := fs.Collection(coll).Documents(t.Context()).GetAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]stored{}
+	for _, d := range docs {
+		var e model.Engagement
+		if err := d.DataTo(&e); err != nil {
+			t.Fatal(err)
+		}
+		s := out[e.ExternalID]
+		s.ExternalID, s.Version, s.Copies = e.ExternalID, e.Version, s.Copies+1
+		out[e.ExternalID] = s
+	}
+	return out
+}
+
+func TestCommitIsOnceAndVersionsOnlyMoveForward(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{model.TargetUpsert, model.TargetGenerated} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			fs := emu.Firestore(t, emu.ProjectID(t))
+			ctx := t.Context()
+			c := target.NewCommitter(fs, func() time.Time { return t0 })
+			j := plant(t, fs, "job1", kind,
+				[]model.ChunkRecord{rec("a", 5), rec("b", 1), rec("a", 3)}, // a twice in one chunk: the newer wins
+				[]model.ChunkRecord{rec("b", 2), rec("c", 1)},              // b again, newer
+				[]model.ChunkRecord{rec("b", 0)},                           // b again, older: unchanged
+			)
+			want := []target.Result{
+				{Rows: 3, Stats: target.Stats{Imported: 2, Unchanged: 1}},
+				{Rows: 2, Stats: target.Stats{Imported: 2}},
+				{Rows: 1, Stats: target.Stats{Unchanged: 1}},
+			}
+			for i := range 3 {
+				got, err := c.Commit(ctx, j, i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want[i], got); diff != "" {
+					t.Errorf("chunk %d (-want +got):\n%s", i, diff)
+				}
+				again, err := c.Commit(ctx, j, i)
+				if err != nil || !again.AlreadyDone || again.Imported != 0 {
+					t.Errorf("chunk %d again: %+v %v, want AlreadyDone and nothing written", i, again, err)
+				}
+			}
+			wantRecs := map[string]stored{
+				"a": {"a", t0.Add(5 * time.Minute), 1},
+				"b": {"b", t0.Add(2 * time.Minute), 1},
+				"c": {"c", t0.Add(1 * time.Minute), 1},
+			}
+			if diff := cmp.Diff(wantRecs, engagements(t, fs, kind)); diff != "" {
+				t.Errorf("engagements (-want +got):\n%s", diff)
+			}
+			if _, err := c.Commit(ctx, j, 7); !errors.Is(err, target.ErrNoChunk) {
+				t.Errorf("missing chunk: %v, want ErrNoChunk", err)
+			}
+		})
+	}
+}
+
+func TestConcurrentCommitsOfOneChunkImportOnce(t *testing.T) {
+	t.Parallel()
+	fs := emu.Firestore(t, emu.ProjectID(t))
+	ctx := t.Context()
+	c := target.NewCommitter(fs, nil)
+	var recs []model.ChunkRecord
+	for i := range 50 {
+		recs = append(recs, rec(string(rune('A'+i%26))+string(rune('a'+i/26)), i))
+	}
+	j := plant(t, fs, "job2", model.TargetGenerated, recs)
+	var wg sync.WaitGroup
+	results := make([]target.Result, 4)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := c.Commit(ctx, j, 0)
+			if err != nil {
+				t.Errorf("commit %d: %v", i, err)
+			}
+			results[i] = r
+		}()
+	}
+	wg.Wait()
+	imported := 0
+	for _, r := range results {
+		if !r.AlreadyDone {
+			imported++
+		}
+	}
+	if imported != 1 {
+		t.Errorf("%d of 4 concurrent commits imported, want exactly 1: %+v", imported, results)
+	}
+	for id, s := range engagements(t, fs, model.TargetGenerated) {
+		if s.Copies != 1 {
+			t.Errorf("external ID %s stored %d times", id, s.Copies)
+		}
+	}
+}
+
+func TestUnknownTarget(t *testing.T) {
+	t.Parallel()
+	fs := emu.Firestore(t, emu.ProjectID(t))
+	j := plant(t, fs, "job3", "spreadsheet", []model.ChunkRecord{rec("a", 1)})
+	if _, err := target.NewCommitter(fs, nil).Commit(t.Context(), j, 0); !errors.Is(err, target.ErrUnknownTarget) {
+		t.Errorf("err = %v, want ErrUnknownTarget", err)
+	}
+}
+
+func TestNewest(t *testing.T) {
+	got := target.Newest([]model.ChunkRecord{rec("b", 1), rec("a", 2), rec("b", 3), rec("a", 1)})
+	want := []model.ChunkRecord{rec("a", 2), rec("b", 3)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Newest (-want +got):\n%s", diff)
+	}
+}
