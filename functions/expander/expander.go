@@ -64,6 +64,7 @@ type Keys interface {
 	CommitFenced(ctx context.Context, l *idem.Lease, stage func(b *firestore.WriteBatch)) error
 	Complete(ctx context.Context, l *idem.Lease) error
 	Release(ctx context.Context, l *idem.Lease) error
+	Abandon(ctx context.Context, l *idem.Lease) error
 }
 
 // Source runs a paged search.
@@ -136,9 +137,15 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	h.cfg.Probe.At(ctx, StepClaimed)
 	err = h.expand(ctx, lease, em)
 	switch {
-	case err == nil, errors.Is(err, delivery.ErrPoison), errors.Is(err, delivery.ErrDuplicate):
+	case err == nil, errors.Is(err, delivery.ErrDuplicate):
 		if cerr := h.cfg.Keys.Complete(ctx, lease); cerr != nil {
 			return cerr
+		}
+		return err
+	case errors.Is(err, delivery.ErrPoison):
+		// Dead-lettered: give the key up entirely, so that a replay after a fix can claim it.
+		if aerr := h.cfg.Keys.Abandon(ctx, lease); aerr != nil {
+			logging.From(ctx).Warn("could not abandon expansion key", slog.String("error", aerr.Error()))
 		}
 		return err
 	case errors.Is(err, idem.ErrLeaseLost):

@@ -48,6 +48,7 @@ type Keys interface {
 	Claim(ctx context.Context, k idem.Key, owner string, labels map[string]string) (*idem.Lease, error)
 	Complete(ctx context.Context, l *idem.Lease) error
 	Release(ctx context.Context, l *idem.Lease) error
+	Abandon(ctx context.Context, l *idem.Lease) error
 }
 
 // Committer imports a chunk atomically with its DONE transition.
@@ -108,13 +109,16 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	h.cfg.Probe.At(ctx, StepClaimed)
 	job, err := h.importChunk(ctx, cm)
 	switch {
-	case err == nil, errors.Is(err, delivery.ErrPoison):
+	case err == nil:
 		if cerr := h.cfg.Keys.Complete(ctx, lease); cerr != nil && !errors.Is(cerr, idem.ErrLeaseLost) {
 			return cerr
 		}
-		if err != nil {
-			return err
+	case errors.Is(err, delivery.ErrPoison):
+		// Dead-lettered: give the key up entirely, so that a replay after a fix can claim it.
+		if aerr := h.cfg.Keys.Abandon(ctx, lease); aerr != nil {
+			logging.From(ctx).Warn("could not abandon import key", slog.String("error", aerr.Error()))
 		}
+		return err
 	default:
 		if rerr := h.cfg.Keys.Release(ctx, lease); rerr != nil {
 			logging.From(ctx).Warn("could not release import key", slog.String("error", rerr.Error()))

@@ -274,6 +274,19 @@ func (s *Store) update(ctx context.Context, l *Lease, op string, ups []firestore
 	return nil
 }
 
+// Abandon deletes the key after a permanent failure: the message is dead-lettered, and a replay
+// of it after a fix must be able to claim the work again rather than find it DONE.
+func (s *Store) Abandon(ctx context.Context, l *Lease) error {
+	_, err := s.ref(l.Key).Delete(ctx, firestore.LastUpdateTime(l.seen))
+	if code := status.Code(err); code == codes.FailedPrecondition || code == codes.NotFound {
+		return fmt.Errorf("idem: abandon %s: %w", l.Key, ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("idem: abandon %s: %w", l.Key, err)
+	}
+	return nil
+}
+
 // Get returns the stored key, or nil when there is none.
 func (s *Store) Get(ctx context.Context, k Key) (*Doc, error) {
 	snap, err := s.ref(k).Get(ctx)

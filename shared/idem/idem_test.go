@@ -183,3 +183,26 @@ func TestNewValidates(t *testing.T) {
 		t.Error("retention shorter than the lease accepted")
 	}
 }
+
+func TestAbandonLetsAReplayClaimAgain(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	ctx := t.Context()
+	l, err := s.Claim(ctx, key, "poisoned", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Abandon(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Get(ctx, key); err != nil || d != nil {
+		t.Fatalf("key after abandon: %+v %v, want none", d, err)
+	}
+	l2, err := s.Claim(ctx, key, "replay", nil)
+	if err != nil || l2.TakenOver || l2.Attempt != 1 {
+		t.Fatalf("replay claim: %+v %v", l2, err)
+	}
+	if err := s.Abandon(ctx, l); !errors.Is(err, idem.ErrLeaseLost) {
+		t.Errorf("stale abandon: %v, want ErrLeaseLost", err)
+	}
+}
