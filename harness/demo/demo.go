@@ -18,6 +18,7 @@ import (
 	"github.com/oncesync/oncesync/harness/eventarc"
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/stack"
+	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
 )
@@ -46,14 +47,15 @@ type Report struct {
 	Posts, Copies        int64
 	DeadLetters          int
 	Searches             int
-	Elapsed              time.Duration // tick published → Job COMPLETED
-	FirstImport          time.Duration // tick published → first chunk DONE
+	Audit                *audit.JobReport // the audit of the demo's Job
+	Elapsed              time.Duration    // tick published → Job COMPLETED
+	FirstImport          time.Duration    // tick published → first chunk DONE
 	RecordsPerSecond     float64
 }
 
 // OK reports whether every record was imported exactly once.
 func (r Report) OK() bool {
-	return r.Imported == r.RecordsInWindow && r.DuplicateRecords == 0 && r.DeadLetters == 0
+	return r.Imported == r.RecordsInWindow && r.DuplicateRecords == 0 && r.DeadLetters == 0 && r.Audit != nil && r.Audit.Clean()
 }
 
 // Run runs the demo.
@@ -123,6 +125,11 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	tot := s.Eventarc.Stats().Total()
 	r.Posts, r.Copies = tot.Posts, tot.Copies
+	rep, err := audit.New(s.FS).Job(ctx, r.JobID)
+	if err != nil {
+		return r, fmt.Errorf("demo: audit: %w", err)
+	}
+	r.Audit = &rep
 	return r, nil
 }
 
@@ -253,10 +260,14 @@ func (r Report) Write(w io.Writer) {
 	row("tick → first chunk imported", r.FirstImport.Round(time.Millisecond))
 	row("elapsed (tick → COMPLETED)", r.Elapsed.Round(time.Millisecond))
 	row("records/s", fmt.Sprintf("%.0f", r.RecordsPerSecond))
-	verdict := "OK: every record imported exactly once"
+	verdict := "OK: every record imported exactly once, and the audit is clean"
 	if !r.OK() {
 		verdict = "FAILED: records lost or duplicated"
 	}
 	row("verdict", verdict)
 	tw.Flush()
+	if r.Audit != nil {
+		fmt.Fprintf(w, "\n== oncesync audit job %s ==\n", r.JobID)
+		_ = r.Audit.WriteText(w)
+	}
 }

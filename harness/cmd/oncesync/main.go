@@ -27,9 +27,11 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		// Each subcommand lives in cmd_<name>.go.
-		"run":       cmdRun(),
-		"demo":      cmdDemo(),
-		"emulators": cmdEmulators(),
+		"run":         cmdRun(),
+		"demo":        cmdDemo(),
+		"emulators":   cmdEmulators(),
+		"audit":       cmdAudit(),
+		"deadletters": cmdDeadLetters(),
 	}
 }
 
