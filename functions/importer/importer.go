@@ -8,7 +8,8 @@
 //
 // The Job document is not written per chunk. After its commit, the importer counts the Job's DONE
 // chunks (an aggregation query); the delivery that sees the count reach the Job's chunk count
-// completes the Job in a transaction that only moves PLANNED to COMPLETED, so it happens once.
+// completes the Job with an update conditioned on the Job being unchanged since it was read
+// PLANNED (see store.CompleteJob), so it happens once.
 package importer
 
 import (

@@ -51,6 +51,9 @@ type Options struct {
 	Concurrency int               // in-flight deliveries per function (default 8)
 	ExtraEnv    []string          // more environment for the functions process (e.g. ONCESYNC_* overrides)
 	Binary      string            // the oncesync binary that serves the functions (default: this executable)
+	RunArgs     []string          // more arguments for `oncesync run` (e.g. the benchmark's --bench)
+	FuncPath    string            // path prefix the functions are served under (default "": /Scheduler…)
+	Emulators   *emu.Emulators    // running emulators to use, left running by Stop (default: start a pair)
 	Log         io.Writer         // progress messages (default os.Stderr)
 }
 
@@ -58,6 +61,7 @@ type Options struct {
 type Stack struct {
 	opts      Options
 	Emu       *emu.Emulators
+	ownEmu    bool // Stop stops Emu
 	Fixture   *fixture.Server
 	SourceURL string
 	FS        *firestore.Client // this process's client (its calls are counted in Backend)
@@ -100,9 +104,14 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			s.Stop()
 		}
 	}()
-	s.logf("starting the Firestore and Pub/Sub emulators")
-	if s.Emu, err = emu.Start(ctx, emu.Options{Firestore: true, PubSub: true, LogDir: filepath.Join(opts.LogDir, "emulators")}); err != nil {
-		return nil, err
+	if opts.Emulators != nil {
+		s.Emu = opts.Emulators
+	} else {
+		s.logf("starting the Firestore and Pub/Sub emulators")
+		if s.Emu, err = emu.Start(ctx, emu.Options{Firestore: true, PubSub: true, LogDir: filepath.Join(opts.LogDir, "emulators")}); err != nil {
+			return nil, err
+		}
+		s.ownEmu = true
 	}
 	env := append(os.Environ(), s.Emu.Env()...)
 	s.Fixture = fixture.New(fixture.Options{Token: Token})
@@ -137,7 +146,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.funcs = exec.Command(opts.Binary, "run", "--addr", "127.0.0.1:"+strconv.Itoa(port))
+	s.funcs = exec.Command(opts.Binary, append([]string{"run", "--addr", "127.0.0.1:" + strconv.Itoa(port)}, opts.RunArgs...)...)
 	s.funcs.Env = append(append(env,
 		config.EnvProject+"="+opts.Project,
 		config.EnvTopicExpand+"="+TopicExpand,
@@ -154,7 +163,8 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	s.funcsErr = make(chan error, 1)
 	go func() { s.funcsErr <- s.funcs.Wait(); logf.Close() }()
-	if err := waitHTTP(ctx, s.FuncURL+"/Scheduler", 30*time.Second, s.funcsErr); err != nil {
+	fnURL := s.FuncURL + opts.FuncPath
+	if err := waitHTTP(ctx, fnURL+"/Scheduler", 30*time.Second, s.funcsErr); err != nil {
 		return nil, err
 	}
 
@@ -163,9 +173,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.Eventarc, err = eventarc.New(eventarc.Config{
 		Client: s.PS, Project: opts.Project,
 		Routes: []eventarc.Route{
-			{Topic: TopicTicks, Subscription: "eventarc-scheduler", URL: s.FuncURL + "/Scheduler"},
-			{Topic: TopicExpand, Subscription: "eventarc-expander", URL: s.FuncURL + "/Expander"},
-			{Topic: TopicChunks, Subscription: "eventarc-importer", URL: s.FuncURL + "/Importer"},
+			{Topic: TopicTicks, Subscription: "eventarc-scheduler", URL: fnURL + "/Scheduler"},
+			{Topic: TopicExpand, Subscription: "eventarc-expander", URL: fnURL + "/Expander"},
+			{Topic: TopicChunks, Subscription: "eventarc-importer", URL: fnURL + "/Importer"},
 		},
 		Concurrency: opts.Concurrency, MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second,
 		AckDeadline: 600 * time.Second, MaxAttempts: 50, DeadLetterTopic: TopicDead, Faults: opts.Faults,
@@ -221,6 +231,14 @@ func (s *Stack) FunctionsRSS() (int64, error) {
 	return 0, errors.New("stack: no VmHWM")
 }
 
+// FunctionsPID returns the functions process's ID (0 when it is not running).
+func (s *Stack) FunctionsPID() int {
+	if s.funcs == nil || s.funcs.Process == nil {
+		return 0
+	}
+	return s.funcs.Process.Pid
+}
+
 // Stop tears everything down; it is safe to call more than once.
 func (s *Stack) Stop() {
 	if s.cancel != nil {
@@ -251,7 +269,9 @@ func (s *Stack) Stop() {
 		s.FS = nil
 	}
 	if s.Emu != nil {
-		_ = s.Emu.Stop()
+		if s.ownEmu {
+			_ = s.Emu.Stop()
+		}
 		s.Emu = nil
 	}
 }

@@ -256,32 +256,49 @@ func (s *Store) CompleteJob(ctx context.Context, jobID string) (bool, error) {
 			return false, fmt.Errorf("store: complete job %q: %w", jobID, err)
 		}
 	}
-	var completed bool
-	err = s.Client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		completed = false
-		snap, err := tx.Get(s.JobRef(jobID))
+	// A read, then an update conditioned on the Job's update time as read — not a transaction:
+	// of racing completers exactly one update applies and the others fail the precondition, and
+	// none waits on another's lock. (Two completers racing in a read-write transaction hold read
+	// locks on the Job that each other's commit needs; the emulator's pessimistic locking then
+	// delays the Job's completion by its 2 s lock timeout.) Aborted is retried, as a
+	// transaction would be.
+	for attempt := 1; ; attempt++ {
+		ok, err := s.completeOnce(ctx, jobID, n, imported, unchanged)
+		if status.Code(err) == codes.Aborted && attempt < completeAttempts {
+			continue
+		}
 		if err != nil {
-			return err
+			return false, fmt.Errorf("store: complete job %q: %w", jobID, err)
 		}
-		var j model.Job
-		if err := snap.DataTo(&j); err != nil {
-			return err
-		}
-		if j.Status != model.JobPlanned || n != j.ChunkCount {
-			return nil
-		}
-		completed = true
-		return tx.Update(s.JobRef(jobID), []firestore.Update{
-			{Path: "status", Value: model.JobCompleted},
-			{Path: "imported", Value: imported},
-			{Path: "unchanged", Value: unchanged},
-			{Path: "completedAt", Value: s.Now().UTC()},
-		})
-	})
-	if err != nil {
-		return false, fmt.Errorf("store: complete job %q: %w", jobID, err)
+		return ok, nil
 	}
-	return completed, nil
+}
+
+// completeAttempts is how often CompleteJob tries, like a transaction's default.
+const completeAttempts = 5
+
+func (s *Store) completeOnce(ctx context.Context, jobID string, n, imported, unchanged int) (bool, error) {
+	snap, err := s.JobRef(jobID).Get(ctx)
+	if err != nil {
+		return false, err
+	}
+	var j model.Job
+	if err := snap.DataTo(&j); err != nil {
+		return false, fmt.Errorf("decode: %w", err)
+	}
+	if j.Status != model.JobPlanned || n != j.ChunkCount {
+		return false, nil
+	}
+	_, err = s.JobRef(jobID).Update(ctx, []firestore.Update{
+		{Path: "status", Value: model.JobCompleted},
+		{Path: "imported", Value: imported},
+		{Path: "unchanged", Value: unchanged},
+		{Path: "completedAt", Value: s.Now().UTC()},
+	}, firestore.LastUpdateTime(snap.UpdateTime))
+	if status.Code(err) == codes.FailedPrecondition {
+		return false, nil // another call completed (or failed) the Job since we read it
+	}
+	return err == nil, err
 }
 
 // FailJob marks a Job FAILED with a reason, unless it already finished.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 
+	"github.com/oncesync/oncesync/harness/bench"
+
 	// The deployable bundle: registers Scheduler, Expander and Importer.
 	_ "github.com/oncesync/oncesync"
 )
@@ -19,6 +21,9 @@ func cmdRun() command {
 		run: func(ctx context.Context, args []string) int {
 			fs := flag.NewFlagSet("run", flag.ContinueOnError)
 			addr := fs.String("addr", "127.0.0.1:8080", "listen address; the functions are served at /Scheduler, /Expander and /Importer")
+			benchMode := fs.Bool("bench", false, "also serve the benchmark's instrumented functions at "+bench.PathPrefix+"/<Name>, with their counters at "+
+				bench.PathPrefix+"/stats and pprof at /debug/pprof/ (emulators only)")
+			unguarded := fs.Bool("unguarded", false, "with --bench: remove the idempotency guard (the incident's design), to price it")
 			if err := fs.Parse(args); err != nil {
 				return 2
 			}
@@ -30,8 +35,16 @@ func cmdRun() command {
 				fmt.Fprintf(os.Stderr, "oncesync run: --addr %q: %v\n", *addr, err)
 				return 2
 			}
+			if *unguarded && !*benchMode {
+				fmt.Fprintln(os.Stderr, "oncesync run: --unguarded needs --bench")
+				return 2
+			}
 			errc := make(chan error, 1)
-			go func() { errc <- funcframework.StartHostPort(host, port) }()
+			if *benchMode {
+				go func() { errc <- bench.Serve(ctx, bench.ServeOptions{Host: host, Port: port, Unguarded: *unguarded}) }()
+			} else {
+				go func() { errc <- funcframework.StartHostPort(host, port) }()
+			}
 			select {
 			case err := <-errc:
 				fmt.Fprintf(os.Stderr, "oncesync run: %v\n", err)

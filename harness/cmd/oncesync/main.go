@@ -32,6 +32,7 @@ func commands() map[string]command {
 		"emulators":   cmdEmulators(),
 		"audit":       cmdAudit(),
 		"deadletters": cmdDeadLetters(),
+		"bench":       cmdBench(),
 	}
 }
 

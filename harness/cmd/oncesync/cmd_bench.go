@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/oncesync/oncesync/harness/bench"
+)
+
+func cmdBench() command {
+	return command{
+		summary: "benchmark the pipeline against the raw Firestore ceiling on the emulators; writes OUT/REPORT.md: bench [--out DIR]",
+		run: func(ctx context.Context, args []string) int {
+			fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+			var o bench.Options
+			fs.StringVar(&o.Out, "out", "bench", "write REPORT.md and the chart into `DIR`")
+			sizes := fs.String("sizes", "10000,30000,100000", "dataset sizes, comma-separated")
+			fs.IntVar(&o.DuplicateSize, "duplicate-size", 0, "records of the duplicate-heavy pass (default: the largest size)")
+			fs.IntVar(&o.Reps, "reps", 5, "repetitions of the ceiling, guarded and unguarded runs at sizes up to --reps-up-to")
+			fs.IntVar(&o.RepsUpTo, "reps-up-to", 10000, "largest size repeated --reps times")
+			fs.IntVar(&o.LargeReps, "large-reps", 3, "repetitions at the largest size (sizes in between run once)")
+			fs.IntVar(&o.DuplicateReps, "duplicate-reps", 1, "repetitions of the duplicate-heavy pass")
+			fs.IntVar(&o.Concurrency, "concurrency", 8, "in-flight deliveries per function")
+			fs.Float64Var(&o.Updated, "updated", 0, "fraction of records also served with a newer version")
+			fs.IntVar(&o.WarmUp, "warm-up", 30000, "records imported, then written straight, before measuring, to warm the emulators' JVMs up (-1: none)")
+			fs.Int64Var(&o.Seed, "seed", 1, "dataset seed")
+			fs.BoolVar(&o.Profile, "profile", true, "record CPU profiles of the functions during the largest runs")
+			only := fs.String("only", "", "run only these parts, comma-separated: ceiling, guarded, unguarded, duplicates")
+			from := fs.String("rewrite", "", "measure nothing: render the report again from the `RESULTS` file (results.json) of an earlier run, into --out")
+			fs.StringVar(&o.LogDir, "logs", "", "keep emulator and function logs in `DIR` (default: a temporary directory, removed)")
+			if err := fs.Parse(args); err != nil {
+				if errors.Is(err, flag.ErrHelp) {
+					return 0
+				}
+				return 2
+			}
+			for _, s := range strings.Split(*sizes, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(s))
+				if err != nil || n < 1 {
+					fmt.Fprintf(os.Stderr, "oncesync bench: --sizes: %q is not a positive number\n", s)
+					return 2
+				}
+				o.Sizes = append(o.Sizes, n)
+			}
+			if *only != "" {
+				o.Only = strings.Split(*only, ",")
+			}
+			if *from != "" {
+				res, err := bench.Rewrite(*from, o.Out)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "oncesync bench: %v\n", err)
+					return 1
+				}
+				res.WriteHeadline(os.Stdout)
+				return 0
+			}
+			res, err := bench.Bench(ctx, o)
+			if res != nil {
+				res.WriteHeadline(os.Stdout)
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "oncesync bench: %v\n", err)
+				return 1
+			}
+			return 0
+		},
+	}
+}
