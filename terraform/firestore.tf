@@ -39,6 +39,37 @@ resource "google_firestore_field" "deliveries_ttl" {
   index_config {}
 }
 
+# Single-field index exemptions (index_config {} = no indexes) for fields never queried:
+#   - chunks.records holds every source field of up to a chunk's worth of rows; indexing it would
+#     cost an index entry per row and field and could pass Firestore's 40,000 index entries per
+#     document;
+#   - the target records' free-form source fields;
+#   - importedAt and version only ever increase: indexed, they are a write hotspot that caps a
+#     collection near 500 writes/s.
+locals {
+  unindexed_fields = {
+    chunks_records           = { collection = "chunks", field = "records" }
+    engagements_fields       = { collection = "engagements", field = "fields" }
+    engagements_imported_at  = { collection = "engagements", field = "importedAt" }
+    engagements_version      = { collection = "engagements", field = "version" }
+    engagements_gen_fields   = { collection = "engagementsGen", field = "fields" }
+    engagements_gen_imported = { collection = "engagementsGen", field = "importedAt" }
+    engagements_gen_version  = { collection = "engagementsGen", field = "version" }
+    engagement_index_version = { collection = "engagementIndex", field = "version" }
+  }
+}
+
+resource "google_firestore_field" "unindexed" {
+  for_each = local.unindexed_fields
+
+  project    = var.project
+  database   = google_firestore_database.main.name
+  collection = each.value.collection
+  field      = each.value.field
+
+  index_config {}
+}
+
 # Recovery sweep: unfinished Jobs by status, oldest first.
 resource "google_firestore_index" "jobs_status_created_at" {
   project     = var.project

@@ -34,7 +34,7 @@ import (
 const (
 	StepClaimed   = "importer.claimed"   // key held, nothing written
 	StepCommitted = "importer.committed" // records and DONE committed, key not yet DONE
-	StepFinished  = "importer.finished"  // key DONE, Job completion checked
+	StepFinished  = "importer.finished"  // Job completion checked, key DONE
 )
 
 // Store is the data the importer reads and writes.
@@ -109,6 +109,12 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	}
 	h.cfg.Probe.At(ctx, StepClaimed)
 	job, err := h.importChunk(ctx, cm)
+	if err == nil {
+		// The Job's completion is checked before the key is DONE: if it fails, the key is
+		// released and the redelivery (finding the chunk DONE) checks again, instead of being
+		// acked as a duplicate and leaving the Job to the recovery sweep.
+		err = h.completeJob(ctx, job)
+	}
 	switch {
 	case err == nil:
 		if cerr := h.cfg.Keys.Complete(ctx, lease); cerr != nil && !errors.Is(cerr, idem.ErrLeaseLost) {
@@ -124,9 +130,6 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 		if rerr := h.cfg.Keys.Release(ctx, lease); rerr != nil {
 			logging.From(ctx).Warn("could not release import key", slog.String("error", rerr.Error()))
 		}
-		return err
-	}
-	if err := h.completeJob(ctx, job); err != nil {
 		return err
 	}
 	h.cfg.Probe.At(ctx, StepFinished)
