@@ -2,7 +2,7 @@
 #
 #   make demo            the whole pipeline end to end on the emulators (DUPLICATES=1: every message twice, 2 s apart)
 #   make test            unit, emulator and end-to-end tests, plus the offline terraform checks
-#   make chaos           the chaos/property suite (CHAOS_CHECKS=N, CHAOS_SEED=S)
+#   make chaos           the chaos/property suite (CHAOS_CHECKS=N, CHAOS_SEED=S, CHAOS_RUN=regexp, CHAOS_FLAGS=...)
 #   make bench           the benchmark; writes bench/REPORT.md
 #   make ci              what .ci/run runs: test, then chaos
 
@@ -14,6 +14,8 @@ RECORDS   ?= 20000
 DUPLICATES ?=
 CHAOS_CHECKS ?= 0
 CHAOS_SEED   ?= 0
+CHAOS_RUN    ?= ^TestChaos|^TestMutant|^TestIncident
+CHAOS_FLAGS  ?=
 
 .PHONY: setup build demo test lint chaos bench ci
 
@@ -36,8 +38,8 @@ test: setup build lint
 	$(EMU) $(GO) test -count=1 -timeout 30m $(PKGS)
 
 chaos: setup build
-	$(EMU) $(GO) test -count=1 -timeout 40m -run '^TestChaos|^TestMutant|^TestIncident' ./harness/chaos \
-		-chaos.checks=$(CHAOS_CHECKS) -chaos.seed=$(CHAOS_SEED) -v
+	$(EMU) $(GO) test -count=1 -timeout 40m -run '$(CHAOS_RUN)' ./harness/chaos \
+		-chaos.checks=$(CHAOS_CHECKS) -chaos.seed=$(CHAOS_SEED) -v $(CHAOS_FLAGS)
 
 bench: setup build
 	$(BIN) bench --out bench

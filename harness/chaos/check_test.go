@@ -1,0 +1,198 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"sort"
+	"time"
+
+	"github.com/oncesync/oncesync/shared/bus"
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+// ExtraReport is what the chaos checkers add to sim's (package sim checks duplicates, lost and
+// stale records, chunk counts against each Job's own record count, Job counters against its
+// chunks, search counts, open leases and dead-letter counts).
+type ExtraReport struct {
+	ChunkRewrites  int // chunk writes beyond a Job's plan: a chunk created twice
+	PlanMismatches int // Jobs whose plan is not exactly the rows of their window, each once
+	CounterErrors  int // settings whose imported counts are outside what the data allows
+	SearchCounter  int // Jobs whose searches counter differs from the searches they ran
+	ForeignDead    int // message dead letters that are not poison the generator made
+	Violations     []string
+}
+
+func (r *ExtraReport) violate(format string, args ...any) {
+	if len(r.Violations) < 50 {
+		r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
+	}
+}
+
+type rowKey struct {
+	id string
+	at int64 // Unix milliseconds
+}
+
+// checkMore runs the chaos checkers that need the case's ground truth. With observed, the searches
+// the harness saw at the source are compared with the Jobs' searches counters.
+func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseState, observed bool) (ExtraReport, error) {
+	var r ExtraReport
+	e := h.Env
+	jobs, err := e.Jobs(ctx)
+	if err != nil {
+		return r, err
+	}
+	st.mu.Lock()
+	writes, searches := maps.Clone(st.chunkWrites), maps.Clone(st.searches)
+	st.mu.Unlock()
+	setting := map[string]int{}
+	for i, s := range c.Settings {
+		setting[s.ID] = i
+	}
+	sort.Slice(jobs, func(a, b int) bool { return jobs[a].ID < jobs[b].ID })
+	type totals struct {
+		imported int
+		end      time.Time
+	}
+	bySetting := map[int]*totals{}
+	for _, j := range jobs {
+		si, ok := setting[j.SettingID]
+		if !ok {
+			r.violate("job %s belongs to unknown setting %q", j.ID, j.SettingID)
+			continue
+		}
+		// No chunk written twice: every chunk write the expander reported is one more chunk.
+		if n := writes[j.ID]; n > j.ChunkCount {
+			r.ChunkRewrites += n - j.ChunkCount
+			r.violate("job %s: chunk plan written %d times for %d chunks (a chunk created twice)", j.ID, n, j.ChunkCount)
+		}
+		// Counters on Jobs exact: the searches counter counts the searches that ran.
+		if observed && j.Searches != searches[j.ID] {
+			r.SearchCounter++
+			r.violate("job %s: searches counter is %d, the source was searched %d times for it", j.ID, j.Searches, searches[j.ID])
+		}
+		if j.Status != model.JobCompleted {
+			continue // sim's checker reports it
+		}
+		tot := bySetting[si]
+		if tot == nil {
+			tot = &totals{end: windowStart}
+			bySetting[si] = tot
+		}
+		tot.imported += j.Imported
+		if j.WindowTo.After(tot.end) {
+			tot.end = j.WindowTo
+		}
+		// The plan is exactly the rows of the window: each version of each record in one chunk.
+		want := map[rowKey]int{}
+		for _, row := range w.rows[c.Settings[si].Object] {
+			at := row.Modstamp.Truncate(time.Millisecond)
+			if !at.Before(j.WindowFrom) && at.Before(j.WindowTo) {
+				want[rowKey{row.ID, at.UnixMilli()}]++
+			}
+		}
+		nWant := 0
+		for _, n := range want {
+			nWant += n
+		}
+		docs, err := e.FS.Collection(model.Jobs).Doc(j.ID).Collection(model.Chunks).Documents(ctx).GetAll()
+		if err != nil {
+			return r, fmt.Errorf("chaos: chunks of %s: %w", j.ID, err)
+		}
+		got := map[rowKey]int{}
+		for _, d := range docs {
+			var ch model.Chunk
+			if err := d.DataTo(&ch); err != nil {
+				return r, err
+			}
+			for _, rec := range ch.Records {
+				got[rowKey{rec.ID, rec.Modstamp.UnixMilli()}]++
+			}
+		}
+		var missing, extra []string
+		for k, n := range want {
+			if got[k] < n {
+				missing = append(missing, fmt.Sprintf("%s@%d", k.id, k.at))
+			}
+		}
+		for k, n := range got {
+			if want[k] < n {
+				extra = append(extra, fmt.Sprintf("%s@%d×%d", k.id, k.at, n))
+			}
+		}
+		if j.RecordCount != nWant || len(missing) > 0 || len(extra) > 0 {
+			r.PlanMismatches++
+			sort.Strings(missing)
+			sort.Strings(extra)
+			r.violate("job %s: %d rows in its window, plan counts %d; missing from the chunks %v; extra or repeated %v",
+				j.ID, nWant, j.RecordCount, first(missing, 5), first(extra, 5))
+		}
+	}
+	// Counters: a record is counted imported at least once (when created) and each version at
+	// most once, so per setting: distinct IDs <= Σ imported <= distinct versions.
+	idx := make([]int, 0, len(bySetting))
+	for si := range bySetting {
+		idx = append(idx, si)
+	}
+	sort.Ints(idx)
+	for _, si := range idx {
+		tot := bySetting[si]
+		ids, versions := map[string]bool{}, map[rowKey]bool{}
+		for _, row := range w.rows[c.Settings[si].Object] {
+			at := row.Modstamp.Truncate(time.Millisecond)
+			if !at.Before(windowStart) && at.Before(tot.end) {
+				ids[row.ID] = true
+				versions[rowKey{row.ID, at.UnixMilli()}] = true
+			}
+		}
+		if tot.imported < len(ids) || tot.imported > len(versions) {
+			r.CounterErrors++
+			r.violate("setting %s: jobs count %d records imported; %d distinct records and %d versions were in their windows",
+				c.Settings[si].ID, tot.imported, len(ids), len(versions))
+		}
+	}
+	// Message dead letters: only the poison the generator made.
+	dls, err := e.DeadLetters(ctx)
+	if err != nil {
+		return r, err
+	}
+	var poison [][]byte
+	for _, k := range c.Poison {
+		switch k {
+		case "tick-not-json":
+			poison = append(poison, []byte("not json"))
+		case "expand-unknown-job":
+			m, _ := bus.JSON(model.ExpandMessage{TenantID: "t0", JobID: "no-such-job"}, nil)
+			poison = append(poison, m.Data)
+		case "chunk-missing-fields":
+			poison = append(poison, []byte(`{"chunk":1}`))
+		}
+	}
+	for _, dl := range dls {
+		if dl.Kind != model.DeadMessage {
+			continue
+		}
+		found := false
+		for i, p := range poison {
+			if bytes.Equal(p, dl.Data) {
+				poison = append(poison[:i], poison[i+1:]...)
+				found = true
+				break
+			}
+		}
+		if !found {
+			r.ForeignDead++
+			r.violate("message %s dead-lettered by %s (%s: %s), but it is not poison", dl.MessageID, dl.Function, dl.Reason, dl.Error)
+		}
+	}
+	return r, nil
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n:n], fmt.Sprintf("… %d more", len(s)-n))
+	}
+	return s
+}

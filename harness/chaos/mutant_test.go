@@ -1,0 +1,290 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"pgregory.net/rapid"
+
+	"github.com/oncesync/oncesync/functions/app"
+	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/idem"
+	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/target"
+)
+
+// The mutations: the pipeline with a guard removed. Each must make a property fail.
+var (
+	// MutantClaim is "every claim succeeds": a claim that finds the key DONE or IN_PROGRESS
+	// proceeds anyway with a lease of its own, fenced commits are not fenced, and completing
+	// such a lease marks the key DONE.
+	MutantClaim = Mutation{Name: "every claim succeeds", Keys: func(h *Harness, k app.Keys) app.Keys { return claimAlways{Keys: k, h: h} }}
+	// MutantSplit is "chunk commit not atomic": the chunk's status is read outside any
+	// transaction, its records are written in one batch commit (which cannot read, so without
+	// the generated-ID index lookup and the version check), and DONE in a second commit. It
+	// exposes the step between the two commits.
+	MutantSplit = Mutation{
+		Name:      "chunk commit not atomic",
+		Committer: func(h *Harness, _ importer.Committer) importer.Committer { return splitCommitter{h: h} },
+		Steps:     pipelineSteps.with(config.Importer, StepRecordsCommitted, StepRecordsCommitted),
+	}
+	// MutantDoneApart is "chunk DONE committed apart": the records are written as the real
+	// Committer writes them (in a transaction, through the target, with the generated-ID index
+	// and the version check), but the chunk's status is read before and outside that
+	// transaction and DONE is committed after it, separately.
+	MutantDoneApart = Mutation{
+		Name: "chunk DONE committed apart from its records",
+		Committer: func(h *Harness, c importer.Committer) importer.Committer {
+			return doneApart{h: h, real: c.(*target.Committer)}
+		},
+		Steps: pipelineSteps.with(config.Importer, StepRecordsCommitted, StepRecordsCommitted),
+	}
+	// MutantBoth is both: the pipeline before the fix, as far as wrappers can rebuild it.
+	MutantBoth = Mutation{
+		Name:      "every claim succeeds + chunk commit not atomic",
+		Keys:      MutantClaim.Keys,
+		Committer: MutantSplit.Committer,
+		Steps:     MutantSplit.Steps,
+	}
+)
+
+// StepRecordsCommitted is MutantSplit's step between its two commits.
+const StepRecordsCommitted = "mutant.records_committed"
+
+const fakeOwner = "mutant-claim:"
+
+// claimAlways is MutantClaim's Keys.
+type claimAlways struct {
+	app.Keys
+	h *Harness
+}
+
+func (k claimAlways) Claim(ctx context.Context, key idem.Key, owner string, labels map[string]string) (*idem.Lease, error) {
+	l, err := k.Keys.Claim(ctx, key, owner, labels)
+	if errors.Is(err, idem.ErrDone) || errors.Is(err, idem.ErrInProgress) {
+		return &idem.Lease{Key: key, Owner: fakeOwner + owner, Attempt: 1}, nil
+	}
+	return l, err
+}
+
+func (k claimAlways) CommitFenced(ctx context.Context, _ *idem.Lease, stage func(b *firestore.WriteBatch)) error {
+	b := k.h.Env.FS.Batch()
+	stage(b)
+	_, err := b.Commit(ctx)
+	return err
+}
+
+func (k claimAlways) Complete(ctx context.Context, l *idem.Lease) error {
+	if strings.HasPrefix(l.Owner, fakeOwner) {
+		_, err := k.h.Env.FS.Collection(model.Keys).Doc(l.Key.DocID()).Update(ctx, []firestore.Update{{Path: "state", Value: idem.Done}})
+		return err
+	}
+	return k.Keys.Complete(ctx, l)
+}
+
+func (k claimAlways) Release(ctx context.Context, l *idem.Lease) error {
+	if strings.HasPrefix(l.Owner, fakeOwner) {
+		return nil
+	}
+	return k.Keys.Release(ctx, l)
+}
+
+// splitCommitter is MutantSplit's Committer.
+type splitCommitter struct{ h *Harness }
+
+func (c splitCommitter) Commit(ctx context.Context, job model.Job, index int) (target.Result, error) {
+	fs, now := c.h.Env.FS, c.h.Env.Clock.Now().UTC()
+	ref := fs.Collection(model.Jobs).Doc(job.ID).Collection(model.Chunks).Doc(model.ChunkID(index))
+	snap, err := ref.Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return target.Result{}, target.ErrNoChunk
+	}
+	if err != nil {
+		return target.Result{}, err
+	}
+	var ch model.Chunk
+	if err := snap.DataTo(&ch); err != nil {
+		return target.Result{}, err
+	}
+	if ch.Status == model.ChunkDone {
+		return target.Result{AlreadyDone: true}, nil
+	}
+	rows := target.Newest(ch.Records)
+	b := fs.Batch()
+	for _, r := range rows {
+		key := model.EngagementKey(job.TenantID, job.SourceObject, r.ID)
+		eng := model.Engagement{TenantID: job.TenantID, SourceObject: job.SourceObject, ExternalID: r.ID, Version: r.Modstamp,
+			Fields: r.Fields, JobID: job.ID, Chunk: index, ImportedAt: now}
+		switch job.Target {
+		case model.TargetUpsert:
+			b.Set(fs.Collection(model.Engagements).Doc(key), eng)
+		case model.TargetGenerated:
+			doc := fs.Collection(model.EngagementsGen).NewDoc()
+			b.Set(doc, eng)
+			b.Set(fs.Collection(model.EngagementIndex).Doc(key), map[string]any{"docId": doc.ID, "version": r.Modstamp})
+		default:
+			return target.Result{}, target.ErrUnknownTarget
+		}
+	}
+	if _, err := b.Commit(ctx); err != nil {
+		return target.Result{}, fmt.Errorf("mutant: records of chunk %d: %w", index, err)
+	}
+	c.h.Env.Comps.Probe.At(ctx, StepRecordsCommitted)
+	st := target.Stats{Imported: len(rows), Unchanged: len(ch.Records) - len(rows)}
+	if _, err := ref.Update(ctx, []firestore.Update{
+		{Path: "status", Value: model.ChunkDone}, {Path: "doneAt", Value: now},
+		{Path: "imported", Value: st.Imported}, {Path: "unchanged", Value: st.Unchanged},
+	}); err != nil {
+		return target.Result{}, fmt.Errorf("mutant: DONE of chunk %d: %w", index, err)
+	}
+	return target.Result{Stats: st, Rows: len(ch.Records)}, nil
+}
+
+// doneApart is MutantDoneApart's Committer.
+type doneApart struct {
+	h    *Harness
+	real *target.Committer
+}
+
+func (c doneApart) Commit(ctx context.Context, job model.Job, index int) (target.Result, error) {
+	fs, now := c.h.Env.FS, c.h.Env.Clock.Now().UTC()
+	tg, ok := c.real.Targets[job.Target]
+	if !ok {
+		return target.Result{}, target.ErrUnknownTarget
+	}
+	ref := fs.Collection(model.Jobs).Doc(job.ID).Collection(model.Chunks).Doc(model.ChunkID(index))
+	snap, err := ref.Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return target.Result{}, target.ErrNoChunk
+	}
+	if err != nil {
+		return target.Result{}, err
+	}
+	var ch model.Chunk
+	if err := snap.DataTo(&ch); err != nil {
+		return target.Result{}, err
+	}
+	if ch.Status == model.ChunkDone {
+		return target.Result{AlreadyDone: true}, nil
+	}
+	rows := target.Newest(ch.Records)
+	var st target.Stats
+	err = fs.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		var err error
+		st, err = tg.Write(ctx, tx, target.Batch{Job: job, Chunk: index, Rows: rows, Now: now})
+		return err
+	})
+	if err != nil {
+		return target.Result{}, fmt.Errorf("mutant: records of chunk %d: %w", index, err)
+	}
+	c.h.Env.Comps.Probe.At(ctx, StepRecordsCommitted)
+	st.Unchanged += len(ch.Records) - len(rows)
+	if _, err := ref.Update(ctx, []firestore.Update{
+		{Path: "status", Value: model.ChunkDone}, {Path: "doneAt", Value: now},
+		{Path: "imported", Value: st.Imported}, {Path: "unchanged", Value: st.Unchanged},
+	}); err != nil {
+		return target.Result{}, fmt.Errorf("mutant: DONE of chunk %d: %w", index, err)
+	}
+	return target.Result{Stats: st, Rows: len(ch.Records)}, nil
+}
+
+func TestMutantClaimAlwaysSucceeds(t *testing.T) { testMutant(t, MutantClaim) }
+
+func TestMutantChunkDoneCommittedApart(t *testing.T) { testMutant(t, MutantDoneApart) }
+
+func TestMutantChunkCommitNotAtomic(t *testing.T) { testMutant(t, MutantSplit) }
+
+// testMutant runs the main property against a mutation, on a recorder instead of t, and asserts
+// that rapid found a counterexample made of property violations (not a harness error).
+func testMutant(t *testing.T, m Mutation) {
+	h := NewHarness(t, m)
+	var (
+		mu       sync.Mutex
+		lastCase *Case
+		last     *Result
+	)
+	rec := newRecorder(t, "Mutant "+m.Name)
+	withRapid(t, mutantChecks, true, func() {
+		rec.check(h.Property(h.Gen, func(c *Case, r *Result) {
+			mu.Lock()
+			defer mu.Unlock()
+			lastCase, last = c, r
+		}))
+	})
+	line := mutantLine{name: m.Name}
+	if !rec.Failed() || last == nil {
+		report.mutant(line)
+		t.Fatalf("mutation %q survived %d generated cases: the properties cannot tell it from the pipeline\nrapid said: %s",
+			m.Name, mutantChecks, rec.text())
+	}
+	line.found, line.casesToFind = true, rec.casesBeforeFailure()+1
+	line.caughtBy = strings.Join(last.CaughtBy(), ", ")
+	line.detail = fmt.Sprintf("counterexample (not shrunk):\n%s\nfirst violation: %s", lastCase, last.Violations[0])
+	report.mutant(line)
+	t.Logf("mutation %q caught after %d case(s) by %s\n%s\nrapid said:\n%s", m.Name, line.casesToFind, line.caughtBy, line.detail, rec.text())
+}
+
+// recorder is a rapid.TB that records a property's failure instead of failing the test, so that a
+// test can assert that rapid finds one. It is used from one goroutine, like testing.T.
+type recorder struct {
+	t      *testing.T
+	name   string
+	failed bool
+	log    strings.Builder
+}
+
+var _ rapid.TB = (*recorder)(nil)
+
+// errRecorderStop is what FailNow panics with to end rapid.Check, as testing.T.FailNow ends a test.
+var errRecorderStop = errors.New("chaos: recorder: stop")
+
+func newRecorder(t *testing.T, name string) *recorder { return &recorder{t: t, name: name} }
+
+// check runs rapid.Check(r, prop) and returns when it has finished or failed.
+func (r *recorder) check(prop func(*rapid.T)) {
+	defer func() {
+		if p := recover(); p != nil && p != errRecorderStop {
+			panic(p)
+		}
+	}()
+	rapid.Check(r, prop)
+}
+
+func (r *recorder) Helper()                           {}
+func (r *recorder) Name() string                      { return r.name }
+func (r *recorder) Context() context.Context          { return r.t.Context() }
+func (r *recorder) Logf(format string, args ...any)   { fmt.Fprintf(&r.log, format+"\n", args...) }
+func (r *recorder) Log(args ...any)                   { fmt.Fprintln(&r.log, args...) }
+func (r *recorder) Skipf(format string, args ...any)  { r.Logf(format, args...); r.SkipNow() }
+func (r *recorder) Skip(args ...any)                  { r.Log(args...); r.SkipNow() }
+func (r *recorder) SkipNow()                          { panic(errRecorderStop) }
+func (r *recorder) Errorf(format string, args ...any) { r.Logf(format, args...); r.failed = true }
+func (r *recorder) Error(args ...any)                 { r.Log(args...); r.failed = true }
+func (r *recorder) Fatalf(format string, args ...any) { r.Errorf(format, args...); r.FailNow() }
+func (r *recorder) Fatal(args ...any)                 { r.Error(args...); r.FailNow() }
+func (r *recorder) FailNow()                          { r.failed = true; panic(errRecorderStop) }
+func (r *recorder) Fail()                             { r.failed = true }
+func (r *recorder) Failed() bool                      { return r.failed }
+func (r *recorder) text() string                      { return r.log.String() }
+
+var failedAfter = regexp.MustCompile(`\[rapid\] (?:failed|panic) after (\d+) tests`)
+
+// casesBeforeFailure is how many cases passed before the one that failed.
+func (r *recorder) casesBeforeFailure() int {
+	m := failedAfter.FindStringSubmatch(r.log.String())
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}

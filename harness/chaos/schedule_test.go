@@ -1,0 +1,461 @@
+package chaos
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"pgregory.net/rapid"
+
+	"github.com/oncesync/oncesync/functions/expander"
+	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/functions/scheduler"
+	"github.com/oncesync/oncesync/harness/sim"
+	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/model"
+)
+
+// Case is one generated world and everything that happens to it: the source data, the sync
+// settings, the ticks, the poison inputs and the fault schedule. It is drawn before anything
+// runs, so that a seed names it completely.
+type Case struct {
+	PageSize int // rows per source page
+	Objects  []Object
+	Settings []Setting
+	Ticks    []Tick
+	Poison   []string // poison messages published with the first tick (see poisonKinds)
+	Faults   Schedule
+}
+
+// Object is one source object's dataset.
+type Object struct {
+	Name    string
+	Prefix  string // Salesforce key prefix of its IDs
+	Rows    int    // records in the first window
+	Updated int    // percent of them with a second, newer version in the same window
+	Seed    int64
+	Bad     int // malformed rows (no usable SystemModstamp) filed inside the first window
+}
+
+// Setting is one sync setting.
+type Setting struct {
+	ID        string
+	Tenant    string
+	Object    int // index into Case.Objects
+	Target    string
+	ChunkSize int
+	Ghost     bool // its tenant does not exist: the scheduler must dead-letter the setting
+}
+
+// Tick is one tick of Cloud Scheduler and the source changes before it.
+type Tick struct {
+	After   time.Duration // simulated time that passes before it (after the previous tick's drain)
+	New     []int         // new records per object, inside this tick's window
+	Updates []int         // newer versions of existing records per object, inside this tick's window
+	Twice   bool          // published twice with the same tick ID (Cloud Scheduler is at-least-once)
+}
+
+// TickID is the ID of tick k.
+func TickID(k int) string { return fmt.Sprintf("tick-%d", k) }
+
+// Schedule is the fault schedule of a case.
+type Schedule struct {
+	Deliveries  []DeliveryFault
+	Firestore   []sim.Fault
+	Publish     []sim.PublishFault
+	Source      []SourceFault
+	MaxAttempts int    // Pub/Sub dead-letter policy (0: none)
+	Shuffle     uint64 // non-zero: every pulled batch is shuffled with this seed (reordering)
+}
+
+// Target names messages by what they mean, so that a schedule replays whatever IDs Pub/Sub gives
+// them: -1 matches any setting, tick or chunk.
+type Target struct {
+	Function string
+	Setting  int
+	Tick     int
+	Chunk    int
+}
+
+func (t Target) String() string {
+	part := func(name string, v int) string {
+		if v < 0 {
+			return name + " *"
+		}
+		return fmt.Sprintf("%s %d", name, v)
+	}
+	switch t.Function {
+	case config.Scheduler:
+		return "tick message (" + part("tick", t.Tick) + ")"
+	case config.Expander:
+		return "expand message (" + part("setting", t.Setting) + ", " + part("tick", t.Tick) + ")"
+	}
+	return "chunk message (" + part("setting", t.Setting) + ", " + part("tick", t.Tick) + ", " + part("chunk", t.Chunk) + ")"
+}
+
+func (t Target) matches(o Target) bool {
+	return t.Function == o.Function && (t.Setting < 0 || t.Setting == o.Setting) &&
+		(t.Tick < 0 || t.Tick == o.Tick) && (t.Chunk < 0 || t.Chunk == o.Chunk)
+}
+
+// DeliveryFault is what happens to the Nth delivery (from Pub/Sub, 1-based) of the messages
+// Target names.
+type DeliveryFault struct {
+	Target
+	Nth int
+	Fault
+}
+
+func (d DeliveryFault) String() string {
+	return fmt.Sprintf("delivery #%d of %s: %s", d.Nth, d.Target, d.Fault)
+}
+
+// Fault is what happens around one delivery; it becomes a sim.Plan.
+type Fault struct {
+	CrashAt     string        // the instance is killed at this step
+	CopyAt      string        // a duplicate (same message ID) runs when the delivery reaches this step
+	CopyDelay   time.Duration // simulated time before that duplicate arrives
+	CopyCrashAt string        // the duplicate's own instance is killed at this step
+	Concurrent  int           // duplicates started at the same instant
+	CopyAfter   bool          // a duplicate after the delivery completed, before its ack
+	LoseAck     bool          // the function succeeds but the ack is lost: redelivered
+	Hold        int           // the delivery is held back this many rounds (later messages overtake it)
+}
+
+func (f Fault) String() string {
+	var parts []string
+	if f.CrashAt != "" {
+		parts = append(parts, "crash at "+f.CrashAt)
+	}
+	if f.CopyAt != "" {
+		s := fmt.Sprintf("duplicate at %s after %v", f.CopyAt, f.CopyDelay)
+		if f.CopyCrashAt != "" {
+			s += ", the duplicate crashes at " + f.CopyCrashAt
+		}
+		parts = append(parts, s)
+	}
+	if f.Concurrent > 0 {
+		parts = append(parts, fmt.Sprintf("%d concurrent duplicate(s)", f.Concurrent))
+	}
+	if f.CopyAfter {
+		parts = append(parts, "duplicate after completion")
+	}
+	if f.LoseAck {
+		parts = append(parts, "ack lost")
+	}
+	if f.Hold > 0 {
+		parts = append(parts, fmt.Sprintf("held back %d round(s)", f.Hold))
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (f Fault) plan() sim.Plan {
+	p := sim.Plan{CrashAt: f.CrashAt, CopyAt: f.CopyAt, CopyDelay: f.CopyDelay, Concurrent: f.Concurrent,
+		CopyAfter: f.CopyAfter, LoseAck: f.LoseAck, Hold: f.Hold}
+	if f.CopyCrashAt != "" {
+		p.CopyPlan = &sim.Plan{CrashAt: f.CopyCrashAt}
+	}
+	return p
+}
+
+// SourceFault makes the source API misbehave on one page of one object's searches.
+type SourceFault struct {
+	Object int    // index into Case.Objects
+	Page   int    // 0: the first page of a search, k: its k-th next page
+	Kind   string // see sourceKinds
+	Times  int    // requests it fires on
+}
+
+func (s SourceFault) String() string {
+	return fmt.Sprintf("source %s on page %d of object %d, %d time(s)", s.Kind, s.Page, s.Object, s.Times)
+}
+
+func (c Case) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "source pages of %d rows\n", c.PageSize)
+	for i, o := range c.Objects {
+		fmt.Fprintf(&b, "object %d %s: %d rows (%d%% updated in the window, seed %d), %d malformed\n", i, o.Name, o.Rows, o.Updated, o.Seed, o.Bad)
+	}
+	for i, s := range c.Settings {
+		ghost := ""
+		if s.Ghost {
+			ghost = " (tenant does not exist: poison)"
+		}
+		fmt.Fprintf(&b, "setting %d %s: tenant %s, object %d, %s target, chunks of %d%s\n", i, s.ID, s.Tenant, s.Object, s.Target, s.ChunkSize, ghost)
+	}
+	for k, t := range c.Ticks {
+		twice := ""
+		if t.Twice {
+			twice = ", published twice"
+		}
+		fmt.Fprintf(&b, "tick %d after %v: new rows %v, updated rows %v%s\n", k, t.After, t.New, t.Updates, twice)
+	}
+	if len(c.Poison) > 0 {
+		fmt.Fprintf(&b, "poison messages: %s\n", strings.Join(c.Poison, ", "))
+	}
+	b.WriteString(c.Faults.String())
+	return b.String()
+}
+
+func (s Schedule) String() string {
+	var b strings.Builder
+	b.WriteString("fault schedule:")
+	n := 0
+	line := func(format string, args ...any) {
+		n++
+		fmt.Fprintf(&b, "\n  "+format, args...)
+	}
+	for _, d := range s.Deliveries {
+		line("%s", d)
+	}
+	for _, f := range s.Firestore {
+		when := "before it is applied"
+		if f.After {
+			when = "after it is applied"
+		}
+		every := ""
+		if f.Every > 0 {
+			every = fmt.Sprintf(", then every %d", f.Every)
+		}
+		line("Firestore %s call #%d fails with %s %s%s", f.Method, f.Nth, f.Code, when, every)
+	}
+	for _, p := range s.Publish {
+		line("%s", p)
+	}
+	for _, f := range s.Source {
+		line("%s", f)
+	}
+	if s.MaxAttempts > 0 {
+		line("dead-letter after %d delivery attempts", s.MaxAttempts)
+	}
+	if s.Shuffle != 0 {
+		line("every pulled batch shuffled (seed %d)", s.Shuffle)
+	}
+	if n == 0 {
+		b.WriteString(" none")
+	}
+	return b.String()
+}
+
+// Faults counts the faults a schedule plans (each may fire several times, or never).
+func (s Schedule) Faults() int {
+	n := len(s.Deliveries) + len(s.Firestore) + len(s.Publish) + len(s.Source)
+	if s.MaxAttempts > 0 {
+		n++
+	}
+	if s.Shuffle != 0 {
+		n++
+	}
+	return n
+}
+
+// Poison message kinds, each dead-lettered by the function it reaches.
+var poisonKinds = []string{"tick-not-json", "expand-unknown-job", "chunk-missing-fields"}
+
+// Source fault kinds.
+var sourceKinds = []string{"429", "500", "slow", "timeout", "abort"}
+
+// Steps lists, per function, the step boundaries where a crash or a duplicate can be injected.
+type Steps map[string][]string
+
+// pipelineSteps are the production functions' probe steps. Expander's chunk_written, the boundary
+// between partial writes of the plan, is listed twice to draw it more often.
+var pipelineSteps = Steps{
+	config.Scheduler: {scheduler.StepClaimed, scheduler.StepScheduled, scheduler.StepPublished},
+	config.Expander:  {expander.StepChunkWritten, expander.StepChunkWritten, expander.StepClaimed, expander.StepPlanned, expander.StepPublished},
+	config.Importer:  {importer.StepCommitted, importer.StepClaimed, importer.StepFinished},
+}
+
+func (s Steps) with(fn string, steps ...string) Steps {
+	out := Steps{}
+	for k, v := range s {
+		out[k] = slices.Clone(v)
+	}
+	out[fn] = append(steps, out[fn]...)
+	return out
+}
+
+// gen shapes the cases a property draws.
+type gen struct {
+	Steps Steps
+	Large bool          // draw datasets of thousands of records
+	Lease time.Duration // the deployment's lease (a duplicate this late finds it expired)
+}
+
+// maxChunks bounds the chunks of a Job's first window, which bounds a case's cost.
+const maxChunks = 40
+
+var objectNames = []struct{ name, prefix string }{{"Contact", "003"}, {"Lead", "00Q"}, {"Account", "001"}}
+
+// chance is true with probability pct/100; it shrinks to false.
+func chance(t *rapid.T, label string, pct int) bool {
+	return rapid.IntRange(0, 99).Draw(t, label) >= 100-pct
+}
+
+// draw draws a case.
+func (g gen) draw(t *rapid.T) Case {
+	var c Case
+	c.PageSize = rapid.SampledFrom([]int{2000, 7, 50, 200, 1, 3}).Draw(t, "pageSize")
+	nObj := rapid.IntRange(1, len(objectNames)).Draw(t, "objects")
+	for i := range nObj {
+		o := Object{Name: objectNames[i].name, Prefix: objectNames[i].prefix, Seed: rapid.Int64Range(1, 1<<40).Draw(t, "seed")}
+		switch {
+		case g.Large:
+			o.Rows = rapid.IntRange(1000, 3000).Draw(t, "rows")
+		case chance(t, "emptyObject", 10):
+			o.Rows = 0
+		default:
+			o.Rows = rapid.IntRange(1, 200).Draw(t, "rows")
+		}
+		o.Updated = rapid.SampledFrom([]int{0, 10, 30}).Draw(t, "updatedPct")
+		if chance(t, "malformedRows", 15) {
+			o.Bad = rapid.IntRange(1, 3).Draw(t, "malformed")
+		}
+		c.Objects = append(c.Objects, o)
+	}
+	nTenants := rapid.IntRange(1, 3).Draw(t, "tenants")
+	nSettings := rapid.IntRange(1, 3).Draw(t, "settings")
+	seen := map[string]bool{}
+	for i := range nSettings {
+		s := Setting{
+			Tenant: fmt.Sprintf("t%d", rapid.IntRange(0, nTenants-1).Draw(t, "tenant")),
+			Object: rapid.IntRange(0, nObj-1).Draw(t, "object"),
+			Target: rapid.SampledFrom([]string{model.TargetGenerated, model.TargetUpsert}).Draw(t, "target"),
+		}
+		if key := fmt.Sprint(s.Tenant, s.Object); seen[key] {
+			s.Tenant = fmt.Sprintf("t%d", nTenants+i) // one setting per tenant and object
+		}
+		seen[fmt.Sprint(s.Tenant, s.Object)] = true
+		switch {
+		case g.Large:
+			s.ChunkSize = rapid.IntRange(40, 600).Draw(t, "chunkSize")
+		case chance(t, "tinyChunks", 30):
+			s.ChunkSize = rapid.IntRange(1, 5).Draw(t, "chunkSize")
+		default:
+			s.ChunkSize = rapid.IntRange(1, 120).Draw(t, "chunkSize")
+		}
+		// At most about maxChunks chunks per Job: chunk size 1 is drawn, but only for small data.
+		s.ChunkSize = max(s.ChunkSize, (c.Objects[s.Object].Rows+maxChunks-1)/maxChunks)
+		s.ID = fmt.Sprintf("s%d-%s-%s", i, s.Tenant, strings.ToLower(c.Objects[s.Object].Name))
+		c.Settings = append(c.Settings, s)
+	}
+	if chance(t, "ghostSetting", 8) {
+		c.Settings = append(c.Settings, Setting{ID: fmt.Sprintf("s%d-ghost", len(c.Settings)), Tenant: "ghost", Object: 0, Target: model.TargetUpsert, ChunkSize: 10, Ghost: true})
+	}
+	nTicks := rapid.IntRange(1, 3).Draw(t, "ticks")
+	for k := range nTicks {
+		tk := Tick{Twice: chance(t, "tickTwice", 15)}
+		if k > 0 {
+			tk.After = time.Duration(rapid.IntRange(1, 30).Draw(t, "minutesBetweenTicks")) * time.Minute
+			for range c.Objects {
+				tk.New = append(tk.New, rapid.IntRange(0, 30).Draw(t, "newRows"))
+				tk.Updates = append(tk.Updates, rapid.IntRange(0, 10).Draw(t, "updatedRows"))
+			}
+		}
+		c.Ticks = append(c.Ticks, tk)
+	}
+	if chance(t, "poisonMessages", 12) {
+		c.Poison = rapid.SliceOfN(rapid.SampledFrom(poisonKinds), 1, 2).Draw(t, "poison")
+	}
+	c.Faults = g.drawSchedule(t, &c)
+	return c
+}
+
+// functions weights where delivery faults go: the expander and the importer do the work.
+var functions = []string{config.Expander, config.Importer, config.Expander, config.Importer, config.Scheduler}
+
+func (g gen) drawSchedule(t *rapid.T, c *Case) Schedule {
+	var s Schedule
+	n := rapid.IntRange(0, 5).Draw(t, "deliveryFaults")
+	for range n {
+		s.Deliveries = append(s.Deliveries, g.drawDeliveryFault(t, c))
+	}
+	if chance(t, "incidentPattern", 15) {
+		// The incident's pattern, drawn more often than chance would: the expand message again
+		// while the first delivery is writing the chunk plan.
+		s.Deliveries = append(s.Deliveries, DeliveryFault{
+			Target: Target{Function: config.Expander, Setting: -1, Tick: -1, Chunk: -1}, Nth: 1,
+			Fault: Fault{CopyAt: expander.StepChunkWritten, CopyDelay: rapid.SampledFrom([]time.Duration{2 * time.Second, 0, g.Lease + time.Second}).Draw(t, "copyDelay")},
+		})
+	}
+	for range rapid.IntRange(0, 2).Draw(t, "firestoreFaults") {
+		f := sim.Fault{
+			Method: rapid.SampledFrom([]string{"Commit", "BatchGetDocuments", "RunQuery", "RunAggregationQuery", "BeginTransaction"}).Draw(t, "method"),
+			Nth:    rapid.IntRange(1, 80).Draw(t, "nth"),
+			Code:   rapid.SampledFrom([]codes.Code{codes.Unavailable, codes.Aborted, codes.DeadlineExceeded}).Draw(t, "code"),
+		}
+		if chance(t, "repeating", 8) {
+			f.Every = rapid.IntRange(15, 40).Draw(t, "every")
+		}
+		if f.Method == "Commit" || f.Method == "BeginTransaction" {
+			f.After = chance(t, "afterApplied", 40)
+		}
+		s.Firestore = append(s.Firestore, f)
+	}
+	for range rapid.IntRange(0, 2).Draw(t, "publishFaults") {
+		s.Publish = append(s.Publish, sim.PublishFault{
+			Topic: rapid.SampledFrom([]string{sim.TopicExpand, sim.TopicChunks, sim.TopicDead}).Draw(t, "topic"),
+			Nth:   rapid.IntRange(1, 4).Draw(t, "nth"),
+			After: chance(t, "afterStored", 50),
+		})
+	}
+	for range rapid.IntRange(0, 2).Draw(t, "sourceFaults") {
+		s.Source = append(s.Source, SourceFault{
+			Object: rapid.IntRange(0, len(c.Objects)-1).Draw(t, "object"),
+			Page:   rapid.IntRange(0, 3).Draw(t, "page"),
+			Kind:   rapid.SampledFrom(sourceKinds).Draw(t, "kind"),
+			Times:  rapid.IntRange(1, 6).Draw(t, "times"),
+		})
+	}
+	if chance(t, "deadLetterPolicy", 30) {
+		s.MaxAttempts = rapid.IntRange(3, 6).Draw(t, "maxAttempts")
+	}
+	if chance(t, "reorder", 30) {
+		s.Shuffle = rapid.Uint64Range(1, 1<<62).Draw(t, "shuffleSeed")
+	}
+	return s
+}
+
+func (g gen) drawDeliveryFault(t *rapid.T, c *Case) DeliveryFault {
+	fn := rapid.SampledFrom(functions).Draw(t, "function")
+	d := DeliveryFault{Target: Target{Function: fn, Setting: -1, Tick: -1, Chunk: -1}, Nth: 1}
+	if fn != config.Scheduler && chance(t, "oneSetting", 50) {
+		d.Setting = rapid.IntRange(0, len(c.Settings)-1).Draw(t, "setting")
+	}
+	if chance(t, "oneTick", 50) {
+		d.Tick = rapid.IntRange(0, len(c.Ticks)-1).Draw(t, "tick")
+	}
+	if fn == config.Importer && chance(t, "oneChunk", 50) {
+		d.Chunk = rapid.IntRange(0, 3).Draw(t, "chunk")
+	}
+	if chance(t, "laterDelivery", 25) {
+		d.Nth = rapid.IntRange(2, 3).Draw(t, "nth")
+	}
+	steps := g.Steps[fn]
+	switch k := rapid.IntRange(0, 19).Draw(t, "kind"); {
+	case k < 2:
+		d.LoseAck = true
+	case k < 4:
+		d.CopyAfter = true
+		d.LoseAck = chance(t, "andLoseAck", 50)
+	case k < 6:
+		d.Hold = rapid.IntRange(1, 3).Draw(t, "rounds")
+	case k < 11:
+		d.CrashAt = rapid.SampledFrom(steps).Draw(t, "crashAt")
+	case k < 19:
+		d.CopyAt = rapid.SampledFrom(steps).Draw(t, "copyAt")
+		d.CopyDelay = rapid.SampledFrom([]time.Duration{0, 2 * time.Second, g.Lease + time.Second}).Draw(t, "copyDelay")
+		if chance(t, "copyCrashes", 20) {
+			d.CopyCrashAt = rapid.SampledFrom(steps).Draw(t, "copyCrashAt")
+		}
+		d.CopyAfter = chance(t, "andAfterCompletion", 20) // N-fold: the same message three times
+	default:
+		d.Concurrent = rapid.IntRange(1, 2).Draw(t, "concurrent")
+	}
+	return d
+}

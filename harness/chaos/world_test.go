@@ -1,0 +1,615 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oncesync/oncesync/functions/app"
+	"github.com/oncesync/oncesync/functions/expander"
+	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/harness/fixture"
+	"github.com/oncesync/oncesync/harness/sim"
+	"github.com/oncesync/oncesync/shared/bus"
+	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/idem"
+	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/source"
+)
+
+var (
+	simStart    = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	windowStart = simStart.Add(-24 * time.Hour)
+)
+
+const (
+	sourceTimeout = 150 * time.Millisecond // a fixture delay longer than this is a timeout
+	faultRounds   = 100                    // Drain rounds per tick while faults are on
+	settleSweeps  = 4                      // recovery sweeps allowed once faults stop
+)
+
+// Mutation replaces parts of the pipeline with broken ones (see mutant_test.go). The zero
+// Mutation is the pipeline as deployed.
+type Mutation struct {
+	Name      string
+	Keys      func(h *Harness, k app.Keys) app.Keys
+	Committer func(h *Harness, c importer.Committer) importer.Committer
+	Steps     Steps // step boundaries the mutated pipeline exposes (default pipelineSteps)
+}
+
+// Harness runs cases, one after another, on one Env that it resets between them: Env creation
+// costs far more than a case. Cases cannot see each other's data: Reset deletes every document,
+// recreates the subscriptions and installs an empty source.
+type Harness struct {
+	T   *testing.T
+	Env *sim.Env
+	Pub *sim.FaultyPublisher
+	Mut Mutation
+	Gen gen
+	cur atomic.Pointer[caseState]
+}
+
+// NewHarness builds the Env for one property test.
+func NewHarness(t *testing.T, m Mutation) *Harness {
+	t.Helper()
+	h := &Harness{T: t, Mut: m}
+	opts := sim.Options{
+		Start:         simStart,
+		SourceTimeout: sourceTimeout,
+		Publisher: func(p app.Publisher) app.Publisher {
+			h.Pub = sim.NewFaultyPublisher(p)
+			return h.Pub
+		},
+		Source:  func(c *source.Client) app.Source { return noticingSource{c: c, h: h} },
+		Observe: h.observe,
+	}
+	if m.Keys != nil {
+		opts.Keys = func(k app.Keys) app.Keys { return m.Keys(h, k) }
+	}
+	if m.Committer != nil {
+		opts.Committer = func(c importer.Committer) importer.Committer { return m.Committer(h, c) }
+	}
+	h.Env = sim.New(t, opts)
+	steps := m.Steps
+	if steps == nil {
+		steps = pipelineSteps
+	}
+	h.Gen = gen{Steps: steps, Lease: h.Env.Config.Lease}
+	return h
+}
+
+// caseState is what the hooks record while one case runs.
+type caseState struct {
+	c      *Case
+	jobs   map[string]Target // job ID → its setting and tick
+	ticks  map[string]int    // tick ID → tick index
+	active atomic.Bool       // faults on
+
+	mu          sync.Mutex
+	deliveries  map[Target]int // deliveries from Pub/Sub so far, per message meaning
+	chunkWrites map[string]int // job → chunk writes reported at expander.chunk_written
+	aborted     map[string]int // job → expansions cut short by an injected fault (crash, error)
+	searches    map[string]int // job → source searches really run (seen at the source)
+	shuffled    int            // batches reordered
+	copies      map[string]int // duplicate deliveries by kind
+}
+
+func newCaseState(c *Case) *caseState {
+	st := &caseState{c: c, jobs: map[string]Target{}, ticks: map[string]int{}, deliveries: map[Target]int{},
+		chunkWrites: map[string]int{}, aborted: map[string]int{}, searches: map[string]int{}, copies: map[string]int{}}
+	for k := range c.Ticks {
+		st.ticks[TickID(k)] = k
+		for i, s := range c.Settings {
+			st.jobs[model.JobID(s.ID, TickID(k))] = Target{Function: config.Expander, Setting: i, Tick: k, Chunk: -1}
+		}
+	}
+	st.active.Store(true)
+	return st
+}
+
+// meaning returns what a delivered message is, in schedule terms (ok false for sweep ticks and
+// poison messages).
+func (st *caseState) meaning(d sim.Delivery) (Target, bool) {
+	data := d.Message.GetData()
+	switch d.Topic {
+	case sim.TopicTicks:
+		var m model.TickMessage
+		if json.Unmarshal(data, &m) != nil {
+			return Target{}, false
+		}
+		k, ok := st.ticks[m.TickID]
+		return Target{Function: config.Scheduler, Setting: -1, Tick: k, Chunk: -1}, ok
+	case sim.TopicExpand:
+		var m model.ExpandMessage
+		if json.Unmarshal(data, &m) != nil {
+			return Target{}, false
+		}
+		t, ok := st.jobs[m.JobID]
+		return t, ok
+	case sim.TopicChunks:
+		var m model.ChunkMessage
+		if json.Unmarshal(data, &m) != nil {
+			return Target{}, false
+		}
+		t, ok := st.jobs[m.JobID]
+		t.Function, t.Chunk = config.Importer, m.Chunk
+		return t, ok
+	}
+	return Target{}, false
+}
+
+// keyOf returns the idempotency key a delivery claims ("" for a message that claims none).
+func keyOf(d sim.Delivery) string {
+	data := d.Message.GetData()
+	switch d.Topic {
+	case sim.TopicTicks:
+		var m model.TickMessage
+		_ = json.Unmarshal(data, &m)
+		if m.TickID == "" {
+			m.TickID = d.Message.GetMessageId()
+		}
+		return idem.Key{Scope: "tick", ID: m.TickID}.String()
+	case sim.TopicExpand:
+		var m model.ExpandMessage
+		if json.Unmarshal(data, &m) == nil && m.JobID != "" {
+			return idem.Key{Scope: "expand", ID: m.JobID}.String()
+		}
+	case sim.TopicChunks:
+		var m model.ChunkMessage
+		if json.Unmarshal(data, &m) == nil && m.JobID != "" {
+			return idem.Key{Scope: "chunk", ID: model.DocID(m.JobID, model.ChunkID(m.Chunk))}.String()
+		}
+	}
+	return ""
+}
+
+// jobOf returns the Job an expand or chunk delivery is about.
+func jobOf(d sim.Delivery) string {
+	var m struct {
+		JobID string `json:"jobId"`
+	}
+	_ = json.Unmarshal(d.Message.GetData(), &m)
+	return m.JobID
+}
+
+// plan is the Policy.Plan of a case: the first delivery fault that names this delivery.
+func (st *caseState) plan(d sim.Delivery) sim.Plan {
+	if !st.active.Load() {
+		return sim.Plan{}
+	}
+	t, ok := st.meaning(d)
+	if !ok {
+		return sim.Plan{}
+	}
+	st.mu.Lock()
+	st.deliveries[t]++
+	n := st.deliveries[t]
+	st.mu.Unlock()
+	for _, f := range st.c.Faults.Deliveries {
+		if f.Nth == n && f.matches(t) {
+			return f.plan()
+		}
+	}
+	return sim.Plan{}
+}
+
+// order is the Policy.Order of a case: a seeded shuffle of each pulled batch.
+func (st *caseState) order(batch []sim.Delivery) {
+	if !st.active.Load() || st.c.Faults.Shuffle == 0 || len(batch) < 2 {
+		return
+	}
+	st.mu.Lock()
+	st.shuffled++
+	round := uint64(st.shuffled)
+	st.mu.Unlock()
+	r := rand.New(rand.NewPCG(st.c.Faults.Shuffle, round))
+	r.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+}
+
+// after is the Policy.After of a case: it records expansions cut short by an injected fault (a
+// crash, or an error the fault caused), which each allow one more source search for their Job,
+// and counts duplicates by kind. (Expansions superseded after their lease expired are counted
+// from the keys' takeovers, in expect.)
+func (st *caseState) after(d sim.Delivery, err error, crashed bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case d.Copy == 0:
+	case d.Copy > 200:
+	case d.Copy == 200:
+		st.copies["duplicate after completion"]++
+	case d.Copy > 100:
+		st.copies["concurrent duplicate"]++
+	default:
+		st.copies["duplicate at a step"]++
+	}
+	if d.Function() != config.Expander {
+		return
+	}
+	if crashed || (err != nil && strings.Contains(err.Error(), "injected")) {
+		st.aborted[jobOf(d)]++
+	}
+}
+
+// observe is the Env's Observe hook: it counts chunk writes per Job, before any fault acts at the
+// step.
+func (h *Harness) observe(ctx context.Context, step string) {
+	st := h.cur.Load()
+	if st == nil || step != expander.StepChunkWritten {
+		return
+	}
+	d, ok := sim.DeliveryFrom(ctx)
+	if !ok {
+		return
+	}
+	st.mu.Lock()
+	st.chunkWrites[jobOf(d)]++
+	st.mu.Unlock()
+}
+
+// noticingSource counts the searches each Job really runs, and marks a failed search as caused by
+// an injected fault when the fixture injected one while it ran (a timeout's error does not say
+// so).
+type noticingSource struct {
+	c *source.Client
+	h *Harness
+}
+
+func (s noticingSource) Search(ctx context.Context, q source.Query, fn func(context.Context, source.Page) error) error {
+	if st := s.h.cur.Load(); st != nil {
+		if d, ok := sim.DeliveryFrom(ctx); ok {
+			st.mu.Lock()
+			st.searches[jobOf(d)]++
+			st.mu.Unlock()
+		}
+	}
+	before := faultTotal(s.h.Env.Fixture)
+	err := s.c.Search(ctx, q, fn)
+	if err != nil && faultTotal(s.h.Env.Fixture) > before {
+		return fmt.Errorf("%w (chaos: injected source fault during the search)", err)
+	}
+	return err
+}
+
+func faultTotal(f *fixture.Server) int {
+	n := 0
+	for _, v := range f.Requests().Faults {
+		n += v
+	}
+	return n
+}
+
+// Result is what one case did and what the checkers found.
+type Result struct {
+	Report     sim.Report
+	Violations []string // sim's and the chaos checkers', with what they counted
+	Stats      sim.Stats
+	Faults     map[string]int // injected faults by kind
+	Suppressed int            // duplicate deliveries the idempotency keys suppressed
+	Extra      ExtraReport
+	Elapsed    time.Duration
+}
+
+// Run runs one case: it builds the world, runs every tick with the fault schedule on, stops the
+// faults, lets the recovery sweep settle everything within a bound, and checks.
+func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
+	t0 := time.Now()
+	e := h.Env
+	if err := e.Reset(ctx, sim.ResetOptions{PageSize: c.PageSize}); err != nil {
+		return nil, err
+	}
+	h.Pub.Reset()
+	st := newCaseState(&c)
+	h.cur.Store(st)
+	defer h.cur.Store(nil)
+
+	data, err := h.seed(ctx, &c)
+	if err != nil {
+		return nil, err
+	}
+	e.Backend.Reset() // a Firestore fault's Nth counts the pipeline's calls, not the seeding's
+	for _, f := range c.Faults.Firestore {
+		e.Backend.Inject(f)
+	}
+	for _, f := range c.Faults.Publish {
+		h.Pub.Inject(f)
+	}
+	for _, f := range c.Faults.Source {
+		e.Fixture.Inject(sourceRule(c.Objects[f.Object].Name, f))
+	}
+
+	res := &Result{Faults: map[string]int{}}
+	var stats sim.Stats
+	policy := sim.Policy{Plan: st.plan, Order: st.order, After: st.after, MaxAttempts: c.Faults.MaxAttempts}
+	prev := simStart
+	for k, tk := range c.Ticks {
+		if k > 0 {
+			e.Clock.Advance(tk.After)
+			data.addTickRows(e, k, tk, prev, e.Clock.Now())
+		}
+		at := e.Clock.Now()
+		copies := 1
+		if tk.Twice {
+			copies = 2
+		}
+		for range copies {
+			if err := e.Tick(ctx, TickID(k)); err != nil {
+				return nil, err
+			}
+		}
+		if k == 0 {
+			if err := publishPoison(ctx, e, c.Poison); err != nil {
+				return nil, err
+			}
+		}
+		s, err := e.Drain(ctx, policy, faultRounds)
+		stats = addStats(stats, s)
+		if err != nil && !strings.Contains(err.Error(), "still delivering") {
+			return nil, err
+		}
+		prev = at
+	}
+
+	// The faults stop; everything must now finish within settleSweeps recovery sweeps.
+	st.active.Store(false)
+	injected := e.Backend.Injected()
+	e.Backend.Clear()
+	h.Pub.Clear()
+	e.Fixture.ClearFaults()
+	s, settleErr := e.SettleAll(ctx, sim.Policy{After: st.after}, settleSweeps)
+	stats = addStats(stats, s)
+
+	takeovers, err := expandTakeovers(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	x := data.expect(st, stats, takeovers, true)
+	rep, err := e.Check(ctx, x)
+	if err != nil {
+		return nil, err
+	}
+	extra, err := h.checkMore(ctx, &c, data, st, true)
+	if err != nil {
+		return nil, err
+	}
+	res.Report, res.Stats, res.Extra = rep, stats, extra
+	res.Violations = append(res.Violations, rep.Violations...)
+	if settleErr != nil {
+		res.Violations = append(res.Violations, fmt.Sprintf("did not settle once the faults stopped: %v", settleErr))
+	}
+	res.Violations = append(res.Violations, extra.Violations...)
+	if res.Suppressed, err = suppressed(ctx, e); err != nil {
+		return nil, err
+	}
+
+	// Faults injected, by kind.
+	f := res.Faults
+	f["crash"] += stats.Crashes
+	for k, v := range st.copies {
+		f[k] += v
+	}
+	f["lost ack"] += stats.LostAcks
+	f["held back (delay)"] += stats.Held
+	f["batch reordered"] += st.shuffled
+	f["dead-lettered after max attempts"] += len(stats.DeadLettered)
+	f["lease expired (clock jump)"] += stats.ClockJumps
+	for k, v := range injected {
+		f["firestore "+k] += v
+	}
+	for k, v := range h.Pub.Injected() {
+		f["publish "+k] += v
+	}
+	for k, v := range e.Fixture.Requests().Faults {
+		f["source "+k] += v
+	}
+	for k, v := range f {
+		if v == 0 {
+			delete(f, k)
+		}
+	}
+	res.Elapsed = time.Since(t0)
+	return res, nil
+}
+
+func addStats(a, b sim.Stats) sim.Stats {
+	if a.ByFunction == nil {
+		a.ByFunction = map[string]int{}
+	}
+	for k, v := range b.ByFunction {
+		a.ByFunction[k] += v
+	}
+	a.Deliveries += b.Deliveries
+	a.Acked += b.Acked
+	a.Nacked += b.Nacked
+	a.Crashes += b.Crashes
+	a.Copies += b.Copies
+	a.LostAcks += b.LostAcks
+	a.ClockJumps += b.ClockJumps
+	a.Suppressed += b.Suppressed
+	a.Rounds += b.Rounds
+	a.Transient += b.Transient
+	a.DeadLettered = append(a.DeadLettered, b.DeadLettered...)
+	a.Held += b.Held
+	return a
+}
+
+func sourceRule(object string, f SourceFault) fixture.Rule {
+	r := fixture.Rule{
+		Match: func(ri fixture.RequestInfo) bool { return strings.EqualFold(ri.Object, object) && ri.Page == f.Page },
+		Times: f.Times,
+	}
+	switch f.Kind {
+	case "429":
+		r.Status, r.RetryAfter = 429, 0
+	case "500":
+		r.Status = 500
+	case "slow":
+		r.Delay = 15 * time.Millisecond
+	case "timeout":
+		r.Delay = sourceTimeout + 50*time.Millisecond
+	case "abort":
+		r.Abort = true
+	}
+	return r
+}
+
+// publishPoison publishes the poison messages of a case.
+func publishPoison(ctx context.Context, e *sim.Env, kinds []string) error {
+	for _, k := range kinds {
+		var err error
+		switch k {
+		case "tick-not-json":
+			err = e.Publish(ctx, sim.TopicTicks, []byte("not json"), nil)
+		case "expand-unknown-job":
+			m, _ := bus.JSON(model.ExpandMessage{TenantID: "t0", JobID: "no-such-job"}, nil)
+			err = e.Publish(ctx, sim.TopicExpand, m.Data, nil)
+		case "chunk-missing-fields":
+			err = e.Publish(ctx, sim.TopicChunks, []byte(`{"chunk":1}`), nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expandTakeovers returns, per Job, how often its expansion key was taken over after its lease
+// expired.
+func expandTakeovers(ctx context.Context, e *sim.Env) (map[string]int, error) {
+	docs, err := e.FS.Collection(model.Keys).Where("scope", "==", "expand").Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("chaos: expansion keys: %w", err)
+	}
+	out := map[string]int{}
+	for _, d := range docs {
+		var k idem.Doc
+		if err := d.DataTo(&k); err != nil {
+			return nil, err
+		}
+		out[strings.TrimPrefix(k.Key, "expand:")] = k.Takeovers
+	}
+	return out, nil
+}
+
+// suppressed sums the duplicate deliveries the idempotency keys counted.
+func suppressed(ctx context.Context, e *sim.Env) (int, error) {
+	docs, err := e.FS.Collection(model.Deliveries).Documents(ctx).GetAll()
+	if err != nil {
+		return 0, fmt.Errorf("chaos: deliveries: %w", err)
+	}
+	n := 0
+	for _, d := range docs {
+		var c idem.Deliveries
+		if err := d.DataTo(&c); err != nil {
+			return 0, err
+		}
+		n += c.Duplicates
+	}
+	return n, nil
+}
+
+// world is a case's ground truth: every row each object's source holds.
+type world struct {
+	c    *Case
+	rows [][]fixture.Row // per object: valid rows, every version
+	bad  []int           // per object: malformed rows
+}
+
+// seed writes tenants and settings and loads the first window's rows.
+func (h *Harness) seed(ctx context.Context, c *Case) (*world, error) {
+	e := h.Env
+	w := &world{c: c, rows: make([][]fixture.Row, len(c.Objects)), bad: make([]int, len(c.Objects))}
+	for i, o := range c.Objects {
+		rows := fixture.Generate(o.Seed, o.Rows, windowStart, simStart, fixture.GenOptions{UpdatedInWindow: float64(o.Updated) / 100, KeyPrefix: o.Prefix})
+		e.Fixture.PutRecords(o.Name, rows...)
+		w.rows[i] = rows
+		for b := range o.Bad {
+			at := windowStart.Add(time.Duration(b+1) * time.Hour).Format(time.RFC3339)
+			raw := fmt.Sprintf(`{"Id":"%s8d0BAD%06dXXX","SystemModstamp":"not a time %d","Name":"malformed","%s":"%s"}`, o.Prefix, b, b, fixture.PlaceKey, at)
+			e.Fixture.Put(o.Name, json.RawMessage(raw))
+		}
+		w.bad[i] = o.Bad
+	}
+	for _, s := range c.Settings {
+		if !s.Ghost {
+			if _, err := e.FS.Collection(model.Tenants).Doc(s.Tenant).Set(ctx, model.Tenant{Name: s.Tenant, Enabled: true}); err != nil {
+				return nil, fmt.Errorf("chaos: tenant: %w", err)
+			}
+		}
+		st := model.SyncSetting{ID: s.ID, TenantID: s.Tenant, SourceObject: c.Objects[s.Object].Name, Fields: []string{"Name", "Email", "Title"},
+			Target: s.Target, ChunkSize: s.ChunkSize, Enabled: true, Watermark: windowStart}
+		if _, err := e.FS.Collection(model.SyncSettings).Doc(s.ID).Set(ctx, st); err != nil {
+			return nil, fmt.Errorf("chaos: setting: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// addTickRows adds tick k's new records and newer versions, inside [from, to).
+func (w *world) addTickRows(e *sim.Env, k int, tk Tick, from, to time.Time) {
+	span := to.Sub(from)
+	if span < 2*time.Millisecond {
+		return
+	}
+	for i, o := range w.c.Objects {
+		var add []fixture.Row
+		if n := tk.New[i]; n > 0 {
+			add = append(add, fixture.Generate(o.Seed+int64(k)*7919, n, from, to, fixture.GenOptions{KeyPrefix: o.Prefix})...)
+		}
+		if n := tk.Updates[i]; n > 0 && len(w.rows[i]) > 0 {
+			r := rand.New(rand.NewPCG(uint64(o.Seed), uint64(k)))
+			for u := range n {
+				old := w.rows[i][r.IntN(len(w.rows[i]))]
+				at := from.Add(time.Duration(r.Int64N(int64(span/time.Millisecond))) * time.Millisecond)
+				fields := maps.Clone(old.Fields)
+				fields["Title"] = fmt.Sprintf("updated at tick %d (%d)", k, u)
+				add = append(add, fixture.Row{ID: old.ID, Modstamp: at, Fields: fields})
+			}
+		}
+		e.Fixture.PutRecords(o.Name, add...)
+		w.rows[i] = append(w.rows[i], add...)
+	}
+}
+
+// expect is what sim's checkers compare with.
+// With observed, searches are counted at the source (in process only: over HTTP the harness
+// cannot tell which Job a search belongs to, and the Jobs' counters are used).
+func (w *world) expect(st *caseState, stats sim.Stats, takeovers map[string]int, observed bool) sim.Expect {
+	x := sim.Expect{PoisonMessages: len(w.c.Poison)}
+	for _, s := range w.c.Settings {
+		if s.Ghost {
+			x.PoisonSettings++
+			continue
+		}
+		ss := model.SyncSetting{ID: s.ID, TenantID: s.Tenant, SourceObject: w.c.Objects[s.Object].Name, Target: s.Target, Watermark: windowStart}
+		x.Datasets = append(x.Datasets, sim.Dataset{Setting: ss, Rows: w.rows[s.Object], Poison: w.bad[s.Object]})
+	}
+	st.mu.Lock()
+	aborted, searches := maps.Clone(st.aborted), maps.Clone(st.searches)
+	st.mu.Unlock()
+	// Source searches per Job: 1, plus one per expansion cut short by a crash or an injected
+	// error, plus one per takeover of its expired lease (the owner it superseded may have searched
+	// already: a function that outlives its lease).
+	x.MaxSearches = func(job string) int { return 1 + aborted[job] + takeovers[job] }
+	if observed {
+		x.Searches = func(job string) int { return searches[job] }
+	}
+	dead := map[string]bool{}
+	for _, d := range stats.DeadLettered {
+		if k := keyOf(d); k != "" {
+			dead[k] = true
+		}
+	}
+	// A key whose message Pub/Sub gave up on can stay IN_PROGRESS: no delivery is left to take it
+	// over. (Its work is not excused: the sweep must still finish the Job, and the record checkers
+	// still apply.)
+	x.Abandoned = func(k idem.Doc) bool { return dead[k.Key] }
+	return x
+}
