@@ -52,7 +52,7 @@ type Store interface {
 	JobRef(id string) *firestore.DocumentRef
 	ChunkRef(jobID string, index int) *firestore.DocumentRef
 	LastChunk(ctx context.Context, jobID string) (*model.Chunk, error)
-	CountSearch(ctx context.Context, jobID string) error
+	CountSearch(ctx context.Context, jobID, owner string) error
 	CountDeadRows(ctx context.Context, jobID string) (int, error)
 	PlanTotals(ctx context.Context, jobID string) (chunks, rows int, err error)
 	FailJob(ctx context.Context, jobID, reason string) error
@@ -218,7 +218,7 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job) (m
 		log.Info("resuming the search after the last written chunk", slog.String(logging.Event, "expansion_resumed"),
 			slog.Int("nextChunk", next), slog.String("afterId", last.LastID))
 	}
-	if err := h.cfg.Store.CountSearch(ctx, job.ID); err != nil {
+	if err := h.cfg.Store.CountSearch(ctx, job.ID, lease.Owner); err != nil {
 		return job, err
 	}
 	var cur []model.ChunkRecord

@@ -117,7 +117,9 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	}
 	switch {
 	case err == nil:
-		if cerr := h.cfg.Keys.Complete(ctx, lease); cerr != nil && !errors.Is(cerr, idem.ErrLeaseLost) {
+		// A lost lease is returned too (as a retry): the owner that took the key over may have
+		// died, and only a redelivery can then complete the key.
+		if cerr := h.cfg.Keys.Complete(ctx, lease); cerr != nil {
 			return cerr
 		}
 	case errors.Is(err, delivery.ErrPoison):

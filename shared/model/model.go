@@ -113,8 +113,9 @@ type Job struct {
 	Status       JobStatus `firestore:"status" json:"status"`
 	CreatedAt    time.Time `firestore:"createdAt" json:"createdAt"`
 
-	Searches int    `firestore:"searches" json:"searches"` // source searches started for this Job
-	Failure  string `firestore:"failure,omitempty" json:"failure,omitempty"`
+	Searches   int      `firestore:"searches" json:"searches"`               // source searches started for this Job
+	SearchedBy []string `firestore:"searchedBy" json:"searchedBy,omitempty"` // lease owners that searched (keeps Searches exact)
+	Failure    string   `firestore:"failure,omitempty" json:"failure,omitempty"`
 
 	// Set once, when the plan is complete.
 	ChunkCount   int       `firestore:"chunkCount" json:"chunkCount"`

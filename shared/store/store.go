@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -170,9 +171,44 @@ func (s *Store) Job(ctx context.Context, id string) (model.Job, error) {
 	return j, nil
 }
 
-// CountSearch records that a source search started for a Job.
-func (s *Store) CountSearch(ctx context.Context, jobID string) error {
-	if _, err := s.JobRef(jobID).Update(ctx, []firestore.Update{{Path: "searches", Value: firestore.Increment(1)}}); err != nil {
+// CountSearch records that the expansion held by owner starts a source search for a Job. It is
+// idempotent per owner, so it is simply retried (a few times, with backoff) on any failure: a
+// commit that failed after it was applied (an ambiguous failure) is then found already counted,
+// and the counter stays exact instead of counting one search twice.
+func (s *Store) CountSearch(ctx context.Context, jobID, owner string) error {
+	var err error
+	for attempt := range 5 {
+		if err = s.countSearch(ctx, jobID, owner); err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func (s *Store) countSearch(ctx context.Context, jobID, owner string) error {
+	err := s.Client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(s.JobRef(jobID))
+		if err != nil {
+			return err
+		}
+		var j model.Job
+		if err := snap.DataTo(&j); err != nil {
+			return err
+		}
+		if slices.Contains(j.SearchedBy, owner) {
+			return nil
+		}
+		return tx.Update(s.JobRef(jobID), []firestore.Update{
+			{Path: "searches", Value: j.Searches + 1},
+			{Path: "searchedBy", Value: firestore.ArrayUnion(owner)},
+		})
+	})
+	if err != nil {
 		return fmt.Errorf("store: count search of job %q: %w", jobID, err)
 	}
 	return nil
