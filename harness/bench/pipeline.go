@@ -150,7 +150,7 @@ func runPipeline(ctx context.Context, o runOptions) (r Run, err error) {
 		r.Profile = o.profile
 	}
 	s.Logf("%s: Job COMPLETED in %v (%.0f records/s); letting the deliveries settle", o.mode, r.Elapsed.Round(time.Millisecond), r.RecordsPerSecond())
-	if err := settle(ctx, s); err != nil {
+	if err := s.Quiesce(ctx); err != nil {
 		return r, err
 	}
 	if r.Stats, err = fetchStats(ctx, s.FuncURL); err != nil {
@@ -214,25 +214,6 @@ func waitJob(ctx context.Context, s *stack.Stack, id string, start time.Time) (m
 			last = time.Now()
 		}
 	}
-}
-
-// settle waits until the local Eventarc has been idle for 3 s in a row, so that a copy sent 2 s
-// after its original has surely been delivered and counted.
-func settle(ctx context.Context, s *stack.Stack) error {
-	idle := 0
-	for idle < 6 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-		if s.Eventarc.Idle() {
-			idle++
-		} else {
-			idle = 0
-		}
-	}
-	return nil
 }
 
 func fetchStats(ctx context.Context, base string) (Stats, error) {

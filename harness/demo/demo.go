@@ -117,7 +117,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	r.RecordsPerSecond = float64(job.RecordCount) / r.Elapsed.Seconds()
 	r.Chunks, r.Searches = job.ChunkCount, job.Searches
 	s.Logf("Job COMPLETED in %v; letting in-flight duplicates arrive", r.Elapsed.Round(time.Millisecond))
-	if err := quiesce(ctx, s); err != nil {
+	if err := s.Quiesce(ctx); err != nil {
 		return r, err
 	}
 	if err := count(ctx, s.FS, &r); err != nil {
@@ -174,25 +174,6 @@ func waitJob(ctx context.Context, s *stack.Stack, id string, start time.Time, r 
 			return j, fmt.Errorf("demo: job %s failed: %s", id, j.Failure)
 		}
 	}
-}
-
-// quiesce waits until the local Eventarc has been idle for 3 s in a row (a 2 s duplicate is then
-// surely delivered).
-func quiesce(ctx context.Context, s *stack.Stack) error {
-	idle := 0
-	for idle < 6 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-		if s.Eventarc.Idle() {
-			idle++
-		} else {
-			idle = 0
-		}
-	}
-	return nil
 }
 
 func count(ctx context.Context, fs *firestore.Client, r *Report) error {

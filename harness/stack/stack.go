@@ -212,6 +212,25 @@ func (s *Stack) Tick(ctx context.Context) (string, error) {
 	return ids[0], nil
 }
 
+// Quiesce waits until the local Eventarc has been idle for 3 s in a row, so that a copy injected
+// 2 s after its message has surely been delivered.
+func (s *Stack) Quiesce(ctx context.Context) error {
+	idle := 0
+	for idle < 6 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		if s.Eventarc.Idle() {
+			idle++
+		} else {
+			idle = 0
+		}
+	}
+	return nil
+}
+
 // FunctionsRSS returns the functions process's peak resident set size in bytes (VmHWM).
 func (s *Stack) FunctionsRSS() (int64, error) {
 	if s.funcs == nil || s.funcs.Process == nil {
