@@ -4,7 +4,7 @@
 #   make test            unit, emulator and end-to-end tests, plus the offline terraform checks
 #   make chaos           the chaos/property suite (CHAOS_CHECKS=N, CHAOS_SEED=S, CHAOS_RUN=regexp, CHAOS_FLAGS=...)
 #   make bench           the benchmark; writes bench/REPORT.md
-#   make ci              what .ci/run runs: test, then chaos
+#   make ci              what .ci/run runs: test, then chaos with the seed of the commit
 
 GO        ?= go
 BIN       := bin/oncesync
@@ -44,4 +44,8 @@ chaos: setup build
 bench: setup build
 	$(BIN) bench --out bench
 
-ci: test chaos
+# CI's chaos seed comes from the commit (see .ci/run): the same commit always runs the same cases.
+COMMIT_SEED = $(shell printf %d 0x$$(git rev-parse --short=15 HEAD))
+
+ci: test
+	$(MAKE) chaos CHAOS_SEED=$(COMMIT_SEED)

@@ -144,10 +144,7 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 		return err
 	case errors.Is(err, delivery.ErrPoison):
 		// Dead-lettered: give the key up entirely, so that a replay after a fix can claim it.
-		if aerr := h.cfg.Keys.Abandon(ctx, lease); aerr != nil {
-			logging.From(ctx).Warn("could not abandon expansion key", slog.String("error", aerr.Error()))
-		}
-		return err
+		return idem.GiveUp(ctx, h.cfg.Keys, lease, err)
 	case errors.Is(err, idem.ErrLeaseLost):
 		return err
 	default:

@@ -124,10 +124,7 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 		}
 	case errors.Is(err, delivery.ErrPoison):
 		// Dead-lettered: give the key up entirely, so that a replay after a fix can claim it.
-		if aerr := h.cfg.Keys.Abandon(ctx, lease); aerr != nil {
-			logging.From(ctx).Warn("could not abandon import key", slog.String("error", aerr.Error()))
-		}
-		return err
+		return idem.GiveUp(ctx, h.cfg.Keys, lease, err)
 	default:
 		if rerr := h.cfg.Keys.Release(ctx, lease); rerr != nil {
 			logging.From(ctx).Warn("could not release import key", slog.String("error", rerr.Error()))

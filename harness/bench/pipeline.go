@@ -133,7 +133,13 @@ func runPipeline(ctx context.Context, o runOptions) (r Run, err error) {
 	}
 	jobID := model.JobID(st.ID, tickID)
 	s.Logf("%s: tick published; waiting for Job %s over %d records", o.mode, jobID, o.records)
-	job, done, err := waitJob(ctx, s, jobID, start)
+	last := time.Now()
+	job, done, err := s.WaitJob(ctx, jobID, 250*time.Millisecond, func(_ context.Context, j model.Job) {
+		if time.Since(last) > 10*time.Second {
+			s.Logf("job %s: %s, %d chunks, %v since the tick", jobID, j.Status, j.ChunkCount, time.Since(start).Round(time.Second))
+			last = time.Now()
+		}
+	})
 	if err != nil {
 		return r, err
 	}
@@ -183,38 +189,6 @@ func runPipeline(ctx context.Context, o runOptions) (r Run, err error) {
 
 // Fields are the source fields the benchmark's sync setting imports.
 var Fields = []string{"Name", "Email", "Phone", "Title"}
-
-// waitJob polls the Job until it is COMPLETED and returns it with the time of that commit.
-func waitJob(ctx context.Context, s *stack.Stack, id string, start time.Time) (model.Job, time.Time, error) {
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	last := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return model.Job{}, time.Time{}, fmt.Errorf("bench: job %s did not complete: %w", id, ctx.Err())
-		case <-tick.C:
-		}
-		snap, err := s.FS.Collection(model.Jobs).Doc(id).Get(ctx)
-		if err != nil {
-			continue // not created yet
-		}
-		var j model.Job
-		if err := snap.DataTo(&j); err != nil {
-			return j, time.Time{}, err
-		}
-		switch j.Status {
-		case model.JobCompleted:
-			return j, snap.UpdateTime, nil
-		case model.JobFailed:
-			return j, time.Time{}, fmt.Errorf("bench: job %s failed: %s", id, j.Failure)
-		}
-		if time.Since(last) > 10*time.Second {
-			s.Logf("job %s: %s, %d chunks, %v since the tick", id, j.Status, j.ChunkCount, time.Since(start).Round(time.Second))
-			last = time.Now()
-		}
-	}
-}
 
 func fetchStats(ctx context.Context, base string) (Stats, error) {
 	var st Stats

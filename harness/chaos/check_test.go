@@ -8,7 +8,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/model"
 )
 
@@ -160,15 +159,8 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 	}
 	var poison [][]byte
 	for _, k := range c.Poison {
-		switch k {
-		case "tick-not-json":
-			poison = append(poison, []byte("not json"))
-		case "expand-unknown-job":
-			m, _ := bus.JSON(model.ExpandMessage{TenantID: "t0", JobID: "no-such-job"}, nil)
-			poison = append(poison, m.Data)
-		case "chunk-missing-fields":
-			poison = append(poison, []byte(`{"chunk":1}`))
-		}
+		_, data := poisonMessage(k)
+		poison = append(poison, data)
 	}
 	for _, dl := range dls {
 		if dl.Kind != model.DeadMessage {

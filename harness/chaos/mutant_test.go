@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"cloud.google.com/go/firestore"
 	"google.golang.org/grpc/codes"
@@ -45,7 +46,7 @@ var (
 	MutantDoneApart = Mutation{
 		Name: "chunk DONE committed apart from its records",
 		Committer: func(h *Harness, c importer.Committer) importer.Committer {
-			return doneApart{h: h, real: c.(*target.Committer)}
+			return doneApartCommitter{h: h, real: c.(*target.Committer)}
 		},
 		Steps: pipelineSteps.with(config.Importer, StepRecordsCommitted, StepRecordsCommitted),
 	}
@@ -104,20 +105,9 @@ type splitCommitter struct{ h *Harness }
 
 func (c splitCommitter) Commit(ctx context.Context, job model.Job, index int) (target.Result, error) {
 	fs, now := c.h.Env.FS, c.h.Env.Clock.Now().UTC()
-	ref := fs.Collection(model.Jobs).Doc(job.ID).Collection(model.Chunks).Doc(model.ChunkID(index))
-	snap, err := ref.Get(ctx)
-	if status.Code(err) == codes.NotFound {
-		return target.Result{}, target.ErrNoChunk
-	}
-	if err != nil {
-		return target.Result{}, err
-	}
-	var ch model.Chunk
-	if err := snap.DataTo(&ch); err != nil {
-		return target.Result{}, err
-	}
-	if ch.Status == model.ChunkDone {
-		return target.Result{AlreadyDone: true}, nil
+	ref, ch, err := chunkOutsideTx(ctx, fs, job, index)
+	if err != nil || ch.Status == model.ChunkDone {
+		return target.Result{AlreadyDone: err == nil}, err
 	}
 	rows := target.Newest(ch.Records)
 	b := fs.Batch()
@@ -141,41 +131,27 @@ func (c splitCommitter) Commit(ctx context.Context, job model.Job, index int) (t
 	}
 	c.h.Env.Comps.Probe.At(ctx, StepRecordsCommitted)
 	st := target.Stats{Imported: len(rows), Unchanged: len(ch.Records) - len(rows)}
-	if _, err := ref.Update(ctx, []firestore.Update{
-		{Path: "status", Value: model.ChunkDone}, {Path: "doneAt", Value: now},
-		{Path: "imported", Value: st.Imported}, {Path: "unchanged", Value: st.Unchanged},
-	}); err != nil {
+	if err := doneApart(ctx, ref, st, now); err != nil {
 		return target.Result{}, fmt.Errorf("mutant: DONE of chunk %d: %w", index, err)
 	}
 	return target.Result{Stats: st, Rows: len(ch.Records)}, nil
 }
 
-// doneApart is MutantDoneApart's Committer.
-type doneApart struct {
+// doneApartCommitter is MutantDoneApart's Committer.
+type doneApartCommitter struct {
 	h    *Harness
 	real *target.Committer
 }
 
-func (c doneApart) Commit(ctx context.Context, job model.Job, index int) (target.Result, error) {
+func (c doneApartCommitter) Commit(ctx context.Context, job model.Job, index int) (target.Result, error) {
 	fs, now := c.h.Env.FS, c.h.Env.Clock.Now().UTC()
 	tg, ok := c.real.Targets[job.Target]
 	if !ok {
 		return target.Result{}, target.ErrUnknownTarget
 	}
-	ref := fs.Collection(model.Jobs).Doc(job.ID).Collection(model.Chunks).Doc(model.ChunkID(index))
-	snap, err := ref.Get(ctx)
-	if status.Code(err) == codes.NotFound {
-		return target.Result{}, target.ErrNoChunk
-	}
-	if err != nil {
-		return target.Result{}, err
-	}
-	var ch model.Chunk
-	if err := snap.DataTo(&ch); err != nil {
-		return target.Result{}, err
-	}
-	if ch.Status == model.ChunkDone {
-		return target.Result{AlreadyDone: true}, nil
+	ref, ch, err := chunkOutsideTx(ctx, fs, job, index)
+	if err != nil || ch.Status == model.ChunkDone {
+		return target.Result{AlreadyDone: err == nil}, err
 	}
 	rows := target.Newest(ch.Records)
 	var st target.Stats
@@ -189,10 +165,7 @@ func (c doneApart) Commit(ctx context.Context, job model.Job, index int) (target
 	}
 	c.h.Env.Comps.Probe.At(ctx, StepRecordsCommitted)
 	st.Unchanged += len(ch.Records) - len(rows)
-	if _, err := ref.Update(ctx, []firestore.Update{
-		{Path: "status", Value: model.ChunkDone}, {Path: "doneAt", Value: now},
-		{Path: "imported", Value: st.Imported}, {Path: "unchanged", Value: st.Unchanged},
-	}); err != nil {
+	if err := doneApart(ctx, ref, st, now); err != nil {
 		return target.Result{}, fmt.Errorf("mutant: DONE of chunk %d: %w", index, err)
 	}
 	return target.Result{Stats: st, Rows: len(ch.Records)}, nil
@@ -287,4 +260,27 @@ func (r *recorder) casesBeforeFailure() int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// chunkOutsideTx reads chunk index of job outside any transaction, as both mutant committers do.
+func chunkOutsideTx(ctx context.Context, fs *firestore.Client, job model.Job, index int) (*firestore.DocumentRef, model.Chunk, error) {
+	ref := fs.Collection(model.Jobs).Doc(job.ID).Collection(model.Chunks).Doc(model.ChunkID(index))
+	var ch model.Chunk
+	snap, err := ref.Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return ref, ch, target.ErrNoChunk
+	}
+	if err != nil {
+		return ref, ch, err
+	}
+	return ref, ch, snap.DataTo(&ch)
+}
+
+// doneApart marks the chunk at ref DONE with st in a commit of its own, after its records.
+func doneApart(ctx context.Context, ref *firestore.DocumentRef, st target.Stats, now time.Time) error {
+	_, err := ref.Update(ctx, []firestore.Update{
+		{Path: "status", Value: model.ChunkDone}, {Path: "doneAt", Value: now},
+		{Path: "imported", Value: st.Imported}, {Path: "unchanged", Value: st.Unchanged},
+	})
+	return err
 }

@@ -255,7 +255,7 @@ func (s Schedule) Faults() int {
 }
 
 // Poison message kinds, each dead-lettered by the function it reaches.
-var poisonKinds = []string{"tick-not-json", "expand-unknown-job", "chunk-missing-fields"}
+var poisonKinds = []string{"tick-not-json", "expand-unknown-job", "chunk-missing-fields", "chunk-unknown-job"}
 
 // Source fault kinds.
 var sourceKinds = []string{"429", "500", "slow", "timeout", "abort"}

@@ -460,20 +460,29 @@ func sourceRule(object string, f SourceFault) fixture.Rule {
 	return r
 }
 
+// poisonMessage returns the topic and body of a poison message kind (see poisonKinds).
+func poisonMessage(kind string) (topic string, data []byte) {
+	var m bus.Message
+	switch kind {
+	case "tick-not-json":
+		return sim.TopicTicks, []byte("not json")
+	case "expand-unknown-job":
+		m, _ = bus.JSON(model.ExpandMessage{TenantID: "t0", JobID: "no-such-job"}, nil)
+		return sim.TopicExpand, m.Data
+	case "chunk-missing-fields":
+		return sim.TopicChunks, []byte(`{"chunk":1}`)
+	case "chunk-unknown-job":
+		m, _ = bus.JSON(model.ChunkMessage{TenantID: "t0", JobID: "no-such-job", Chunk: 0}, nil)
+		return sim.TopicChunks, m.Data
+	}
+	panic("chaos: unknown poison kind " + kind)
+}
+
 // publishPoison publishes the poison messages of a case.
 func publishPoison(ctx context.Context, e *sim.Env, kinds []string) error {
 	for _, k := range kinds {
-		var err error
-		switch k {
-		case "tick-not-json":
-			err = e.Publish(ctx, sim.TopicTicks, []byte("not json"), nil)
-		case "expand-unknown-job":
-			m, _ := bus.JSON(model.ExpandMessage{TenantID: "t0", JobID: "no-such-job"}, nil)
-			err = e.Publish(ctx, sim.TopicExpand, m.Data, nil)
-		case "chunk-missing-fields":
-			err = e.Publish(ctx, sim.TopicChunks, []byte(`{"chunk":1}`), nil)
-		}
-		if err != nil {
+		topic, data := poisonMessage(k)
+		if err := e.Publish(ctx, topic, data, nil); err != nil {
 			return err
 		}
 	}

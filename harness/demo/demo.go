@@ -109,7 +109,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	start := time.Now()
 	r.JobID = model.JobID(st.ID, tickID)
 	s.Logf("tick %s published; waiting for Job %s", tickID, r.JobID)
-	job, err := waitJob(ctx, s, r.JobID, start, &r)
+	job, _, err := s.WaitJob(ctx, r.JobID, time.Second, progress(s, start, &r))
 	if err != nil {
 		return r, err
 	}
@@ -133,27 +133,14 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	return r, nil
 }
 
-func waitJob(ctx context.Context, s *stack.Stack, id string, start time.Time, r *Report) (model.Job, error) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+// progress reports the Job's progress while the demo waits for it, and notes in r the time from
+// the tick to the first chunk imported.
+func progress(s *stack.Stack, start time.Time, r *Report) func(context.Context, model.Job) {
 	last := ""
-	for {
-		select {
-		case <-ctx.Done():
-			return model.Job{}, fmt.Errorf("demo: job %s did not complete: %w", id, ctx.Err())
-		case <-tick.C:
-		}
-		snap, err := s.FS.Collection(model.Jobs).Doc(id).Get(ctx)
-		if err != nil {
-			continue // not created yet
-		}
-		var j model.Job
-		if err := snap.DataTo(&j); err != nil {
-			return j, err
-		}
+	return func(ctx context.Context, j model.Job) {
 		done := 0
 		if j.Status != model.JobPending {
-			q := s.FS.Collection(model.Jobs).Doc(id).Collection(model.Chunks).Where("status", "==", model.ChunkDone)
+			q := s.FS.Collection(model.Jobs).Doc(j.ID).Collection(model.Chunks).Where("status", "==", model.ChunkDone)
 			res, err := q.NewAggregationQuery().WithCount("n").Get(ctx)
 			if err == nil {
 				done = intOf(res["n"])
@@ -162,16 +149,10 @@ func waitJob(ctx context.Context, s *stack.Stack, id string, start time.Time, r 
 		if done > 0 && r.FirstImport == 0 {
 			r.FirstImport = time.Since(start)
 		}
-		line := fmt.Sprintf("job %s: %s, chunks %d/%d done, %d records planned", id, j.Status, done, j.ChunkCount, j.RecordCount)
+		line := fmt.Sprintf("job %s: %s, chunks %d/%d done, %d records planned", j.ID, j.Status, done, j.ChunkCount, j.RecordCount)
 		if line != last {
 			s.Logf("%s", line)
 			last = line
-		}
-		switch j.Status {
-		case model.JobCompleted:
-			return j, nil
-		case model.JobFailed:
-			return j, fmt.Errorf("demo: job %s failed: %s", id, j.Failure)
 		}
 	}
 }

@@ -98,7 +98,7 @@ func (b *Backend) decide(method string) *Fault {
 		if f.Method != method {
 			continue
 		}
-		if n == f.Nth || (f.Every > 0 && n > f.Nth && (n-f.Nth)%f.Every == 0) {
+		if firesOn(n, f.Nth, f.Every) {
 			b.injected[fmt.Sprintf("%s/%s", method, f.Code)]++
 			return &f
 		}

@@ -89,7 +89,7 @@ func (p *FaultyPublisher) decide(topic string) *PublishFault {
 		if f.Topic != "" && f.Topic != topic {
 			continue
 		}
-		if n == f.Nth || (f.Every > 0 && n > f.Nth && (n-f.Nth)%f.Every == 0) {
+		if firesOn(n, f.Nth, f.Every) {
 			when := "before"
 			if f.After {
 				when = "after"
@@ -115,4 +115,10 @@ func (p *FaultyPublisher) Publish(ctx context.Context, topic string, msgs ...bus
 		return ids, err
 	}
 	return nil, fmt.Errorf("sim: injected publish failure on %s (after %d messages were stored)", topic, len(ids))
+}
+
+// firesOn reports whether a fault rule for the nth call (1-based), repeated every every calls after
+// that when every > 0, fires on call n.
+func firesOn(n, nth, every int) bool {
+	return n == nth || (every > 0 && n > nth && (n-nth)%every == 0)
 }

@@ -231,6 +231,39 @@ func (s *Stack) Quiesce(ctx context.Context) error {
 	return nil
 }
 
+// WaitJob polls Job id every interval until it is COMPLETED, and returns it with the time of the
+// commit that completed it. A FAILED Job is an error. each, if not nil, sees every poll of the Job
+// once it exists (for progress reports).
+func (s *Stack) WaitJob(ctx context.Context, id string, every time.Duration, each func(ctx context.Context, j model.Job)) (model.Job, time.Time, error) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return model.Job{}, time.Time{}, fmt.Errorf("stack: job %s did not complete: %w", id, ctx.Err())
+		case <-tick.C:
+		}
+		snap, err := s.FS.Collection(model.Jobs).Doc(id).Get(ctx)
+		if err != nil {
+			continue // not created yet
+		}
+		var j model.Job
+		if err := snap.DataTo(&j); err != nil {
+			return j, time.Time{}, fmt.Errorf("stack: job %s: %w", id, err)
+		}
+		j.ID = id
+		if each != nil {
+			each(ctx, j)
+		}
+		switch j.Status {
+		case model.JobCompleted:
+			return j, snap.UpdateTime, nil
+		case model.JobFailed:
+			return j, time.Time{}, fmt.Errorf("stack: job %s failed: %s", id, j.Failure)
+		}
+	}
+}
+
 // FunctionsRSS returns the functions process's peak resident set size in bytes (VmHWM).
 func (s *Stack) FunctionsRSS() (int64, error) {
 	if s.funcs == nil || s.funcs.Process == nil {

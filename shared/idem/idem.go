@@ -287,6 +287,25 @@ func (s *Store) Abandon(ctx context.Context, l *Lease) error {
 	return nil
 }
 
+// Abandoner deletes a key after a permanent failure (Store.Abandon).
+type Abandoner interface {
+	Abandon(ctx context.Context, l *Lease) error
+}
+
+// GiveUp abandons l after the permanent failure cause (which wraps delivery.ErrPoison) and returns
+// cause, to be dead-lettered and acked. When the key cannot be deleted, GiveUp returns a transient
+// error instead, which does not wrap cause: dead-lettering the message then would leave the key
+// IN_PROGRESS with no message left to finish or delete it. The redelivery finds the key held until
+// the lease expires, takes it over, meets the same permanent failure and tries again.
+// A lost lease counts as given up: the key is another owner's now.
+func GiveUp(ctx context.Context, a Abandoner, l *Lease, cause error) error {
+	err := a.Abandon(ctx, l)
+	if err == nil || errors.Is(err, ErrLeaseLost) {
+		return cause
+	}
+	return fmt.Errorf("%w; not dead-lettered yet, for the permanent failure (%v) must not leave the key held", err, cause)
+}
+
 // Get returns the stored key, or nil when there is none.
 func (s *Store) Get(ctx context.Context, k Key) (*Doc, error) {
 	snap, err := s.ref(k).Get(ctx)

@@ -1,6 +1,7 @@
 package idem_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/shared/delivery"
@@ -204,5 +207,38 @@ func TestAbandonLetsAReplayClaimAgain(t *testing.T) {
 	}
 	if err := s.Abandon(ctx, l); !errors.Is(err, idem.ErrLeaseLost) {
 		t.Errorf("stale abandon: %v, want ErrLeaseLost", err)
+	}
+}
+
+// failingAbandon is an Abandoner whose delete fails: the Firestore write that cannot be made.
+type failingAbandon struct{ err error }
+
+func (f failingAbandon) Abandon(context.Context, *idem.Lease) error { return f.err }
+
+func TestGiveUpDeadLettersOnlyOnceTheKeyIsGone(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	ctx := t.Context()
+	poison := delivery.Poison("unknown_job", "job %s not found", "j1")
+
+	l, err := s.Claim(ctx, key, "poisoned", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idem.GiveUp(ctx, s, l, poison); err != poison {
+		t.Fatalf("give up with the key deleted: %v, want the poison itself", err)
+	}
+	if d, err := s.Get(ctx, key); err != nil || d != nil {
+		t.Fatalf("key after giving up: %+v %v, want none", d, err)
+	}
+	// A stale lease: the key is someone else's (here: gone), so the poison stands.
+	if err := idem.GiveUp(ctx, s, l, poison); err != poison {
+		t.Fatalf("give up with a lost lease: %v, want the poison itself", err)
+	}
+
+	unavailable := fmt.Errorf("idem: abandon %s: %w", key, status.Error(codes.Unavailable, "backend down"))
+	err = idem.GiveUp(ctx, failingAbandon{unavailable}, l, poison)
+	if errors.Is(err, delivery.ErrPoison) || !errors.Is(err, unavailable) {
+		t.Fatalf("give up when the key cannot be deleted: %v, want the transient error and no poison", err)
 	}
 }

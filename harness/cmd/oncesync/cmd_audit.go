@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -50,23 +52,9 @@ Application Default Credentials otherwise. Exit code: 0 clean, 1 findings, 2 cou
 flags:`
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stderr, auditUsage)
-		if len(args) == 0 {
-			return exitCannot
-		}
-		return exitClean
-	}
-	sub := args[0]
-	if sub != "job" && sub != "tenant" {
-		fmt.Fprintf(stderr, "oncesync audit: unknown subcommand %q (job or tenant)\n", sub)
-		return exitCannot
-	}
-	fs := flag.NewFlagSet("audit "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), auditUsage)
-		fs.PrintDefaults()
+	sub, fs, code, done := subcommand("audit", auditUsage, []string{"job", "tenant"}, args, stderr)
+	if done {
+		return code
 	}
 	cloud := auditCloudFlags(fs)
 	jsonOut := fs.Bool("json", false, "write the report as JSON (for monitoring) instead of text")
@@ -211,6 +199,31 @@ func (c *auditCloud) pubsub(ctx context.Context) (*pubsub.Client, error) {
 
 // parseInterspersed parses flags that may come before, between or after the positional
 // arguments, and returns the positional arguments.
+// subcommand starts "oncesync <cmd> <sub> [flags]", where sub is one of subs: with no arguments or
+// a help request it prints usage and done is true (the caller returns code); otherwise it returns
+// sub and a flag set for it whose usage is usage followed by the flags.
+func subcommand(cmd, usage string, subs, args []string, stderr io.Writer) (sub string, fs *flag.FlagSet, code int, done bool) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stderr, usage)
+		if len(args) == 0 {
+			return "", nil, exitCannot, true
+		}
+		return "", nil, exitClean, true
+	}
+	sub = args[0]
+	if !slices.Contains(subs, sub) {
+		fmt.Fprintf(stderr, "oncesync %s: unknown subcommand %q (%s)\n", cmd, sub, strings.Join(subs, " or "))
+		return "", nil, exitCannot, true
+	}
+	fs = flag.NewFlagSet(cmd+" "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	return sub, fs, 0, false
+}
+
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {

@@ -49,23 +49,9 @@ Credentials otherwise. Exit code 2: could not run.
 flags:`
 
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stderr, deadLettersUsage)
-		if len(args) == 0 {
-			return exitCannot
-		}
-		return exitClean
-	}
-	sub := args[0]
-	if sub != "list" && sub != "replay" {
-		fmt.Fprintf(stderr, "oncesync deadletters: unknown subcommand %q (list or replay)\n", sub)
-		return exitCannot
-	}
-	fs := flag.NewFlagSet("deadletters "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), deadLettersUsage)
-		fs.PrintDefaults()
+	sub, fs, code, done := subcommand("deadletters", deadLettersUsage, []string{"list", "replay"}, args, stderr)
+	if done {
+		return code
 	}
 	cloud := auditCloudFlags(fs)
 	jsonOut := fs.Bool("json", false, "write JSON instead of text")
@@ -170,7 +156,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		defer pub.Close()
 		r.Publisher = pub
 	}
-	code := exitClean
+	code = exitClean
 	var results []audit.ReplayResult
 	for _, id := range ids {
 		res, err := r.Replay(ctx, id, audit.ReplayOptions{Topic: *topic, Force: *force, DryRun: *dryRun})
