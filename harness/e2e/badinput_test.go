@@ -13,6 +13,7 @@ import (
 
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/sim"
+	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/model"
 )
 
@@ -183,4 +184,88 @@ func TestSourceRejectingTheSearchFailsOnlyThatJob(t *testing.T) {
 	if got := reasons(t, w.Env); !cmp.Equal(got, []string{"message/Expander/source_rejected_search"}) {
 		t.Errorf("dead letters = %v", got)
 	}
+}
+
+// A FAILED Job is not lost for good: once the cause is fixed, replaying its dead letter reopens it,
+// the plan resumes after the chunks written before the refusal, and every row of its window is
+// imported exactly once. A second replay changes nothing.
+func TestReplayAfterTheFixImportsAFailedJob(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 60, 10, 14, sim.Options{PageSize: 15})
+	// The source refuses the Lead search from its third page on: two chunks are written first.
+	w.Fixture.Inject(fixture.Rule{Match: func(r fixture.RequestInfo) bool { return r.Object == "Lead" && r.Page >= 2 }, Status: 400, Times: 0})
+	tick(t, w.Env, "t1")
+	ctx := t.Context()
+	if _, err := w.SettleAll(ctx, sim.Policy{}, 2); err != nil {
+		t.Fatal(err)
+	}
+	failed := jobOf(t, w.Env, "acme-generated")
+	if failed.Status != model.JobFailed || failed.Searches != 1 {
+		t.Fatalf("before the fix: Job %s is %s after %d searches, want FAILED after 1", failed.ID, failed.Status, failed.Searches)
+	}
+	written, err := w.FS.Collection(model.Jobs).Doc(failed.ID).Collection(model.Chunks).Documents(ctx).GetAll()
+	if err != nil || len(written) == 0 {
+		t.Fatalf("chunks written before the refusal: %d (err %v), want some, so that the replay resumes", len(written), err)
+	}
+	a := audit.New(w.FS)
+	a.Now = w.Clock.Now
+	dls, err := a.DeadLetters(ctx, audit.DeadLetterFilter{Job: failed.ID})
+	if err != nil || len(dls) != 1 || dls[0].Reason != "source_rejected_search" {
+		t.Fatalf("dead letters of the FAILED Job: %+v (err %v)", dls, err)
+	}
+
+	w.Fixture.ClearFaults() // the fix
+	r := &audit.Replayer{Client: w.FS, Publisher: w.Pub, Now: w.Clock.Now}
+	res, err := r.Replay(ctx, dls[0].ID, audit.ReplayOptions{})
+	if err != nil || res.Outcome != audit.Replayed || res.ReopenedJob != failed.ID {
+		t.Fatalf("replay: %+v (err %v), want replayed with Job %s reopened", res, err, failed.ID)
+	}
+	// Expected: the refused search's dead letter, and two searches of the FAILED Job (the refused
+	// one, and the one after the fix).
+	w.expect.PoisonMessages = 1
+	w.expect.MaxSearches = func(id string) int {
+		if id == failed.ID {
+			return 2
+		}
+		return 1
+	}
+	w.settle(t, sim.Policy{})
+	done := jobOf(t, w.Env, "acme-generated")
+	if done.Status != model.JobCompleted || done.Reopens != 1 || done.Searches != 2 || done.Failure != "" {
+		t.Errorf("after the replay: Job %s is %s, %d reopens, %d searches, failure %q; want COMPLETED, 1, 2, none",
+			done.ID, done.Status, done.Reopens, done.Searches, done.Failure)
+	}
+	rep, err := a.Job(ctx, done.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Clean() {
+		t.Errorf("audit after the replay: %+v", rep.Findings)
+	}
+	again, err := r.Replay(ctx, dls[0].ID, audit.ReplayOptions{})
+	if err != nil || again.Outcome != audit.AlreadyReplayed || again.ReopenedJob != "" {
+		t.Errorf("second replay: %+v (err %v), want already replayed", again, err)
+	}
+	if j := jobOf(t, w.Env, "acme-generated"); j.Status != model.JobCompleted || j.Reopens != 1 {
+		t.Errorf("after the second replay: %s, %d reopens", j.Status, j.Reopens)
+	}
+}
+
+// jobOf returns the only Job of setting.
+func jobOf(t *testing.T, e *sim.Env, setting string) model.Job {
+	t.Helper()
+	jobs, err := e.Jobs(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []model.Job
+	for _, j := range jobs {
+		if j.SettingID == setting {
+			out = append(out, j)
+		}
+	}
+	if len(out) != 1 {
+		t.Fatalf("%d Jobs of setting %s, want 1", len(out), setting)
+	}
+	return out[0]
 }

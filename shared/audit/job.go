@@ -659,7 +659,8 @@ func (a *Auditor) jobFindings(fs *findings, job model.Job, chunks []ChunkReport,
 	switch job.Status {
 	case model.JobFailed:
 		fs.add(Finding{Severity: Warning, Kind: JobFailed, Job: job.ID, Docs: []string{model.Jobs + "/" + job.ID},
-			Detail: fmt.Sprintf("the Job FAILED: %s; its window %s → %s was not imported", job.Failure, ts(job.WindowFrom), ts(job.WindowTo))})
+			Detail: fmt.Sprintf("the Job FAILED: %s; its window %s → %s was not imported: fix the cause, then oncesync deadletters replay --job %s",
+				job.Failure, ts(job.WindowFrom), ts(job.WindowTo), job.ID)})
 	case model.JobPending, model.JobPlanned:
 		age := now.Sub(job.CreatedAt)
 		if age <= a.stuckAfter() {
@@ -682,13 +683,14 @@ func (a *Auditor) jobFindings(fs *findings, job model.Job, chunks []ChunkReport,
 		}
 		fs.add(Finding{Severity: Warning, Kind: JobStuck, Job: job.ID, Docs: []string{model.Jobs + "/" + job.ID}, Detail: detail})
 	}
-	// Each expansion that took a crashed owner's lease over resumes the search; nothing else may.
-	allowed := 1
+	// Each expansion that took a crashed owner's lease over resumes the search, and so does each
+	// reopen of a FAILED Job by a replay; nothing else may.
+	allowed := 1 + job.Reopens
 	if expand.Found {
 		allowed += expand.Takeovers
 	}
 	if job.Searches > allowed {
-		why := fmt.Sprintf("%d takeovers of the expansion key", expand.Takeovers)
+		why := fmt.Sprintf("%d takeovers of the expansion key, %d reopens", expand.Takeovers, job.Reopens)
 		if !expand.Found {
 			why = "the expansion key is gone (TTL), so takeovers are unknown"
 		}
@@ -713,6 +715,7 @@ func timeline(job model.Job, keys []KeyReport, chunks []ChunkReport, dls []DeadL
 		}
 	}
 	add(job.CreatedAt, "Job created by tick %s: window %s → %s, %s → %s target", job.TickID, ts(job.WindowFrom), ts(job.WindowTo), job.SourceObject, job.Target)
+	add(job.ReopenedAt, "FAILED Job reopened by a replay of its dead letter (%d reopen%s in all)", job.Reopens, pluralS(job.Reopens))
 	for _, k := range keys {
 		if !k.Found && k.Duplicates == 0 {
 			continue

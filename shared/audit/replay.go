@@ -52,6 +52,7 @@ type ReplayResult struct {
 	Topic       string `json:"topic,omitempty"`
 	MessageID   string `json:"messageId,omitempty"` // of the re-published message
 	ReopenedKey string `json:"reopenedKey,omitempty"`
+	ReopenedJob string `json:"reopenedJob,omitempty"` // a FAILED Job set back to PENDING
 	Replays     int    `json:"replays"`
 	Detail      string `json:"detail,omitempty"`
 }
@@ -73,6 +74,15 @@ type ReplayResult struct {
 // deletes the key in its transaction. It never touches a key whose work is done or in progress;
 // the pipeline's own guarantees (the chunk's DONE transition, the plan's resume point) make the
 // re-run safe.
+//
+// # FAILED Jobs
+//
+// A Job whose search the source refused (a removed field, a revoked permission) is FAILED, and
+// the expander acks any expand message of a FAILED Job as a duplicate. Replaying its dead letter
+// after the fix sets the Job back to PENDING in the replay's transaction (counting the reopen on
+// the Job), so the replayed message expands it: the plan resumes after any chunk written before
+// the refusal, and the window is imported. If the source refuses again, the Job fails again with a
+// new dead letter. Were the publish to fail, the PENDING Job is the recovery sweep's to re-publish.
 type Replayer struct {
 	Client    *firestore.Client
 	Publisher Publisher
@@ -85,6 +95,7 @@ type work struct {
 	impossible string                 // non-empty: a replay cannot do it; why
 	reopen     *firestore.DocumentRef // key to delete so the replay can claim it
 	key        string
+	reopenJob  *firestore.DocumentRef // FAILED Job to set back to PENDING
 }
 
 // Replay replays dead letter id. It returns ErrNotFound when there is no such dead letter; a
@@ -151,12 +162,25 @@ func (r *Replayer) Replay(ctx context.Context, id string, o ReplayOptions) (Repl
 			return nil
 		}
 		res.ReopenedKey = w.key
+		if w.reopenJob != nil {
+			res.ReopenedJob = w.reopenJob.ID
+		}
 		if o.DryRun {
 			res.Outcome = WouldReplay
 			return nil
 		}
 		if w.reopen != nil {
 			if err := tx.Delete(w.reopen); err != nil {
+				return err
+			}
+		}
+		if w.reopenJob != nil {
+			if err := tx.Update(w.reopenJob, []firestore.Update{
+				{Path: "status", Value: model.JobPending},
+				{Path: "failure", Value: firestore.Delete},
+				{Path: "reopenedAt", Value: now().UTC()},
+				{Path: "reopens", Value: firestore.Increment(1)},
+			}); err != nil {
 				return err
 			}
 		}
@@ -220,7 +244,9 @@ func (r *Replayer) work(tx *firestore.Transaction, dl model.DeadLetter) (work, e
 		case string(model.JobCompleted):
 			return work{done: fmt.Sprintf("Job %s is COMPLETED", m.JobID)}, nil
 		case string(model.JobFailed):
-			return work{impossible: fmt.Sprintf("Job %s FAILED (the source refused its search): the expander would ack the replay as a duplicate", m.JobID)}, nil
+			w := reopen(snaps[1], key)
+			w.reopenJob = snaps[0].Ref
+			return w, nil
 		}
 		return reopen(snaps[1], key), nil
 	case config.Importer:

@@ -192,6 +192,13 @@ func failure(j model.Job) model.JobStatus {
 	return ""
 }
 
+func pluralS(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
 func pluralES(n int) string {
 	if n == 1 {
 		return ""
@@ -301,9 +308,16 @@ func WriteReplays(w io.Writer, res []ReplayResult) error {
 	t := newText(w)
 	rows := make([]string, 0, len(res))
 	for _, r := range res {
-		rows = append(rows, row(r.ID, r.Outcome, orDash(r.Topic), orDash(r.MessageID), orDash(r.ReopenedKey), orDash(r.Detail)))
+		var reopened []string
+		if r.ReopenedJob != "" {
+			reopened = append(reopened, "Job "+r.ReopenedJob+" (was FAILED)")
+		}
+		if r.ReopenedKey != "" {
+			reopened = append(reopened, "key "+r.ReopenedKey)
+		}
+		rows = append(rows, row(r.ID, r.Outcome, orDash(r.Topic), orDash(r.MessageID), orDash(strings.Join(reopened, ", ")), orDash(r.Detail)))
 	}
-	t.table(row("DEAD LETTER", "OUTCOME", "TOPIC", "NEW MESSAGE", "REOPENED KEY", "DETAIL"), rows)
+	t.table(row("DEAD LETTER", "OUTCOME", "TOPIC", "NEW MESSAGE", "REOPENED", "DETAIL"), rows)
 	return t.flush()
 }
 

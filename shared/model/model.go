@@ -116,6 +116,9 @@ type Job struct {
 	Searches   int      `firestore:"searches" json:"searches"`               // source searches started for this Job
 	SearchedBy []string `firestore:"searchedBy" json:"searchedBy,omitempty"` // lease owners that searched (keeps Searches exact)
 	Failure    string   `firestore:"failure,omitempty" json:"failure,omitempty"`
+	// A FAILED Job set back to PENDING by a replay of its dead letter (each reopen may search again).
+	Reopens    int       `firestore:"reopens,omitempty" json:"reopens,omitempty"`
+	ReopenedAt time.Time `firestore:"reopenedAt,omitempty" json:"reopenedAt,omitzero"`
 
 	// Set once, when the plan is complete.
 	ChunkCount   int       `firestore:"chunkCount" json:"chunkCount"`

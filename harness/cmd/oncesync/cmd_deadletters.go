@@ -37,7 +37,8 @@ a message neither replayed nor made unnecessary (its Job COMPLETED since).
 cause is fixed. It is idempotent: a dead letter is marked replayed in a transaction before the
 publish, so replaying it again changes nothing unless --force. If the message's idempotency key
 was left DONE (deployments before keys were abandoned on dead-lettering) and the work is still
-undone, the key is reopened so the replay is not acked as a duplicate. Bad source rows (kind
+undone, the key is reopened so the replay is not acked as a duplicate. A FAILED Job (the source
+refused its search) is set back to PENDING, so that the replay re-runs it. Bad source rows (kind
 record) and skipped settings (kind setting) are not messages: replay refuses them and says what to
 do instead. With --job or --tenant, every message dead letter of it not replayed yet is replayed.
 Exit code 1 when a replay is refused.
