@@ -84,6 +84,13 @@ func (b *Backend) Injected() map[string]int {
 	return out
 }
 
+// Calls returns how many calls of method ("Commit", ...) were made so far.
+func (b *Backend) Calls(method string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.calls[method]
+}
+
 func shortMethod(full string) string { return full[strings.LastIndex(full, "/")+1:] }
 
 // decide counts the call and returns the fault to inject, if any.

@@ -16,6 +16,12 @@
 //     over with an update conditioned on the document's last update time, so of two racing
 //     takers exactly one wins.
 //
+// A claim whose write was applied but whose answer was lost (an ambiguous Unavailable,
+// DeadlineExceeded or Aborted, or the client's retry of it failing on the first attempt's own
+// write) reads the key back: owners are unique per delivery, so a key IN_PROGRESS under the
+// caller's owner is the caller's, and Claim returns its lease instead of making the delivery wait
+// out its own lease.
+//
 // # Fencing
 //
 // A gen2 function that times out keeps running, so a lease can expire under a live owner. Every
@@ -162,6 +168,9 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 			return &Lease{Key: k, Owner: owner, Attempt: 1, Until: doc.LeaseUntil, seen: wr.UpdateTime}, nil
 		}
 		if status.Code(err) != codes.AlreadyExists {
+			if l := s.ours(ctx, k, owner); l != nil {
+				return l, nil
+			}
 			return nil, fmt.Errorf("idem: claim %s: %w", k, err)
 		}
 		snap, err := s.ref(k).Get(ctx)
@@ -176,6 +185,8 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 			return nil, fmt.Errorf("idem: claim %s: decode: %w", k, err)
 		}
 		switch {
+		case cur.State == InProgress && cur.Owner == owner:
+			return ownLease(k, cur, snap.UpdateTime), nil // our create, applied by an attempt whose answer was lost
 		case cur.State == Done:
 			return nil, s.countDuplicate(ctx, k, labels, false, ErrDone)
 		case cur.LeaseUntil.After(now):
@@ -190,6 +201,11 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 			{Path: "updatedAt", Value: now},
 			{Path: model.ExpireAtField, Value: now.Add(s.cfg.Retention)},
 		}, firestore.LastUpdateTime(snap.UpdateTime))
+		if err != nil {
+			if l := s.ours(ctx, k, owner); l != nil {
+				return l, nil // our update, applied by an attempt whose answer was lost
+			}
+		}
 		if code := status.Code(err); code == codes.FailedPrecondition || code == codes.NotFound {
 			return nil, s.countDuplicate(ctx, k, labels, true, ErrInProgress) // another taker won
 		}
@@ -199,6 +215,26 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 		return &Lease{Key: k, Owner: owner, Attempt: cur.Attempts + 1, TakenOver: true, Until: until, seen: wr.UpdateTime}, nil
 	}
 	return nil, fmt.Errorf("idem: claim %s: key vanished twice during the claim", k)
+}
+
+// ours returns the lease of owner on k if the stored key is IN_PROGRESS under owner, else nil.
+// A write whose answer was lost (an ambiguous Unavailable, DeadlineExceeded or Aborted, or a
+// retry by the client that then failed its own precondition) may still have been applied: owners
+// are unique per delivery, so a key that names owner was claimed by this very call.
+func (s *Store) ours(ctx context.Context, k Key, owner string) *Lease {
+	snap, err := s.ref(k).Get(ctx)
+	if err != nil {
+		return nil
+	}
+	var cur Doc
+	if err := snap.DataTo(&cur); err != nil || cur.State != InProgress || cur.Owner != owner {
+		return nil
+	}
+	return ownLease(k, cur, snap.UpdateTime)
+}
+
+func ownLease(k Key, cur Doc, seen time.Time) *Lease {
+	return &Lease{Key: k, Owner: cur.Owner, Attempt: cur.Attempts, TakenOver: cur.Attempts > 1, Until: cur.LeaseUntil, seen: seen}
 }
 
 func (s *Store) countDuplicate(ctx context.Context, k Key, labels map[string]string, inProgress bool, result error) error {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/harness/emu"
+	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/delivery"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
@@ -240,5 +241,54 @@ func TestGiveUpDeadLettersOnlyOnceTheKeyIsGone(t *testing.T) {
 	err = idem.GiveUp(ctx, failingAbandon{unavailable}, l, poison)
 	if errors.Is(err, delivery.ErrPoison) || !errors.Is(err, unavailable) {
 		t.Fatalf("give up when the key cannot be deleted: %v, want the transient error and no poison", err)
+	}
+}
+
+// A claim whose write is applied but answered with an error is still the caller's: it returns the
+// lease (fenced on the key as written) instead of waiting out its own lease. Both writes of a
+// claim are covered: the create of a new key and the takeover of an expired one.
+func TestClaimRecognizesItsOwnAmbiguousWrite(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := sim.NewBackend()
+	fs, err := sim.FirestoreClient(ctx, emu.ProjectID(t), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s, err := idem.New(idem.Config{Client: fs, Lease: 15 * time.Minute, Retention: 192 * time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range []codes.Code{codes.Unavailable, codes.Aborted, codes.DeadlineExceeded} {
+		k := idem.Key{Scope: "chunk", ID: "ambiguous-" + code.String()}
+		b.Inject(sim.Fault{Method: "Commit", Nth: b.Calls("Commit") + 1, Code: code, After: true})
+		l, err := s.Claim(ctx, k, "first", nil)
+		b.Clear()
+		if err != nil || l.Attempt != 1 || l.TakenOver {
+			t.Fatalf("%v: create applied, answer lost: lease %+v, err %v; want the caller's lease", code, l, err)
+		}
+		if _, err := s.Claim(ctx, k, "other", nil); !errors.Is(err, idem.ErrInProgress) {
+			t.Fatalf("%v: another owner's claim: %v, want ErrInProgress", code, err)
+		}
+
+		c.Advance(16 * time.Minute) // "first" crashed: its lease expires
+		b.Inject(sim.Fault{Method: "Commit", Nth: b.Calls("Commit") + 1, Code: code, After: true})
+		l2, err := s.Claim(ctx, k, "second", nil)
+		b.Clear()
+		if err != nil || l2.Attempt != 2 || !l2.TakenOver {
+			t.Fatalf("%v: takeover applied, answer lost: lease %+v, err %v; want the caller's lease, attempt 2", code, l2, err)
+		}
+		// The lease is fenced on the key as the lost write left it: it commits and completes.
+		if err := s.CommitFenced(ctx, l2, func(*firestore.WriteBatch) {}); err != nil {
+			t.Fatalf("%v: fenced commit with the recovered lease: %v", code, err)
+		}
+		if err := s.Complete(ctx, l2); err != nil {
+			t.Fatalf("%v: complete with the recovered lease: %v", code, err)
+		}
+		if err := s.Complete(ctx, l); !errors.Is(err, idem.ErrLeaseLost) {
+			t.Errorf("%v: the superseded owner's complete: %v, want ErrLeaseLost", code, err)
+		}
 	}
 }
