@@ -38,7 +38,7 @@ test: setup build lint
 	$(EMU) $(GO) test -count=1 -timeout 30m $(PKGS)
 
 chaos: setup build
-	$(EMU) $(GO) test -count=1 -timeout 40m -run '$(CHAOS_RUN)' ./harness/chaos \
+	$(EMU) $(GO) test -count=1 -timeout 60m -run '$(CHAOS_RUN)' ./harness/chaos \
 		-chaos.checks=$(CHAOS_CHECKS) -chaos.seed=$(CHAOS_SEED) -v $(CHAOS_FLAGS)
 
 bench: setup build

@@ -1,9 +1,12 @@
 package chaos
 
 import (
+	"flag"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -13,42 +16,77 @@ import (
 // settings and ticks, and any fault schedule, once the faults stop and the recovery sweep has
 // run, no record is duplicated or lost and every checker holds.
 func TestChaosPipeline(t *testing.T) {
-	sharded(t, pipelineChecks(), func(t *testing.T, h *Harness) {
-		rapid.Check(t, h.Property(h.Gen, nil))
+	sharded(t, pipelineChecks(), func(t *testing.T, h *Harness, check func(func(*rapid.T))) {
+		check(h.Property(h.Gen, nil))
 	})
 }
 
-// shards is how many rapid searches of one property run in parallel, each on its own Env: a case
-// waits on the emulators most of the time. With a fixed seed there is one shard, so the seed
-// names the cases.
-func shards() int {
-	if *seedFlag != 0 {
-		return 1
-	}
-	return *shardsFlag
-}
-
-// sharded splits checks cases of a property over shards() parallel subtests.
-func sharded(t *testing.T, checks int, run func(t *testing.T, h *Harness)) {
-	n := shards()
+// sharded splits checks cases of a property over -chaos.shards parallel subtests, each with its own
+// Env. run gets check, which runs rapid on a property. With -chaos.seed, shard 0 starts from that
+// seed (so a seed rapid printed replays as shard 0's first case) and shard i from a seed derived
+// from it: the same seed always runs the same cases.
+func sharded(t *testing.T, checks int, run func(t *testing.T, h *Harness, check func(func(*rapid.T)))) {
+	n := max(1, *shardsFlag)
 	withRapid(t, (checks+n-1)/n, false, func() {
 		t.Run("shards", func(t *testing.T) {
 			for i := range n {
 				t.Run(fmt.Sprintf("shard%d", i), func(t *testing.T) {
 					t.Parallel()
-					run(t, NewHarness(t, Mutation{}))
+					run(t, NewHarness(t, Mutation{}), func(prop func(*rapid.T)) { checkFrom(t, shardSeed(*seedFlag, i), prop) })
 				})
 			}
 		})
 	})
+	if *seedFlag != 0 {
+		setRapidSeed(t, *seedFlag)
+	}
+}
+
+// seedMu is held from setting rapid's seed flag until rapid has read it: rapid reads it once, when
+// a Check starts and before it runs the first case, so parallel shards each start from their own.
+var seedMu sync.Mutex
+
+// checkFrom runs rapid.Check(t, prop) starting from seed (0: a random seed).
+func checkFrom(t *testing.T, seed uint64, prop func(*rapid.T)) {
+	if seed == 0 {
+		rapid.Check(t, prop)
+		return
+	}
+	seedMu.Lock()
+	var once sync.Once
+	release := func() { once.Do(seedMu.Unlock) }
+	defer release()
+	setRapidSeed(t, seed)
+	rapid.Check(t, func(rt *rapid.T) {
+		release() // rapid has read the seed: it runs cases only after
+		prop(rt)
+	})
+}
+
+func setRapidSeed(t *testing.T, seed uint64) {
+	if err := flag.Set("rapid.seed", strconv.FormatUint(seed, 10)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shardSeed is shard i's seed in a run from seed: seed itself for shard 0, and a splitmix64 mix
+// for the others, far from the seeds rapid derives for shard 0's cases (seed + 0, 1, 3, 6, …).
+func shardSeed(seed uint64, i int) uint64 {
+	if seed == 0 || i == 0 {
+		return seed
+	}
+	z := seed + uint64(i)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return max(1, z^(z>>31))
 }
 
 // TestChaosLargeDatasets is the same property on datasets of thousands of records.
 func TestChaosLargeDatasets(t *testing.T) {
-	sharded(t, largeChecks(), func(t *testing.T, h *Harness) {
+	sharded(t, largeChecks(), func(t *testing.T, h *Harness, check func(func(*rapid.T))) {
 		g := h.Gen
 		g.Large = true
-		rapid.Check(t, h.Property(g, nil))
+		check(h.Property(g, nil))
 	})
 }
 

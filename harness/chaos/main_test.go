@@ -17,7 +17,7 @@ import (
 var (
 	checksFlag = flag.Int("chaos.checks", 0, "generated schedules for TestChaosPipeline (0: the default budget); the other properties scale with it")
 	seedFlag   = flag.Uint64("chaos.seed", 0, "rapid seed every property starts from (0: random); replays a failure when given the seed it printed")
-	shardsFlag = flag.Int("chaos.shards", 2, "parallel shards of each property (1 when -chaos.seed is set)")
+	shardsFlag = flag.Int("chaos.shards", 2, "parallel shards of each property; with -chaos.seed, shard 0 starts from the seed and the others from seeds derived from it")
 )
 
 // Default budget, measured to finish `make chaos` within 15 minutes on 2 cores (see README.md).
