@@ -350,7 +350,7 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 			}
 		}
 		s, err := e.Drain(ctx, policy, faultRounds)
-		stats = addStats(stats, s)
+		stats.Add(s)
 		if err != nil && !strings.Contains(err.Error(), "still delivering") {
 			return nil, err
 		}
@@ -364,7 +364,7 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	h.Pub.Clear()
 	e.Fixture.ClearFaults()
 	s, settleErr := e.SettleAll(ctx, sim.Policy{After: st.after}, settleSweeps)
-	stats = addStats(stats, s)
+	stats.Add(s)
 
 	takeovers, err := expandTakeovers(ctx, e)
 	if err != nil {
@@ -416,28 +416,6 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	}
 	res.Elapsed = time.Since(t0)
 	return res, nil
-}
-
-func addStats(a, b sim.Stats) sim.Stats {
-	if a.ByFunction == nil {
-		a.ByFunction = map[string]int{}
-	}
-	for k, v := range b.ByFunction {
-		a.ByFunction[k] += v
-	}
-	a.Deliveries += b.Deliveries
-	a.Acked += b.Acked
-	a.Nacked += b.Nacked
-	a.Crashes += b.Crashes
-	a.Copies += b.Copies
-	a.LostAcks += b.LostAcks
-	a.ClockJumps += b.ClockJumps
-	a.Suppressed += b.Suppressed
-	a.Rounds += b.Rounds
-	a.Transient += b.Transient
-	a.DeadLettered = append(a.DeadLettered, b.DeadLettered...)
-	a.Held += b.Held
-	return a
 }
 
 func sourceRule(object string, f SourceFault) fixture.Rule {

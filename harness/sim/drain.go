@@ -63,7 +63,8 @@ type Stats struct {
 	Held         int // deliveries held back by Plan.Hold
 }
 
-func (s *Stats) add(o Stats) {
+// Add adds the counts of o to s: the stats of several drains as one.
+func (s *Stats) Add(o Stats) {
 	if s.ByFunction == nil {
 		s.ByFunction = map[string]int{}
 	}
@@ -372,7 +373,7 @@ func (e *Env) SettleAll(ctx context.Context, p Policy, sweeps int) (Stats, error
 	var total Stats
 	for i := 0; ; i++ {
 		s, err := e.Drain(ctx, p, 500)
-		total.add(s)
+		total.Add(s)
 		if err != nil {
 			return total, err
 		}
