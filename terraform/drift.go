@@ -34,6 +34,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/typeexpr"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
@@ -399,7 +400,7 @@ func (m *module) evalContext(vals map[string]cty.Value) *hcl.EvalContext {
 	for name, body := range m.variables {
 		if a, ok := body.Attributes["default"]; ok {
 			if v, diags := a.Expr.Value(nil); !diags.HasErrors() {
-				vars[name] = v
+				vars[name] = withTypeDefaults(body, v)
 			}
 		}
 	}
@@ -429,6 +430,26 @@ func (m *module) evalContext(vals map[string]cty.Value) *hcl.EvalContext {
 	}
 	ctx.Variables["local"] = cty.ObjectVal(locals)
 	return ctx
+}
+
+// withTypeDefaults applies the optional(…, default) attributes of the variable's type to v, as
+// Terraform does: var.expander = {} has timeout_seconds = 540.
+func withTypeDefaults(body *hclsyntax.Body, v cty.Value) cty.Value {
+	a, ok := body.Attributes["type"]
+	if !ok {
+		return v
+	}
+	ty, defaults, diags := typeexpr.TypeConstraintWithDefaults(a.Expr)
+	if diags.HasErrors() {
+		return v
+	}
+	if defaults != nil {
+		v = defaults.Apply(v)
+	}
+	if cv, err := convert.Convert(v, ty); err == nil {
+		return cv
+	}
+	return v
 }
 
 var functions = map[string]function.Function{

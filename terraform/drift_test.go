@@ -122,7 +122,7 @@ func TestCheckCatchesMutations(t *testing.T) {
 		// The list the issue asks for.
 		{"function resource removed", "functions.tf", removeResource(tFunction, "importer"), "entrypoint-missing", "Importer"},
 		{"unknown entry point deployed", "functions.tf", addResourceCopy(tFunction, "importer", "reporter", `"Importer"`, `"Reporter"`), "entrypoint-unknown", `"Reporter"`},
-		{"topic reference renamed", "functions.tf", replaceOnce("ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name", "ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand_jobs.name"), "topic-undeclared", "expand_jobs"},
+		{"topic reference renamed", "functions.tf", replaceOnce("ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name\n      ONCESYNC_TOPIC_CHUNKS = google_pubsub_topic.chunks.name\n      ONCESYNC_DEFAULT_CHUNK_SIZE", "ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand_jobs.name\n      ONCESYNC_TOPIC_CHUNKS = google_pubsub_topic.chunks.name\n      ONCESYNC_DEFAULT_CHUNK_SIZE"), "topic-undeclared", "expand_jobs"},
 		{"environment variable dropped", "functions.tf", replaceOnce("      ONCESYNC_SWEEP_LIMIT        = tostring(var.sweep_limit)\n", ""), "env-missing", config.EnvSweepBatchSize},
 		{"shared environment variable dropped", "functions.tf", replaceOnce("    ONCESYNC_KEY_RETENTION     = \"${var.key_retention_hours}h\"\n", ""), "env-missing", config.EnvKeyRetention},
 		{"extra environment variable", "functions.tf", replaceOnce("environment_variables = local.common_env", "environment_variables = merge(local.common_env, { ONCESYNC_VERBOSE = \"1\" })"), "env-extra", "ONCESYNC_VERBOSE"},
@@ -156,7 +156,7 @@ resource "google_pubsub_topic_iam_binding" "open" {
 		}, "secret-plain", config.EnvSourceToken},
 
 		// Wiring and least privilege.
-		{"topic as a literal", "functions.tf", replaceOnce("ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name", `ONCESYNC_TOPIC_EXPAND       = "oncesync-expand"`), "topic-ref", config.EnvTopicExpand},
+		{"topic as a literal", "functions.tf", replaceOnce("ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name\n      ONCESYNC_TOPIC_CHUNKS = google_pubsub_topic.chunks.name\n      ONCESYNC_DEFAULT_CHUNK_SIZE", "ONCESYNC_TOPIC_EXPAND       = \"oncesync-expand\"\n      ONCESYNC_TOPIC_CHUNKS = google_pubsub_topic.chunks.name\n      ONCESYNC_DEFAULT_CHUNK_SIZE"), "topic-ref", config.EnvTopicExpand},
 		{"importer triggered by the wrong topic", "functions.tf", replaceOnce("pubsub_topic          = google_pubsub_topic.chunks.id", "pubsub_topic          = google_pubsub_topic.expand.id"), "wiring", config.EnvTopicChunks},
 		{"tick job feeds the wrong topic", "scheduler.tf", replaceOnce("topic_name = google_pubsub_topic.ticks.id", "topic_name = google_pubsub_topic.expand.id"), "scheduler-job", config.Scheduler},
 		{"dead-letter subscription removed", "pubsub.tf", removeResource(tSubscription, "deadletters"), "deadletter-subscription", "deadletters"},

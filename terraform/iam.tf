@@ -76,7 +76,14 @@ resource "google_pubsub_topic_iam_member" "scheduler_deadletters" {
   member  = "serviceAccount:${google_service_account.scheduler.email}"
 }
 
-# Expander publishes chunks and dead letters.
+# Expander publishes chunks, its own continuations and dead letters.
+resource "google_pubsub_topic_iam_member" "expander_expand" {
+  project = var.project
+  topic   = google_pubsub_topic.expand.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.expander.email}"
+}
+
 resource "google_pubsub_topic_iam_member" "expander_chunks" {
   project = var.project
   topic   = google_pubsub_topic.chunks.name

@@ -328,3 +328,13 @@ variable "legacy_pubsub_token_creator" {
   type        = bool
   default     = false
 }
+
+variable "expansion_budget_percent" {
+  description = "Share of the expander's timeout_seconds, in percent, after which one expansion delivery checkpoints and hands the rest of the search to a continuation message. What runs after it (one source page, one chunk write, the wait for its messages) must fit in the rest."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.expansion_budget_percent >= 1 && var.expansion_budget_percent <= 80 && floor(var.expansion_budget_percent) == var.expansion_budget_percent
+    error_message = "expansion_budget_percent must be a whole number from 1 to 80."
+  }
+}

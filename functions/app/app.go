@@ -30,10 +30,11 @@ import (
 	"github.com/oncesync/oncesync/shared/target"
 )
 
-// Keys is everything the three functions need of idempotency keys.
+// Keys is everything the three functions need of idempotency keys: the lease lifecycle that
+// idem.Guard runs, and the fence of the expander's plan writes.
 type Keys interface {
-	scheduler.Keys
-	expander.Keys
+	idem.Keys
+	store.Fencer
 }
 
 // Publisher publishes messages.
@@ -94,7 +95,7 @@ func (c Components) Handler(fn string) (CloudEventFunc, error) {
 	switch fn {
 	case config.Scheduler:
 		s, err := scheduler.New(scheduler.Config{
-			Store: c.Store, Keys: c.Keys, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
+			Store: c.Store, Guard: idem.Guard{Keys: c.Keys}, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
 			TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks, ChunkSize: c.Config.ChunkSize,
 			WindowLag: c.Config.WindowLag, StuckAfter: c.Config.StuckAfter, SweepLimit: c.Config.SweepLimit,
 			Now: c.Now, Probe: c.Probe,
@@ -105,15 +106,16 @@ func (c Components) Handler(fn string) (CloudEventFunc, error) {
 		h = s.Handle
 	case config.Expander:
 		e, err := expander.New(expander.Config{
-			Store: c.Store, Keys: c.Keys, Source: c.Source, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
-			TopicChunks: c.Config.TopicChunks, MaxChunkBytes: c.Config.MaxChunkBytes, Now: c.Now, Probe: c.Probe,
+			Store: store.Planner{Store: c.Store, Fence: c.Keys}, Guard: idem.Guard{Keys: c.Keys}, Source: c.Source,
+			Publisher: c.Publisher, DeadLetters: c.DeadLetters, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks,
+			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(), Now: c.Now, Probe: c.Probe,
 		})
 		if err != nil {
 			return nil, err
 		}
 		h = e.Handle
 	case config.Importer:
-		i, err := importer.New(importer.Config{Store: c.Store, Keys: c.Keys, Committer: c.Committer, Now: c.Now, Probe: c.Probe})
+		i, err := importer.New(importer.Config{Store: c.Store, Guard: idem.Guard{Keys: c.Keys}, Committer: c.Committer, Probe: c.Probe})
 		if err != nil {
 			return nil, err
 		}

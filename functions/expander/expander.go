@@ -4,16 +4,31 @@
 //
 // # Once, and never stuck
 //
-// The expansion is claimed with the idempotency key expand:{jobId}. While its lease is alive, a
-// duplicate is sent back for redelivery, not acked: it may be the crashed owner's own redelivery.
-// Once the key is DONE, a duplicate is acked without a search.
+// The expansion runs under the idempotency key expand:{jobId} (idem.Guard). While its lease is
+// alive, a duplicate is sent back for redelivery, not acked: it may be the crashed owner's own
+// redelivery. Once the key is DONE, a duplicate is acked without a search.
 //
 // The plan is written chunk by chunk in (SystemModstamp, Id) order, each chunk with a
 // deterministic ID and the search position after its last row, each in a batch fenced by the
 // lease. An owner that takes an expired lease over reads the last written chunk and resumes the
-// search strictly after it, so a crash after partial writes resumes to the same plan. Only when
-// the plan is complete does the Job get its chunk count (status PLANNED), and only then are the
-// chunk messages published. Memory is bounded by one page plus one chunk.
+// search strictly after it, so a crash after partial writes resumes to the same plan; it also
+// re-publishes the messages of the chunks written before the crash that are not DONE, since the
+// crashed owner may not have published them. Memory is bounded by one page plus one chunk.
+//
+// # Streaming
+//
+// Each chunk's message is published as soon as its chunk is committed, so imports overlap the
+// search. Only when the plan is complete does the Job get its chunk count (status PLANNED). The
+// Job completes when its plan is complete and every chunk is DONE, whichever happens last: the
+// expander asks store.CompleteIfDone after the plan is recorded, the importer after each chunk.
+//
+// # Time budget
+//
+// A delivery stops searching once it has run for Config.Budget (a share of the function's
+// timeout): after the chunk it just committed, it waits for its chunk messages, hands the key off
+// (a release marked as a checkpoint) and publishes a continuation, a copy of the expand message,
+// which resumes the search after the last chunk at once. So a Job of any size completes without
+// any delivery meeting the function timeout or waiting out a lease.
 package expander
 
 import (
@@ -22,10 +37,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
-	"cloud.google.com/go/firestore"
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/delivery"
@@ -40,31 +56,25 @@ import (
 // Steps where the probe is called.
 const (
 	StepClaimed      = "expander.claimed"       // key held, nothing searched
-	StepChunkWritten = "expander.chunk_written" // one more chunk of the plan written
-	StepPlanned      = "expander.planned"       // plan complete, chunk messages not yet published
-	StepPublished    = "expander.published"     // chunk messages published, key not yet DONE
+	StepChunkWritten = "expander.chunk_written" // one more chunk of the plan written, its message not yet published
+	StepPlanned      = "expander.planned"       // plan complete (Job PLANNED), completion not yet checked
+	StepPublished    = "expander.published"     // every chunk message published, completion checked, key not yet DONE
 )
 
-// Store is the data the expander reads and writes.
+// Store is the data the expander reads and writes. The plan's writes take the expansion's lease
+// as their fence.
 type Store interface {
 	Job(ctx context.Context, id string) (model.Job, error)
 	Tenant(ctx context.Context, id string) (model.Tenant, error)
-	JobRef(id string) *firestore.DocumentRef
-	ChunkRef(jobID string, index int) *firestore.DocumentRef
 	LastChunk(ctx context.Context, jobID string) (*model.Chunk, error)
+	PendingChunks(ctx context.Context, jobID string) ([]int, error)
 	CountSearch(ctx context.Context, jobID, owner string) error
 	CountDeadRows(ctx context.Context, jobID string) (int, error)
 	PlanTotals(ctx context.Context, jobID string) (chunks, rows int, err error)
 	FailJob(ctx context.Context, jobID, reason string) error
-}
-
-// Keys claims idempotency keys and fences the plan's writes.
-type Keys interface {
-	Claim(ctx context.Context, k idem.Key, owner string, labels map[string]string) (*idem.Lease, error)
-	CommitFenced(ctx context.Context, l *idem.Lease, stage func(b *firestore.WriteBatch)) error
-	Complete(ctx context.Context, l *idem.Lease) error
-	Release(ctx context.Context, l *idem.Lease) error
-	Abandon(ctx context.Context, l *idem.Lease) error
+	CompleteIfDone(ctx context.Context, jobID string) (bool, error)
+	WriteChunk(ctx context.Context, l *idem.Lease, c model.Chunk) error
+	FinishPlan(ctx context.Context, l *idem.Lease, job model.Job, chunks, rows, invalid int) (model.Job, error)
 }
 
 // Source runs a paged search.
@@ -78,8 +88,7 @@ type Publisher interface {
 }
 
 var (
-	_ Store     = (*store.Store)(nil)
-	_ Keys      = (*idem.Store)(nil)
+	_ Store     = store.Planner{}
 	_ Source    = (*source.Client)(nil)
 	_ Publisher = (*bus.PubSub)(nil)
 )
@@ -87,13 +96,16 @@ var (
 // Config holds the expander's dependencies and settings.
 type Config struct {
 	Store         Store
-	Keys          Keys
+	Guard         idem.Runner // runs the expansion under the Job's key
 	Source        Source
 	Publisher     Publisher
 	DeadLetters   delivery.Sink
+	TopicExpand   string // where continuations go
 	TopicChunks   string
-	MaxChunkBytes int // a chunk is cut early rather than grow past this many encoded bytes
+	MaxChunkBytes int           // a chunk is cut early rather than grow past this many encoded bytes
+	Budget        time.Duration // a delivery hands off after the first chunk written past this; 0: never
 	Now           func() time.Time
+	Elapsed       func() time.Time // the budget's clock (real time even where Now is simulated); default time.Now
 	Probe         probe.Func
 }
 
@@ -102,20 +114,24 @@ type Handler struct{ cfg Config }
 
 // New returns a Handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Store == nil || cfg.Keys == nil || cfg.Source == nil || cfg.Publisher == nil || cfg.DeadLetters == nil {
+	if cfg.Store == nil || cfg.Guard == nil || cfg.Source == nil || cfg.Publisher == nil || cfg.DeadLetters == nil {
 		return nil, errors.New("expander: missing dependency")
 	}
-	if cfg.TopicChunks == "" || cfg.MaxChunkBytes < 1 {
-		return nil, errors.New("expander: chunk topic and max chunk bytes are required")
+	if cfg.TopicChunks == "" || cfg.TopicExpand == "" || cfg.MaxChunkBytes < 1 || cfg.Budget < 0 {
+		return nil, errors.New("expander: expand and chunk topics, max chunk bytes and a budget >= 0 are required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Elapsed == nil {
+		cfg.Elapsed = time.Now
 	}
 	return &Handler{cfg: cfg}, nil
 }
 
 // Handle handles one expand message.
 func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
+	started := h.cfg.Elapsed()
 	var em model.ExpandMessage
 	if err := delivery.DecodeJSON(m, &em); err != nil {
 		return err
@@ -123,85 +139,110 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	if em.JobID == "" || em.TenantID == "" {
 		return delivery.Poison("missing_field", "expand message %s needs jobId and tenantId", m.ID)
 	}
-	key := idem.Key{Scope: "expand", ID: em.JobID}
+	key := idem.ExpandKey(em.JobID)
 	ctx = logging.With(ctx, slog.String(logging.Tenant, em.TenantID), slog.String(logging.Job, em.JobID), slog.String(logging.Key, key.String()))
-	lease, err := h.cfg.Keys.Claim(ctx, key, "Expander/"+m.ID+"/"+uuid.NewString(),
-		map[string]string{"tenant": em.TenantID, "job": em.JobID, "messageId": m.ID})
-	if err != nil {
-		return err
-	}
-	ctx = logging.With(ctx, slog.Int("leaseAttempt", lease.Attempt))
-	if lease.TakenOver {
-		logging.From(ctx).Warn("expired expansion lease taken over; resuming", slog.String(logging.Event, "lease_taken_over"))
-	}
-	h.cfg.Probe.At(ctx, StepClaimed)
-	err = h.expand(ctx, lease, em)
-	switch {
-	case err == nil, errors.Is(err, delivery.ErrDuplicate):
-		if cerr := h.cfg.Keys.Complete(ctx, lease); cerr != nil {
-			return cerr
-		}
-		return err
-	case errors.Is(err, delivery.ErrPoison):
-		// Dead-lettered: give the key up entirely, so that a replay after a fix can claim it.
-		return idem.GiveUp(ctx, h.cfg.Keys, lease, err)
-	case errors.Is(err, idem.ErrLeaseLost):
-		return err
-	default:
-		if rerr := h.cfg.Keys.Release(ctx, lease); rerr != nil {
-			logging.From(ctx).Warn("could not release expansion key", slog.String("error", rerr.Error()))
-		}
-		return err
-	}
+	labels := map[string]string{"tenant": em.TenantID, "job": em.JobID, "messageId": m.ID}
+	return h.cfg.Guard.Run(ctx, key, "Expander/"+m.ID+"/"+uuid.NewString(), labels, func(ctx context.Context, l *idem.Lease) error {
+		h.cfg.Probe.At(ctx, StepClaimed)
+		return h.expand(ctx, l, em, started)
+	})
 }
 
-func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.ExpandMessage) error {
-	job, err := h.cfg.Store.Job(ctx, em.JobID)
-	if errors.Is(err, store.ErrNotFound) {
-		return delivery.Poison("unknown_job", "expander: %w", err)
-	}
+// errBudget stops the search once the delivery's time budget is spent.
+var errBudget = errors.New("expander: time budget spent")
+
+func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.ExpandMessage, started time.Time) error {
+	job, err := h.job(ctx, em)
 	if err != nil {
 		return err
 	}
-	if job.TenantID != em.TenantID {
-		return delivery.Poison("tenant_mismatch", "expander: job %s belongs to tenant %q, message names %q", job.ID, job.TenantID, em.TenantID)
-	}
-	t, err := h.cfg.Store.Tenant(ctx, em.TenantID)
-	if errors.Is(err, store.ErrNotFound) {
-		return delivery.Poison("unknown_tenant", "expander: %w", err)
-	}
-	if err != nil {
-		return err
-	}
-	if !t.Enabled {
-		return delivery.Poison("tenant_disabled", "expander: tenant %q is disabled", t.ID)
-	}
-	switch job.Status {
-	case model.JobCompleted, model.JobFailed:
+	if job.Status == model.JobCompleted || job.Status == model.JobFailed {
 		return fmt.Errorf("%w: job %s is already %s", delivery.ErrDuplicate, job.ID, job.Status)
-	case model.JobPending:
-		if job, err = h.plan(ctx, lease, job); err != nil {
+	}
+	pub := h.stream(ctx, job)
+	// A crashed owner may have written chunks whose messages it never published; a key that is
+	// new while the plan is complete lost its history (expired, or abandoned and replayed).
+	if (lease.TakenOver && !lease.Continued) || job.Status == model.JobPlanned {
+		pending, err := h.cfg.Store.PendingChunks(ctx, job.ID)
+		if err != nil {
 			return err
+		}
+		for _, i := range pending {
+			pub.send(i)
+		}
+	}
+	if job.Status == model.JobPending {
+		job, err = h.plan(ctx, lease, job, pub, started)
+		if errors.Is(err, errBudget) {
+			return h.handOff(ctx, lease, job, pub, started)
+		}
+		if err != nil {
+			return errors.Join(err, pub.wait())
 		}
 	}
 	h.cfg.Probe.At(ctx, StepPlanned)
-	msgs := make([]bus.Message, job.ChunkCount)
-	for i := range msgs {
-		msgs[i] = bus.Chunk(job, i)
+	if err := pub.wait(); err != nil {
+		return err
 	}
-	if len(msgs) > 0 {
-		if _, err := h.cfg.Publisher.Publish(ctx, h.cfg.TopicChunks, msgs...); err != nil {
-			return fmt.Errorf("expander: publish chunks of job %s: %w", job.ID, err)
-		}
+	if ok, err := h.cfg.Store.CompleteIfDone(ctx, job.ID); err != nil {
+		return err
+	} else if ok {
+		logging.From(ctx).Info("job completed", slog.String(logging.Event, "job_completed"))
 	}
-	logging.From(ctx).Info("chunk messages published", slog.String(logging.Event, "chunks_published"), slog.Int("chunks", len(msgs)))
+	logging.From(ctx).Info("chunk messages published", slog.String(logging.Event, "chunks_published"), slog.Int("chunks", pub.sent))
 	h.cfg.Probe.At(ctx, StepPublished)
 	return nil
 }
 
-// plan writes the Job's chunk plan, resuming after the last chunk a previous owner wrote, and
-// returns the Job as PLANNED (or COMPLETED when the window is empty).
-func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job) (model.Job, error) {
+// job reads and checks the Job and its tenant.
+func (h *Handler) job(ctx context.Context, em model.ExpandMessage) (model.Job, error) {
+	job, err := h.cfg.Store.Job(ctx, em.JobID)
+	if errors.Is(err, store.ErrNotFound) {
+		return job, delivery.Poison("unknown_job", "expander: %w", err)
+	}
+	if err != nil {
+		return job, err
+	}
+	if job.TenantID != em.TenantID {
+		return job, delivery.Poison("tenant_mismatch", "expander: job %s belongs to tenant %q, message names %q", job.ID, job.TenantID, em.TenantID)
+	}
+	t, err := h.cfg.Store.Tenant(ctx, em.TenantID)
+	if errors.Is(err, store.ErrNotFound) {
+		return job, delivery.Poison("unknown_tenant", "expander: %w", err)
+	}
+	if err != nil {
+		return job, err
+	}
+	if !t.Enabled {
+		return job, delivery.Poison("tenant_disabled", "expander: tenant %q is disabled", t.ID)
+	}
+	return job, nil
+}
+
+// handOff ends a delivery whose budget is spent: once its chunk messages are out, the key is
+// handed off and a continuation published (idem.Guard does both, in that order).
+func (h *Handler) handOff(ctx context.Context, lease *idem.Lease, job model.Job, pub *stream, started time.Time) error {
+	if err := pub.wait(); err != nil {
+		return err
+	}
+	spent := h.cfg.Elapsed().Sub(started).Round(time.Millisecond)
+	msg := bus.Expand(job)
+	msg.Attributes["continuation"] = strconv.Itoa(lease.Attempt)
+	return &idem.HandOff{
+		Reason: fmt.Sprintf("time budget %v spent after %v and %d chunk messages; a continuation resumes the search", h.cfg.Budget, spent, pub.sent),
+		Next: func(ctx context.Context) error {
+			if _, err := h.cfg.Publisher.Publish(ctx, h.cfg.TopicExpand, msg); err != nil {
+				return fmt.Errorf("expander: publish continuation of job %s: %w", job.ID, err)
+			}
+			return nil
+		},
+	}
+}
+
+// plan writes the Job's chunk plan, resuming after the last chunk a previous owner wrote and
+// publishing each chunk's message once it is written, and returns the Job as PLANNED (or
+// COMPLETED when the window is empty). It returns errBudget when the budget ran out first.
+func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pub *stream, started time.Time) (model.Job, error) {
 	log := logging.From(ctx)
 	last, err := h.cfg.Store.LastChunk(ctx, job.ID)
 	if err != nil {
@@ -212,11 +253,16 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job) (m
 	if last != nil {
 		next = last.Index + 1
 		q.After = &source.Key{Modstamp: last.LastModstamp, ID: last.LastID}
-		log.Info("resuming the search after the last written chunk", slog.String(logging.Event, "expansion_resumed"),
-			slog.Int("nextChunk", next), slog.String("afterId", last.LastID))
+		ev, what := "expansion_resumed", "resuming the search after the last written chunk"
+		if lease.Continued {
+			ev, what = "expansion_continued", "continuing the search after the last chunk of the previous delivery"
+		}
+		log.Info(what, slog.String(logging.Event, ev), slog.Int("nextChunk", next), slog.String("afterId", last.LastID))
 	}
-	if err := h.cfg.Store.CountSearch(ctx, job.ID, lease.Owner); err != nil {
-		return job, err
+	if !lease.Continued { // a continuation goes on with the search its predecessor counted
+		if err := h.cfg.Store.CountSearch(ctx, job.ID, lease.Owner); err != nil {
+			return job, err
+		}
 	}
 	var cur []model.ChunkRecord
 	size := 0
@@ -229,13 +275,16 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job) (m
 			Index: next, JobID: job.ID, TenantID: job.TenantID, Status: model.ChunkPending, Records: cur, Count: len(cur),
 			LastModstamp: lastRow.Modstamp, LastID: lastRow.ID, PlannedAt: h.cfg.Now().UTC(),
 		}
-		ref := h.cfg.Store.ChunkRef(job.ID, next)
-		if err := h.cfg.Keys.CommitFenced(ctx, lease, func(b *firestore.WriteBatch) { b.Set(ref, c) }); err != nil {
+		if err := h.cfg.Store.WriteChunk(ctx, lease, c); err != nil {
 			return err
 		}
+		h.cfg.Probe.At(ctx, StepChunkWritten)
+		pub.send(next)
 		next++
 		cur, size = nil, 0
-		h.cfg.Probe.At(ctx, StepChunkWritten)
+		if h.cfg.Budget > 0 && h.cfg.Elapsed().Sub(started) >= h.cfg.Budget {
+			return errBudget
+		}
 		return nil
 	}
 	err = h.cfg.Source.Search(ctx, q, func(ctx context.Context, p source.Page) error {
@@ -267,6 +316,9 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job) (m
 	if err == nil {
 		err = flush(ctx)
 	}
+	if errors.Is(err, errBudget) {
+		return job, err
+	}
 	if source.IsPermanent(err) {
 		if ferr := h.cfg.Store.FailJob(ctx, job.ID, err.Error()); ferr != nil {
 			return job, ferr
@@ -284,27 +336,44 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job) (m
 	if err != nil {
 		return job, err
 	}
-	now := h.cfg.Now().UTC()
-	job.Status, job.ChunkCount, job.RecordCount, job.InvalidCount, job.PlannedAt = model.JobPlanned, chunks, rows, invalid, now
-	if chunks == 0 {
-		job.Status, job.CompletedAt = model.JobCompleted, now // nothing to import: done at once
-	}
-	ups := []firestore.Update{
-		{Path: "status", Value: job.Status},
-		{Path: "chunkCount", Value: chunks},
-		{Path: "recordCount", Value: rows},
-		{Path: "invalidCount", Value: invalid},
-		{Path: "plannedAt", Value: now},
-		{Path: "completedAt", Value: job.CompletedAt},
-	}
-	jobRef := h.cfg.Store.JobRef(job.ID)
-	if err := h.cfg.Keys.CommitFenced(ctx, lease, func(b *firestore.WriteBatch) { b.Update(jobRef, ups) }); err != nil {
+	if job, err = h.cfg.Store.FinishPlan(ctx, lease, job, chunks, rows, invalid); err != nil {
 		return job, err
 	}
 	log.Info("chunk plan written", slog.String(logging.Event, "job_planned"), slog.Int("chunks", chunks),
 		slog.Int("records", rows), slog.Int("invalid", invalid), slog.String("status", string(job.Status)))
 	return job, nil
 }
+
+// stream publishes chunk messages in the background while the plan goes on; wait returns the
+// first failure. A failed publish fails the delivery, whose retry re-publishes what is not DONE.
+type stream struct {
+	h    *Handler
+	job  model.Job
+	g    *errgroup.Group
+	ctx  context.Context
+	sent int
+}
+
+// streamDepth is how many chunk publishes may be in flight at once.
+const streamDepth = 16
+
+func (h *Handler) stream(ctx context.Context, job model.Job) *stream {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(streamDepth)
+	return &stream{h: h, job: job, g: g, ctx: gctx}
+}
+
+func (s *stream) send(i int) {
+	s.sent++
+	s.g.Go(func() error {
+		if _, err := s.h.cfg.Publisher.Publish(s.ctx, s.h.cfg.TopicChunks, bus.Chunk(s.job, i)); err != nil {
+			return fmt.Errorf("expander: publish chunk %d of job %s: %w", i, s.job.ID, err)
+		}
+		return nil
+	})
+}
+
+func (s *stream) wait() error { return s.g.Wait() }
 
 // deadRow records one bad source row; the rest of the Job goes on.
 func (h *Handler) deadRow(ctx context.Context, job model.Job, raw []byte, reason, detail string) error {

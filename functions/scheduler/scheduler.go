@@ -51,13 +51,6 @@ type Store interface {
 	CompleteJob(ctx context.Context, jobID string) (bool, error)
 }
 
-// Keys claims idempotency keys.
-type Keys interface {
-	Claim(ctx context.Context, k idem.Key, owner string, labels map[string]string) (*idem.Lease, error)
-	Complete(ctx context.Context, l *idem.Lease) error
-	Release(ctx context.Context, l *idem.Lease) error
-}
-
 // Publisher publishes messages.
 type Publisher interface {
 	Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error)
@@ -65,14 +58,13 @@ type Publisher interface {
 
 var (
 	_ Store     = (*store.Store)(nil)
-	_ Keys      = (*idem.Store)(nil)
 	_ Publisher = (*bus.PubSub)(nil)
 )
 
 // Config holds the scheduler's dependencies and settings.
 type Config struct {
 	Store       Store
-	Keys        Keys
+	Guard       idem.Runner // runs the tick under its key
 	Publisher   Publisher
 	DeadLetters delivery.Sink
 	TopicExpand string
@@ -90,7 +82,7 @@ type Handler struct{ cfg Config }
 
 // New returns a Handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Store == nil || cfg.Keys == nil || cfg.Publisher == nil || cfg.DeadLetters == nil {
+	if cfg.Store == nil || cfg.Guard == nil || cfg.Publisher == nil || cfg.DeadLetters == nil {
 		return nil, errors.New("scheduler: missing dependency")
 	}
 	if cfg.TopicExpand == "" || cfg.TopicChunks == "" || cfg.ChunkSize < 1 || cfg.StuckAfter <= 0 || cfg.SweepLimit < 1 {
@@ -119,21 +111,17 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	if tick.At.IsZero() {
 		return delivery.Poison("malformed_message", "tick %s has no time and no publish time", tick.TickID)
 	}
-	key := idem.Key{Scope: "tick", ID: tick.TickID}
+	key := idem.TickKey(tick.TickID)
 	ctx = logging.With(ctx, slog.String(logging.Key, key.String()))
-	lease, err := h.cfg.Keys.Claim(ctx, key, "Scheduler/"+m.ID+"/"+uuid.NewString(), map[string]string{"messageId": m.ID})
-	if err != nil {
-		return err
-	}
-	h.cfg.Probe.At(ctx, StepClaimed)
-	if err := h.run(ctx, tick); err != nil {
-		if rerr := h.cfg.Keys.Release(ctx, lease); rerr != nil {
-			logging.From(ctx).Warn("could not release tick key", slog.String("error", rerr.Error()))
-		}
-		return err
-	}
-	h.cfg.Probe.At(ctx, StepPublished)
-	return h.cfg.Keys.Complete(ctx, lease)
+	return h.cfg.Guard.Run(ctx, key, "Scheduler/"+m.ID+"/"+uuid.NewString(), map[string]string{"messageId": m.ID},
+		func(ctx context.Context, _ *idem.Lease) error {
+			h.cfg.Probe.At(ctx, StepClaimed)
+			if err := h.run(ctx, tick); err != nil {
+				return err
+			}
+			h.cfg.Probe.At(ctx, StepPublished)
+			return nil
+		})
 }
 
 func (h *Handler) run(ctx context.Context, tick model.TickMessage) error {

@@ -522,3 +522,6 @@ func (Unguarded) Release(context.Context, *idem.Lease) error { return nil }
 
 // Abandon does nothing.
 func (Unguarded) Abandon(context.Context, *idem.Lease) error { return nil }
+
+// HandOff does nothing.
+func (Unguarded) HandOff(context.Context, *idem.Lease) error { return nil }

@@ -40,8 +40,8 @@ var (
 		Steps:     pipelineSteps.with(config.Importer, StepRecordsCommitted, StepRecordsCommitted),
 	}
 	// MutantDoneApart is "chunk DONE committed apart": the records are written as the real
-	// Committer writes them (in a transaction, through the target, with the generated-ID index
-	// and the version check), but the chunk's status is read before and outside that
+	// Committer writes them (one preconditioned batch, through the target, with the generated-ID
+	// index and the version check), but the chunk's status is read before and outside that
 	// transaction and DONE is committed after it, separately.
 	MutantDoneApart = Mutation{
 		Name: "chunk DONE committed apart from its records",
@@ -154,12 +154,11 @@ func (c doneApartCommitter) Commit(ctx context.Context, job model.Job, index int
 		return target.Result{AlreadyDone: err == nil}, err
 	}
 	rows := target.Newest(ch.Records)
-	var st target.Stats
-	err = fs.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		var err error
-		st, err = tg.Write(ctx, tx, target.Batch{Job: job, Chunk: index, Rows: rows, Now: now})
-		return err
-	})
+	b := fs.Batch()
+	st, err := tg.Stage(ctx, b, target.Batch{Job: job, Chunk: index, Rows: rows, Now: now})
+	if err == nil {
+		_, err = b.Commit(ctx)
+	}
 	if err != nil {
 		return target.Result{}, fmt.Errorf("mutant: records of chunk %d: %w", index, err)
 	}

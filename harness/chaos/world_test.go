@@ -155,16 +155,16 @@ func keyOf(d sim.Delivery) string {
 		if m.TickID == "" {
 			m.TickID = d.Message.GetMessageId()
 		}
-		return idem.Key{Scope: "tick", ID: m.TickID}.String()
+		return idem.TickKey(m.TickID).String()
 	case sim.TopicExpand:
 		var m model.ExpandMessage
 		if json.Unmarshal(data, &m) == nil && m.JobID != "" {
-			return idem.Key{Scope: "expand", ID: m.JobID}.String()
+			return idem.ExpandKey(m.JobID).String()
 		}
 	case sim.TopicChunks:
 		var m model.ChunkMessage
 		if json.Unmarshal(data, &m) == nil && m.JobID != "" {
-			return idem.Key{Scope: "chunk", ID: model.DocID(m.JobID, model.ChunkID(m.Chunk))}.String()
+			return idem.ChunkKey(m.JobID, m.Chunk).String()
 		}
 	}
 	return ""

@@ -259,8 +259,9 @@ func (p *proc) hasExited() bool {
 }
 
 // waitReady polls GET / until it answers 200 "Ok", the process exits, ctx ends or timeout passes.
-func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (p *proc) waitReady(parent context.Context, timeout time.Duration) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	url := "http://" + p.host + "/"
@@ -274,7 +275,11 @@ func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
 		case <-p.exited:
 			return fmt.Errorf("emu: %s exited before it was ready (%v); log %s ends:\n%s", p.name, p.waitErr, p.logPath, tail(p.logPath, 2048))
 		case <-ctx.Done():
-			return fmt.Errorf("emu: %s not ready at %s after %v: %w; log %s ends:\n%s", p.name, p.host, timeout, ctx.Err(), p.logPath, tail(p.logPath, 2048))
+			why := fmt.Sprintf("not ready after %v", timeout)
+			if parent.Err() != nil {
+				why = fmt.Sprintf("not ready after %v: the caller's context ended first", time.Since(start).Round(time.Millisecond))
+			}
+			return fmt.Errorf("emu: %s at %s %s: %w; log %s ends:\n%s", p.name, p.host, why, ctx.Err(), p.logPath, tail(p.logPath, 2048))
 		case <-tick.C:
 		}
 	}

@@ -178,16 +178,30 @@ func TestRun(t *testing.T) {
 		t.Errorf("Run(missing command) = %d, %v; want 127 and an error", code, err)
 	}
 
-	// Canceling the context stops the command (SIGTERM: 128+15) and the emulators.
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+	// Canceling the context stops the command (SIGTERM: 128+15) and the emulators. The context
+	// is canceled once the command is running (it has written its marker), however long the
+	// emulators took to start on a loaded machine: no fixed time is assumed.
+	marker := filepath.Join(t.TempDir(), "running")
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	t0 := time.Now()
-	code, err = Run(ctx, Options{PubSub: true}, []string{"sleep", "60"})
-	if err != nil || code != 128+int(syscall.SIGTERM) {
-		t.Errorf("Run(sleep 60) canceled = %d, %v; want %d, nil", code, err, 128+int(syscall.SIGTERM))
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		for ctx.Err() == nil {
+			if _, err := os.Stat(marker); err == nil {
+				cancel()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	code, err = Run(ctx, Options{PubSub: true}, []string{"sh", "-c", `touch "$1" && exec sleep 600`, "sh", marker})
+	<-ran
+	if _, serr := os.Stat(marker); serr != nil {
+		t.Fatalf("Run(sleep) returned %d, %v before the command ran", code, err)
 	}
-	if d := time.Since(t0); d > 20*time.Second {
-		t.Errorf("Run took %v after cancel", d)
+	if err != nil || code != 128+int(syscall.SIGTERM) {
+		t.Errorf("Run(sleep 600) canceled = %d, %v; want %d, nil", code, err, 128+int(syscall.SIGTERM))
 	}
 }
 

@@ -417,7 +417,7 @@ func TestReplayCompletesTheJobOnce(t *testing.T) {
 	// The pipeline abandons (deletes) the key of a message it dead-letters; deployments before
 	// that left it DONE, which a replay must reopen. The second dead letter is given such a key.
 	legacy := dls[1]
-	legacyKey := idem.Key{Scope: audit.StepExpand, ID: legacy.Job}
+	legacyKey := idem.ExpandKey(legacy.Job)
 	if _, err := e.FS.Collection(model.Keys).Doc(legacyKey.DocID()).Set(ctx, idem.Doc{
 		Key: legacyKey.String(), Scope: legacyKey.Scope, State: idem.Done, Owner: "Expander/old", Attempts: 1,
 		Labels:    map[string]string{"tenant": "acme", "job": legacy.Job, "messageId": legacy.MessageID},

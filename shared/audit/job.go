@@ -155,9 +155,9 @@ func (a *Auditor) job(ctx context.Context, id string, rd *reads, fs *findings) (
 	// Keys: the tick's, the expansion's, and one per chunk (planned, or found).
 	var keys []idem.Key
 	if job.TickID != "" {
-		keys = append(keys, idem.Key{Scope: StepTick, ID: job.TickID})
+		keys = append(keys, idem.TickKey(job.TickID))
 	}
-	keys = append(keys, idem.Key{Scope: StepExpand, ID: job.ID})
+	keys = append(keys, idem.ExpandKey(job.ID))
 	fixed := len(keys)
 	indexes := make([]int, 0, max(job.ChunkCount, len(chunks)))
 	for i := range job.ChunkCount {

@@ -13,9 +13,9 @@ import (
 
 // Steps of the pipeline, as the idempotency keys name them.
 const (
-	StepTick   = "tick"
-	StepExpand = "expand"
-	StepChunk  = "chunk"
+	StepTick   = idem.ScopeTick
+	StepExpand = idem.ScopeExpand
+	StepChunk  = idem.ScopeChunk
 )
 
 // KeyReport is one idempotency key and its duplicate counter: the deliveries one unit of work saw.
@@ -82,7 +82,7 @@ func (s *StepReport) add(k KeyReport) {
 
 // chunkKey is the idempotency key of chunk i of a Job, as the importer claims it.
 func chunkKey(jobID string, i int) idem.Key {
-	return idem.Key{Scope: StepChunk, ID: model.DocID(jobID, model.ChunkID(i))}
+	return idem.ChunkKey(jobID, i)
 }
 
 // getAll reads refs in batches, counting the reads.

@@ -232,7 +232,7 @@ func (r *Replayer) work(tx *firestore.Transaction, dl model.DeadLetter) (work, e
 		if err := json.Unmarshal(dl.Data, &m); err != nil || m.JobID == "" {
 			return work{impossible: "the payload is not an expand message"}, nil
 		}
-		key := idem.Key{Scope: StepExpand, ID: m.JobID}
+		key := idem.ExpandKey(m.JobID)
 		snaps, err := tx.GetAll([]*firestore.DocumentRef{jobs.Doc(m.JobID), keys.Doc(key.DocID())})
 		if err != nil {
 			return work{}, err

@@ -48,6 +48,8 @@ const (
 	EnvSweepBatchSize = "ONCESYNC_SWEEP_LIMIT"
 	EnvTopicDead      = "ONCESYNC_TOPIC_DEADLETTERS"
 	EnvMaxDeliveryAge = "ONCESYNC_MAX_DELIVERY_AGE"
+	EnvTimeout        = "ONCESYNC_FUNCTION_TIMEOUT"
+	EnvBudgetPercent  = "ONCESYNC_BUDGET_PERCENT"
 )
 
 // Var describes one environment variable: who reads it and whether it is a secret.
@@ -63,7 +65,7 @@ type Var struct {
 var Vars = []Var{
 	{EnvProject, all(), false, true, "Google Cloud project that holds Firestore and the topics."},
 	{EnvDatabase, all(), false, false, "Firestore database ID (default \"(default)\")."},
-	{EnvTopicExpand, []string{Scheduler}, false, true, "Topic ID the scheduler publishes expand messages to."},
+	{EnvTopicExpand, []string{Scheduler, Expander}, false, true, "Topic ID expand messages are published to (scheduler; expander's continuations)."},
 	{EnvTopicChunks, []string{Scheduler, Expander}, false, true, "Topic ID chunk messages are published to (expander; scheduler's recovery sweep)."},
 	{EnvSourceURL, []string{Expander}, false, true, "Base URL of the source API (a Salesforce instance URL)."},
 	{EnvSourceToken, []string{Expander}, true, true, "Bearer token for the source API (Secret Manager)."},
@@ -78,6 +80,8 @@ var Vars = []Var{
 	{EnvSweepBatchSize, []string{Scheduler}, false, false, "Most unfinished Jobs the recovery sweep visits per tick (default 200)."},
 	{EnvTopicDead, all(), false, false, "Topic ID dead letters are also published to (empty: Firestore only)."},
 	{EnvMaxDeliveryAge, all(), false, false, "Age after which a message that still fails is dead-lettered and acked (default 23h; Eventarc stops retrying at 24h)."},
+	{EnvTimeout, []string{Expander}, false, false, "The function's deployed timeout, as terraform sets it (default 540s; must be shorter than the lease)."},
+	{EnvBudgetPercent, []string{Expander}, false, false, "Share of the timeout after which an expansion checkpoints and hands the rest to a continuation (default 50 percent, at most 80)."},
 }
 
 func all() []string { return slices.Clone(EntryPoints) }
@@ -112,7 +116,14 @@ type Config struct {
 	SweepLimit     int
 	TopicDead      string
 	MaxDeliveryAge time.Duration
+	Timeout        time.Duration
+	BudgetPercent  int
 }
+
+// Budget is how long one expansion delivery searches before it hands off: BudgetPercent of
+// Timeout. What runs after it (the page being read, the last chunk's write and the waits for
+// its messages) must fit in the rest of the timeout.
+func (c Config) Budget() time.Duration { return c.Timeout * time.Duration(c.BudgetPercent) / 100 }
 
 // Default returns the production defaults with no project, topics or source.
 func Default() Config {
@@ -128,6 +139,8 @@ func Default() Config {
 		MaxChunkBytes:  800_000,
 		SweepLimit:     200,
 		MaxDeliveryAge: 23 * time.Hour,
+		Timeout:        540 * time.Second,
+		BudgetPercent:  50,
 	}
 }
 
@@ -179,6 +192,8 @@ func Load(fn string, getenv func(string) string) (Config, error) {
 	num(EnvSweepBatchSize, &c.SweepLimit)
 	str(EnvTopicDead, &c.TopicDead)
 	dur(EnvMaxDeliveryAge, &c.MaxDeliveryAge)
+	dur(EnvTimeout, &c.Timeout)
+	num(EnvBudgetPercent, &c.BudgetPercent)
 	for _, v := range Vars {
 		if v.Required && need(v.Name) && getenv(v.Name) == "" {
 			errs = append(errs, fmt.Errorf("config: %s is required for %s", v.Name, orAll(fn)))
@@ -220,6 +235,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDeliveryAge < time.Minute {
 		errs = append(errs, fmt.Errorf("config: max delivery age %v is too short", c.MaxDeliveryAge))
+	}
+	if c.Timeout <= 0 || c.Timeout >= c.Lease {
+		errs = append(errs, fmt.Errorf("config: function timeout %v must be positive and shorter than the lease %v", c.Timeout, c.Lease))
+	}
+	if c.BudgetPercent < 1 || c.BudgetPercent > 80 {
+		errs = append(errs, fmt.Errorf("config: budget %d%% of the timeout outside 1..80", c.BudgetPercent))
 	}
 	if c.SweepLimit < 1 {
 		errs = append(errs, fmt.Errorf("config: sweep limit %d must be positive", c.SweepLimit))

@@ -92,6 +92,8 @@ type Doc struct {
 	LeaseUntil time.Time         `firestore:"leaseUntil"`
 	Attempts   int               `firestore:"attempts"`  // claims that won the key: 1 + takeovers
 	Takeovers  int               `firestore:"takeovers"` // claims that took an expired lease over
+	HandOffs   int               `firestore:"handOffs"`  // times an owner checkpointed and handed the work on
+	HandedOff  bool              `firestore:"handedOff"` // released by a hand-off, not yet taken over
 	Labels     map[string]string `firestore:"labels"`    // tenant, job, chunk, messageId
 	CreatedAt  time.Time         `firestore:"createdAt"`
 	UpdatedAt  time.Time         `firestore:"updatedAt"`
@@ -114,7 +116,8 @@ type Lease struct {
 	Key       Key
 	Owner     string
 	Attempt   int       // 1 for the first owner, +1 per takeover
-	TakenOver bool      // the previous owner's lease had expired
+	TakenOver bool      // the previous owner's lease had expired (or was released)
+	Continued bool      // the previous owner handed the work off at a checkpoint (HandOff), it did not crash
 	Until     time.Time // lease expiry as last written
 	seen      time.Time // the key's update time as last written by this owner
 }
@@ -198,6 +201,7 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 			{Path: "leaseUntil", Value: until},
 			{Path: "attempts", Value: firestore.Increment(1)},
 			{Path: "takeovers", Value: firestore.Increment(1)},
+			{Path: "handedOff", Value: false},
 			{Path: "updatedAt", Value: now},
 			{Path: model.ExpireAtField, Value: now.Add(s.cfg.Retention)},
 		}, firestore.LastUpdateTime(snap.UpdateTime))
@@ -212,7 +216,7 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 		if err != nil {
 			return nil, fmt.Errorf("idem: take over %s: %w", k, err)
 		}
-		return &Lease{Key: k, Owner: owner, Attempt: cur.Attempts + 1, TakenOver: true, Until: until, seen: wr.UpdateTime}, nil
+		return &Lease{Key: k, Owner: owner, Attempt: cur.Attempts + 1, TakenOver: true, Continued: cur.HandedOff, Until: until, seen: wr.UpdateTime}, nil
 	}
 	return nil, fmt.Errorf("idem: claim %s: key vanished twice during the claim", k)
 }
@@ -298,6 +302,19 @@ func (s *Store) Release(ctx context.Context, l *Lease) error {
 	})
 }
 
+// HandOff releases the key like Release, marking that the owner checkpointed its work and handed
+// the rest on to a continuation: the owner that takes the key over next gets a Lease with
+// Continued set, and knows it resumes a checkpoint rather than a crash.
+func (s *Store) HandOff(ctx context.Context, l *Lease) error {
+	now := s.cfg.Now()
+	return s.update(ctx, l, "hand off", []firestore.Update{
+		{Path: "leaseUntil", Value: now},
+		{Path: "handedOff", Value: true},
+		{Path: "handOffs", Value: firestore.Increment(1)},
+		{Path: "updatedAt", Value: now},
+	})
+}
+
 func (s *Store) update(ctx context.Context, l *Lease, op string, ups []firestore.Update) error {
 	wr, err := s.ref(l.Key).Update(ctx, ups, firestore.LastUpdateTime(l.seen))
 	if code := status.Code(err); code == codes.FailedPrecondition || code == codes.NotFound {
@@ -356,4 +373,22 @@ func (s *Store) Get(ctx context.Context, k Key) (*Doc, error) {
 		return nil, fmt.Errorf("idem: decode %s: %w", k, err)
 	}
 	return &d, nil
+}
+
+// Scopes of the pipeline's keys.
+const (
+	ScopeTick   = "tick"
+	ScopeExpand = "expand"
+	ScopeChunk  = "chunk"
+)
+
+// TickKey is the key of one scheduler tick.
+func TickKey(tickID string) Key { return Key{Scope: ScopeTick, ID: tickID} }
+
+// ExpandKey is the key of one Job's expansion.
+func ExpandKey(jobID string) Key { return Key{Scope: ScopeExpand, ID: jobID} }
+
+// ChunkKey is the key of one chunk's import.
+func ChunkKey(jobID string, index int) Key {
+	return Key{Scope: ScopeChunk, ID: model.DocID(jobID, model.ChunkID(index))}
 }

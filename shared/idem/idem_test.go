@@ -139,6 +139,36 @@ func TestReleaseLetsTheRetryTakeOverAtOnce(t *testing.T) {
 	}
 }
 
+func TestHandOffMarksTheNextOwnerAsAContinuation(t *testing.T) {
+	t.Parallel()
+	s, c, _ := newStore(t)
+	ctx := t.Context()
+	a, err := s.Claim(ctx, key, "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.HandOff(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Claim(ctx, key, "b", nil)
+	if err != nil || !b.TakenOver || !b.Continued || b.Attempt != 2 {
+		t.Fatalf("claim after hand-off: %+v %v; want a continued takeover, attempt 2", b, err)
+	}
+	// b crashes: whoever takes over after its lease expires resumes a crash, not a checkpoint.
+	c.Advance(16 * time.Minute)
+	d, err := s.Claim(ctx, key, "d", nil)
+	if err != nil || !d.TakenOver || d.Continued {
+		t.Fatalf("claim after the continuation's lease expired: %+v %v; want a takeover that is not a continuation", d, err)
+	}
+	if err := s.HandOff(ctx, b); !errors.Is(err, idem.ErrLeaseLost) {
+		t.Errorf("hand-off by the old owner: %v, want ErrLeaseLost", err)
+	}
+	doc, err := s.Get(ctx, key)
+	if err != nil || doc.HandOffs != 1 || doc.HandedOff || doc.Takeovers != 2 {
+		t.Errorf("key %+v %v; want 1 hand-off, not pending, 2 takeovers", doc, err)
+	}
+}
+
 func TestRacingClaimsHaveExactlyOneWinner(t *testing.T) {
 	t.Parallel()
 	s, c, _ := newStore(t)

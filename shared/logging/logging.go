@@ -20,7 +20,8 @@ const (
 	Key             = "idempotencyKey"
 	MessageID       = "messageId"
 	DeliveryAttempt = "deliveryAttempt"
-	Event           = "event" // a short machine-readable name of what happened, e.g. "duplicate_suppressed"
+	LeaseAttempt    = "leaseAttempt" // 1 for a key's first owner, +1 per takeover
+	Event           = "event"        // a short machine-readable name of what happened, e.g. "duplicate_suppressed"
 
 	TraceKey  = "logging.googleapis.com/trace"
 	SpanKey   = "logging.googleapis.com/spanId"

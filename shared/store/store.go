@@ -405,3 +405,31 @@ func (s *Store) PlanTotals(ctx context.Context, jobID string) (chunks, rows int,
 	rows, err = aggInt(res["rows"])
 	return chunks, rows, err
 }
+
+// OpenChunk reports whether any chunk of the Job written so far is not DONE. It reads at most one
+// index entry, so it costs the same for a Job of any size.
+func (s *Store) OpenChunk(ctx context.Context, jobID string) (bool, error) {
+	docs, err := s.JobRef(jobID).Collection(model.Chunks).Where("status", "==", model.ChunkPending).
+		Select().Limit(1).Documents(ctx).GetAll()
+	if err != nil {
+		return false, fmt.Errorf("store: open chunk of job %q: %w", jobID, err)
+	}
+	return len(docs) > 0, nil
+}
+
+// CompleteIfDone completes the Job if its plan is complete (PLANNED) and no chunk is open. It is
+// what both the last chunk import and the end of the plan call, each after its own write, so
+// whichever of the two finishes last completes the Job: a writer that reads the other's state
+// after its own write has landed cannot miss both (and CompleteJob makes it happen once). Its
+// cost does not grow with the Job: one read of the Job and one single-entry query.
+func (s *Store) CompleteIfDone(ctx context.Context, jobID string) (bool, error) {
+	job, err := s.Job(ctx, jobID)
+	if err != nil || job.Status != model.JobPlanned {
+		return false, err
+	}
+	open, err := s.OpenChunk(ctx, jobID)
+	if err != nil || open {
+		return false, err
+	}
+	return s.CompleteJob(ctx, jobID)
+}

@@ -1,19 +1,26 @@
 // Package target imports a chunk's records into the product's "engagement" records, exactly once
-// in effect.
+// in effect, without locking anything another chunk import needs.
 //
-// # Atomicity
+// # Atomicity without locks
 //
-// Committer.Commit runs one Firestore transaction that reads the chunk, returns at once if it is
-// already DONE, writes every record through a Target, and sets the chunk DONE. The records and the
-// DONE transition commit together or not at all, so neither a duplicate delivery nor a concurrent
-// run nor a crash at any point can import a chunk twice or half of it.
+// Committer.Commit reads the chunk and the target documents its rows will change outside any
+// transaction, then commits one batch: every record write conditioned on the document as read
+// (created only if absent, or updated only if unchanged since the read) and the chunk's DONE
+// transition conditioned on the chunk as read (still PENDING). The batch applies whole or not at
+// all, so neither a duplicate delivery nor a concurrent run nor a crash at any point can import a
+// chunk twice or half of it. When another writer got there first (a concurrent import of a chunk
+// that holds the same external ID, or a duplicate of this chunk), a precondition fails, nothing
+// is written, and the commit is retried on fresh reads. Unlike a read-write transaction, no import
+// holds a lock another waits for: the emulator's 2 s lock timeouts and Firestore's serialization
+// of contending transactions do not arise, and imports of the same Job never wait on each other
+// unless they really write the same record.
 //
 // # Targets
 //
 // Upsert keeps one record per tenant + source object + external ID at a deterministic document ID.
 // Generated mimics a product whose records get generated IDs (as in the incident): the record is
 // created with an automatic ID, and a unique-constraint document engagementIndex/{key} maps the
-// external ID to it. The index document is read and written in the same transaction, so a second
+// external ID to it. The index document is created only if absent in the same batch, so a second
 // import of the same external ID finds it and updates the record instead of creating another.
 //
 // Both keep versions monotonic: a source row older than (or as old as) the stored version changes
@@ -43,9 +50,11 @@ type Stats struct {
 	Unchanged int // rows whose target already had this version or a newer one
 }
 
-// Target writes one chunk's rows inside the chunk's transaction.
+// Target stages one chunk's rows into a batch. It reads the documents the rows change outside any
+// transaction and conditions each write on the document as read, so the batch fails, writing
+// nothing, when another writer changed one of them since.
 type Target interface {
-	Write(ctx context.Context, tx *firestore.Transaction, w Batch) (Stats, error)
+	Stage(ctx context.Context, b *firestore.WriteBatch, w Batch) (Stats, error)
 }
 
 // Batch is what a Target writes: deduplicated rows (one per external ID, the newest version) of
@@ -64,6 +73,17 @@ func (b Batch) engagement(r model.ChunkRecord) model.Engagement {
 	}
 }
 
+// updates is e as field updates: an Update (which, unlike Set, takes a precondition) that
+// replaces every field of the record.
+func updates(e model.Engagement) []firestore.Update {
+	return []firestore.Update{
+		{Path: "tenantId", Value: e.TenantID}, {Path: "sourceObject", Value: e.SourceObject},
+		{Path: "externalId", Value: e.ExternalID}, {Path: "version", Value: e.Version},
+		{Path: "fields", Value: e.Fields}, {Path: "jobId", Value: e.JobID},
+		{Path: "chunk", Value: e.Chunk}, {Path: "importedAt", Value: e.ImportedAt},
+	}
+}
+
 func (b Batch) key(r model.ChunkRecord) string {
 	return model.EngagementKey(b.Job.TenantID, b.Job.SourceObject, r.ID)
 }
@@ -71,32 +91,33 @@ func (b Batch) key(r model.ChunkRecord) string {
 // Upsert writes engagements/{tenant~object~externalId}.
 type Upsert struct{ Client *firestore.Client }
 
-// Write implements Target.
-func (u Upsert) Write(ctx context.Context, tx *firestore.Transaction, b Batch) (Stats, error) {
+// Stage implements Target.
+func (u Upsert) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (Stats, error) {
 	coll := u.Client.Collection(model.Engagements)
 	refs := make([]*firestore.DocumentRef, len(b.Rows))
 	for i, r := range b.Rows {
 		refs[i] = coll.Doc(b.key(r))
 	}
-	snaps, err := tx.GetAll(refs)
+	snaps, err := u.Client.GetAll(ctx, refs)
 	if err != nil {
 		return Stats{}, fmt.Errorf("target: read engagements: %w", err)
 	}
 	var st Stats
 	for i, r := range b.Rows {
-		if snaps[i].Exists() {
-			v, err := snaps[i].DataAt("version")
-			if err != nil {
-				return Stats{}, fmt.Errorf("target: engagement %s: %w", refs[i].ID, err)
-			}
-			if t, ok := v.(time.Time); ok && !r.Modstamp.After(t) {
-				st.Unchanged++
-				continue
-			}
+		if !snaps[i].Exists() {
+			wb.Create(refs[i], b.engagement(r))
+			st.Imported++
+			continue
 		}
-		if err := tx.Set(refs[i], b.engagement(r)); err != nil {
-			return Stats{}, fmt.Errorf("target: write engagement %s: %w", refs[i].ID, err)
+		v, err := snaps[i].DataAt("version")
+		if err != nil {
+			return Stats{}, fmt.Errorf("target: engagement %s: %w", refs[i].ID, err)
 		}
+		if t, ok := v.(time.Time); ok && !r.Modstamp.After(t) {
+			st.Unchanged++
+			continue
+		}
+		wb.Update(refs[i], updates(b.engagement(r)), firestore.LastUpdateTime(snaps[i].UpdateTime))
 		st.Imported++
 	}
 	return st, nil
@@ -110,15 +131,15 @@ type indexEntry struct {
 	Version time.Time `firestore:"version"`
 }
 
-// Write implements Target.
-func (g Generated) Write(ctx context.Context, tx *firestore.Transaction, b Batch) (Stats, error) {
+// Stage implements Target.
+func (g Generated) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (Stats, error) {
 	idx := g.Client.Collection(model.EngagementIndex)
 	recs := g.Client.Collection(model.EngagementsGen)
 	refs := make([]*firestore.DocumentRef, len(b.Rows))
 	for i, r := range b.Rows {
 		refs[i] = idx.Doc(b.key(r))
 	}
-	snaps, err := tx.GetAll(refs)
+	snaps, err := g.Client.GetAll(ctx, refs)
 	if err != nil {
 		return Stats{}, fmt.Errorf("target: read engagement index: %w", err)
 	}
@@ -126,12 +147,8 @@ func (g Generated) Write(ctx context.Context, tx *firestore.Transaction, b Batch
 	for i, r := range b.Rows {
 		if !snaps[i].Exists() {
 			doc := recs.NewDoc()
-			if err := tx.Create(refs[i], indexEntry{DocID: doc.ID, Version: r.Modstamp}); err != nil {
-				return Stats{}, fmt.Errorf("target: index %s: %w", refs[i].ID, err)
-			}
-			if err := tx.Create(doc, b.engagement(r)); err != nil {
-				return Stats{}, fmt.Errorf("target: create engagement for %s: %w", refs[i].ID, err)
-			}
+			wb.Create(refs[i], indexEntry{DocID: doc.ID, Version: r.Modstamp})
+			wb.Create(doc, b.engagement(r))
 			st.Imported++
 			continue
 		}
@@ -143,12 +160,10 @@ func (g Generated) Write(ctx context.Context, tx *firestore.Transaction, b Batch
 			st.Unchanged++
 			continue
 		}
-		if err := tx.Update(refs[i], []firestore.Update{{Path: "version", Value: r.Modstamp}}); err != nil {
-			return Stats{}, fmt.Errorf("target: index %s: %w", refs[i].ID, err)
-		}
-		if err := tx.Set(recs.Doc(e.DocID), b.engagement(r)); err != nil {
-			return Stats{}, fmt.Errorf("target: update engagement %s: %w", e.DocID, err)
-		}
+		// The record itself is written unconditionally: the condition on its index entry
+		// already orders every writer of this external ID.
+		wb.Update(refs[i], []firestore.Update{{Path: "version", Value: r.Modstamp}}, firestore.LastUpdateTime(snaps[i].UpdateTime))
+		wb.Set(recs.Doc(e.DocID), b.engagement(r))
 		st.Imported++
 	}
 	return st, nil
@@ -182,51 +197,98 @@ func NewCommitter(c *firestore.Client, now func() time.Time) *Committer {
 // ErrNoChunk is returned when the chunk document does not exist.
 var ErrNoChunk = errors.New("target: chunk not found")
 
-// Commit imports chunk `index` of job in one transaction (see the package documentation).
+// Commit imports chunk `index` of job in one preconditioned batch (see the package documentation),
+// retrying on fresh reads when another writer got there first.
 func (c *Committer) Commit(ctx context.Context, job model.Job, index int) (Result, error) {
 	t, ok := c.Targets[job.Target]
 	if !ok {
 		return Result{}, fmt.Errorf("target: job %s: %q: %w", job.ID, job.Target, ErrUnknownTarget)
 	}
 	ref := c.Client.Collection(model.Jobs).Doc(job.ID).Collection(model.Chunks).Doc(model.ChunkID(index))
-	var res Result
-	err := c.Client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		res = Result{}
-		snap, err := tx.Get(ref)
-		if status.Code(err) == codes.NotFound {
-			return ErrNoChunk
+	for attempt := 0; ; attempt++ {
+		res, err := c.commitOnce(ctx, t, ref, job, index)
+		if err == nil || !Conflict(err) || attempt+1 >= commitAttempts {
+			if err != nil {
+				return Result{}, fmt.Errorf("target: commit chunk %d of job %s (attempt %d): %w", index, job.ID, attempt+1, err)
+			}
+			return res, nil
 		}
-		if err != nil {
-			return err
+		if err := sleep(ctx, conflictBackoff(index, attempt)); err != nil {
+			return Result{}, fmt.Errorf("target: commit chunk %d of job %s: %w", index, job.ID, err)
 		}
-		var ch model.Chunk
-		if err := snap.DataTo(&ch); err != nil {
-			return fmt.Errorf("decode chunk: %w", err)
-		}
-		if ch.Status == model.ChunkDone {
-			res.AlreadyDone = true
-			return nil
-		}
-		now := c.Now().UTC()
-		rows := Newest(ch.Records)
-		res.Rows = len(ch.Records)
-		st, err := t.Write(ctx, tx, Batch{Job: job, Chunk: index, Rows: rows, Now: now})
-		if err != nil {
-			return err
-		}
-		st.Unchanged += len(ch.Records) - len(rows) // older copies of a row within the chunk
-		res.Stats = st
-		return tx.Update(ref, []firestore.Update{
-			{Path: "status", Value: model.ChunkDone},
-			{Path: "doneAt", Value: now},
-			{Path: "imported", Value: st.Imported},
-			{Path: "unchanged", Value: st.Unchanged},
-		})
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("target: commit chunk %d of job %s: %w", index, job.ID, err)
 	}
-	return res, nil
+}
+
+// commitAttempts bounds the retries of a commit that keeps meeting other writers; past it the
+// delivery fails and is redelivered.
+const commitAttempts = 10
+
+// Conflict reports whether a commit failed only because another writer changed what it read: a
+// failed precondition, a create that met an existing document, a contended commit.
+func Conflict(err error) bool {
+	switch status.Code(err) { // status.Code finds a wrapped status too
+	case codes.FailedPrecondition, codes.AlreadyExists, codes.Aborted, codes.NotFound:
+		return true
+	}
+	return false
+}
+
+// conflictBackoff spreads the retries of chunks that met each other (10 ms doubling, capped at
+// 640 ms, offset by the chunk index so two colliding chunks do not retry in step).
+func conflictBackoff(index, attempt int) time.Duration {
+	base := 10 * time.Millisecond << min(attempt, 6)
+	return base + time.Duration(index%10)*base/10
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (c *Committer) commitOnce(ctx context.Context, t Target, ref *firestore.DocumentRef, job model.Job, index int) (Result, error) {
+	snap, err := ref.Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return Result{}, ErrNoChunk
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("read chunk: %w", err)
+	}
+	var ch model.Chunk
+	if err := snap.DataTo(&ch); err != nil {
+		return Result{}, fmt.Errorf("decode chunk: %w", err)
+	}
+	if ch.Status == model.ChunkDone {
+		return Result{AlreadyDone: true}, nil
+	}
+	now := c.Now().UTC()
+	rows := Newest(ch.Records)
+	b := c.Client.Batch()
+	st, err := t.Stage(ctx, b, Batch{Job: job, Chunk: index, Rows: rows, Now: now})
+	if err != nil {
+		return Result{}, err
+	}
+	st.Unchanged += len(ch.Records) - len(rows) // older copies of a row within the chunk
+	b.Update(ref, DoneUpdates(st, now), firestore.LastUpdateTime(snap.UpdateTime))
+	if _, err := b.Commit(ctx); err != nil {
+		return Result{}, err
+	}
+	return Result{Stats: st, Rows: len(ch.Records)}, nil
+}
+
+// DoneUpdates are the fields of a chunk's DONE transition.
+func DoneUpdates(st Stats, now time.Time) []firestore.Update {
+	return []firestore.Update{
+		{Path: "status", Value: model.ChunkDone},
+		{Path: "doneAt", Value: now},
+		{Path: "imported", Value: st.Imported},
+		{Path: "unchanged", Value: st.Unchanged},
+	}
 }
 
 // Newest returns rows with one entry per ID, the one with the newest Modstamp (the later one on a

@@ -140,7 +140,7 @@ func ExpiredLease(ctx context.Context, fs *firestore.Client, jobID string, now t
 	if err != nil {
 		return idem.Key{}, err
 	}
-	k := idem.Key{Scope: "chunk", ID: model.DocID(job.ID, model.ChunkID(0))}
+	k := idem.ChunkKey(job.ID, 0)
 	_, err = fs.Collection(model.Keys).Doc(k.DocID()).Set(ctx, map[string]any{
 		"key": k.String(), "scope": k.Scope, "state": idem.InProgress, "owner": "Importer/planted/crashed",
 		"leaseUntil": now.Add(-time.Hour), "updatedAt": now.Add(-time.Hour - 15*time.Minute),
