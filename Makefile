@@ -3,11 +3,12 @@
 #   make demo            the whole pipeline end to end on the emulators (DUPLICATES=1: every message twice, 2 s apart)
 #   make test            unit, emulator and end-to-end tests, plus the offline terraform checks
 #   make chaos           the chaos/property suite (CHAOS_CHECKS=N, CHAOS_SEED=S, CHAOS_RUN=regexp, CHAOS_FLAGS=...)
-#   make bench           the benchmark; writes bench/REPORT.md
+#   make bench           the benchmark; writes docs/bench/REPORT.md
 #   make ci              what .ci/run runs: test, then chaos with the seed of the commit
 
 GO        ?= go
 BIN       := bin/oncesync
+OPS       := bin/oncesync-ops
 EMU       := $(BIN) emulators --
 PKGS       = $(shell $(GO) list ./... | grep -v /harness/chaos)
 RECORDS   ?= 20000
@@ -24,6 +25,7 @@ setup:
 
 build:
 	$(GO) build -o $(BIN) ./harness/cmd/oncesync
+	$(GO) build -o $(OPS) ./shared/cmd/oncesync-ops
 
 demo: setup build
 	$(BIN) demo --records $(RECORDS) $(if $(DUPLICATES),--duplicates)
@@ -42,7 +44,7 @@ chaos: setup build
 		-chaos.checks=$(CHAOS_CHECKS) -chaos.seed=$(CHAOS_SEED) -v $(CHAOS_FLAGS)
 
 bench: setup build
-	$(BIN) bench --out bench
+	$(BIN) bench --out docs/bench
 
 # CI's chaos seed comes from the commit (see .ci/run): the same commit always runs the same cases.
 COMMIT_SEED = $(shell printf %d 0x$$(git rev-parse --short=15 HEAD))

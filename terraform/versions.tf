@@ -8,7 +8,7 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 7.0"
+      version = "~> 8.0" # validate and plan -refresh=false pass with 8.0.0 built from source
     }
     archive = {
       source = "hashicorp/archive"

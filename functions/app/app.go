@@ -61,6 +61,7 @@ type Components struct {
 	DeadLetters delivery.Sink
 	Logger      *slog.Logger
 	Now         func() time.Time
+	Elapsed     func() time.Time // the expander's time-budget clock (nil: real time)
 	Probe       probe.Func
 }
 
@@ -108,7 +109,7 @@ func (c Components) Handler(fn string) (CloudEventFunc, error) {
 		e, err := expander.New(expander.Config{
 			Store: store.Planner{Store: c.Store, Fence: c.Keys}, Guard: idem.Guard{Keys: c.Keys}, Source: c.Source,
 			Publisher: c.Publisher, DeadLetters: c.DeadLetters, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks,
-			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(), Now: c.Now, Probe: c.Probe,
+			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(), Now: c.Now, Elapsed: c.Elapsed, Probe: c.Probe,
 		})
 		if err != nil {
 			return nil, err

@@ -259,10 +259,10 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		}
 		log.Info(what, slog.String(logging.Event, ev), slog.Int("nextChunk", next), slog.String("afterId", last.LastID))
 	}
-	if !lease.Continued { // a continuation goes on with the search its predecessor counted
-		if err := h.cfg.Store.CountSearch(ctx, job.ID, lease.Owner); err != nil {
-			return job, err
-		}
+	// Every source query counts, a continuation's too: the counter is exact, and the audit allows
+	// one more per takeover of the key (a hand-off's continuation takes it over).
+	if err := h.cfg.Store.CountSearch(ctx, job.ID, lease.Owner); err != nil {
+		return job, err
 	}
 	var cur []model.ChunkRecord
 	size := 0
@@ -282,9 +282,6 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		pub.send(next)
 		next++
 		cur, size = nil, 0
-		if h.cfg.Budget > 0 && h.cfg.Elapsed().Sub(started) >= h.cfg.Budget {
-			return errBudget
-		}
 		return nil
 	}
 	err = h.cfg.Source.Search(ctx, q, func(ctx context.Context, p source.Page) error {
@@ -306,6 +303,11 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 			if len(cur) == job.ChunkSize || size+n > h.cfg.MaxChunkBytes {
 				if err := flush(ctx); err != nil {
 					return err
+				}
+				// Checked only after a chunk is committed: that is the checkpoint a
+				// continuation resumes from, and each delivery makes progress.
+				if h.cfg.Budget > 0 && h.cfg.Elapsed().Sub(started) >= h.cfg.Budget {
+					return errBudget
 				}
 			}
 			cur = append(cur, row)

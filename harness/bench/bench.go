@@ -1,6 +1,6 @@
 // Package bench is the benchmark behind `make bench`: end-to-end throughput and cost per record of
 // the pipeline on the real emulators, side by side with the raw Firestore write ceiling and with
-// the unguarded pipeline, in one run, written to bench/REPORT.md with a chart.
+// the unguarded pipeline, in one run, written to docs/bench/REPORT.md with a chart.
 //
 // # What one run measures
 //
@@ -37,32 +37,37 @@ import (
 	"time"
 
 	"github.com/oncesync/oncesync/harness/emu"
+	"github.com/oncesync/oncesync/harness/fixture"
 )
 
 // Options configure a benchmark.
 type Options struct {
-	Out           string        // report directory (default "bench")
-	Sizes         []int         // dataset sizes of the guarded and unguarded runs (default 10,000, 30,000 and 100,000)
-	DuplicateSize int           // records of the duplicate-heavy pass (default the largest size)
-	Reps          int           // repetitions of the ceiling, guarded and unguarded runs at sizes ≤ RepsUpTo (default 5)
-	LargeReps     int           // repetitions at the largest size; the sizes in between run once (default 3)
-	DuplicateReps int           // repetitions of the duplicate-heavy pass (default 1)
-	RepsUpTo      int           // (default 10,000)
-	Concurrency   int           // in-flight deliveries per function (default 8, as the demo)
-	Updated       float64       // fraction of records also served with a newer version (default 0)
-	Seed          int64         // dataset seed (default 1)
-	Binary        string        // the oncesync binary (default: this executable)
-	Profile       bool          // record a CPU profile of the functions during the largest guarded run
-	Log           io.Writer     `json:"-"` // progress (default os.Stderr)
-	Timeout       time.Duration // per pipeline run (default 8 minutes)
-	Only          []string      // run only these parts: "ceiling", ModeGuarded, ModeUnguarded, ModeDuplicates
-	WarmUp        int           // records imported, then written straight, before measuring (default 30,000; -1: none)
-	LogDir        string        // keep every run's emulator and function logs here (default: a temporary directory, removed)
+	Out           string          // report directory (default "docs/bench")
+	Sizes         []int           // dataset sizes of the guarded and unguarded runs (default 10,000, 30,000 and 100,000)
+	DuplicateSize int             // records of the duplicate-heavy pass (default the largest size)
+	Reps          int             // repetitions of the ceiling, guarded and unguarded runs at sizes ≤ RepsUpTo (default 5)
+	LargeReps     int             // repetitions at the largest size; the sizes in between run once (default 3)
+	DuplicateReps int             // repetitions of the duplicate-heavy pass (default 1)
+	RepsUpTo      int             // (default 10,000)
+	Concurrency   int             // in-flight deliveries per function (default 8, as the demo)
+	Updated       float64         // fraction of records also served with a newer version in every run (default 0)
+	UpdatedShare  float64         // the updated pass's fraction, run beside each guarded run at the largest size (default 0.01)
+	SlowSource    fixture.Latency // the slow-source pass's source (default 1 s per 2,000-row page, 4 queries at once)
+	SlowSize      int             // records of the slow-source pass (default the largest size)
+	Largest       int             // records of the largest-dataset pass (default 300,000; 0 after defaults: skipped)
+	Seed          int64           // dataset seed (default 1)
+	Binary        string          // the oncesync binary (default: this executable)
+	Profile       bool            // record a CPU profile of the functions during the largest guarded run
+	Log           io.Writer       `json:"-"` // progress (default os.Stderr)
+	Timeout       time.Duration   // per pipeline run (default 8 minutes)
+	Only          []string        // run only these parts: "ceiling", ModeGuarded, ModeUnguarded, ModeDuplicates
+	WarmUp        int             // records imported, then written straight, before measuring (default 30,000; -1: none)
+	LogDir        string          // keep every run's emulator and function logs here (default: a temporary directory, removed)
 }
 
 func (o *Options) defaults() error {
 	if o.Out == "" {
-		o.Out = "bench"
+		o.Out = "docs/bench"
 	}
 	if len(o.Sizes) == 0 {
 		o.Sizes = []int{10_000, 30_000, 100_000}
@@ -70,6 +75,18 @@ func (o *Options) defaults() error {
 	sort.Ints(o.Sizes)
 	if o.DuplicateSize == 0 {
 		o.DuplicateSize = o.Sizes[len(o.Sizes)-1]
+	}
+	if o.UpdatedShare == 0 {
+		o.UpdatedShare = 0.01
+	}
+	if o.SlowSource == (fixture.Latency{}) {
+		o.SlowSource = fixture.Latency{PerRow: 500 * time.Microsecond, MaxConcurrent: 4}
+	}
+	if o.SlowSize == 0 {
+		o.SlowSize = o.Sizes[len(o.Sizes)-1]
+	}
+	if o.Largest == 0 {
+		o.Largest = 300_000
 	}
 	if o.LargeReps == 0 {
 		o.LargeReps = 3
@@ -167,6 +184,12 @@ func Bench(ctx context.Context, o Options) (*Results, error) {
 			rep: rep, emu: e, project: name, mode: mode, records: n, seed: o.Seed, updated: o.Updated, concurrency: o.Concurrency,
 			binary: o.Binary, logDir: filepath.Join(logs, name), log: io.Discard, timeout: o.Timeout,
 		}
+		switch mode {
+		case ModeUpdated:
+			ro.updated = o.UpdatedShare
+		case ModeSlowSource:
+			ro.latency = o.SlowSource
+		}
 		if profile {
 			ro.profile = filepath.Join(o.Out, "profiles", fmt.Sprintf("%s-%d.pprof", mode, n))
 		}
@@ -177,9 +200,9 @@ func Bench(ctx context.Context, o Options) (*Results, error) {
 			return r, false
 		}
 		all := r.Stats.Sum()
-		logf("%-16s %7d records in %8v: %6.0f records/s, first import after %v, %.2f reads + %.2f writes per record, peak RSS %.0f MB",
+		logf("%-22s %7d records in %8v: %6.0f records/s, first import after %v, %.2f reads + %.2f writes per record, peak RSS %.0f MB, longest delivery %v (%s)",
 			name, r.Records, r.Elapsed.Round(time.Millisecond), r.RecordsPerSecond(), r.FirstImport.Round(time.Millisecond),
-			perRecord(all.Reads, r.Records), perRecord(all.Writes, r.Records), float64(r.PeakRSS)/1e6)
+			perRecord(all.Reads, r.Records), perRecord(all.Writes, r.Records), float64(r.PeakRSS)/1e6, r.Longest.Round(time.Millisecond), r.LongestIn)
 		if !r.OK() {
 			errs = append(errs, fmt.Errorf("bench: %s: %d of %d records imported, %d extra", name, r.Imported, r.Records, r.Extra))
 		}
@@ -240,10 +263,14 @@ func Bench(ctx context.Context, o Options) (*Results, error) {
 			if o.runs("ceiling") {
 				res.Ceiling = append(res.Ceiling, ceiling(n, rep)...)
 			}
-			// Guarded and unguarded alternate, so that drift of the machine hits both alike.
+			// Guarded and unguarded alternate, so that drift of the machine hits both alike; at the
+			// largest size the updated pass runs beside them.
 			modes := []string{ModeGuarded, ModeUnguarded}
 			if rep%2 == 0 {
 				modes = []string{ModeUnguarded, ModeGuarded}
+			}
+			if n == largest {
+				modes = append(modes, ModeUpdated)
 			}
 			for _, m := range modes {
 				if o.runs(m) && ctx.Err() == nil {
@@ -252,6 +279,21 @@ func Bench(ctx context.Context, o Options) (*Results, error) {
 					}
 				}
 			}
+		}
+	}
+	for _, pass := range []struct {
+		mode string
+		n    int
+	}{{ModeSlowSource, o.SlowSize}, {ModeLargest, o.Largest}} {
+		if !o.runs(pass.mode) || pass.n <= 0 || ctx.Err() != nil {
+			continue
+		}
+		if err := session(2 * pass.n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if r, ok := run(pass.mode, pass.n, 1, false); ok {
+			res.Runs = append(res.Runs, r)
 		}
 	}
 	if o.runs(ModeDuplicates) {

@@ -62,6 +62,7 @@ type Counts struct {
 	RPCTime     map[string]time.Duration `json:"rpcTime,omitempty"`
 	SourceCalls int64                    `json:"sourceCalls"` // source API requests (pages)
 	Busy        time.Duration            `json:"busy"`        // time spent in the handler, summed
+	Longest     time.Duration            `json:"longest"`     // the longest single delivery
 }
 
 // Ops returns billed Firestore operations: reads plus writes.
@@ -75,6 +76,7 @@ func (c *Counts) add(o Counts) {
 	c.RPCs += o.RPCs
 	c.SourceCalls += o.SourceCalls
 	c.Busy += o.Busy
+	c.Longest = max(c.Longest, o.Longest)
 	c.Aborts = append(c.Aborts, o.Aborts...)
 	for k, v := range o.RPCTime {
 		if c.RPCTime == nil {
@@ -304,6 +306,7 @@ func (m *meter) wrap(fn string, h app.CloudEventFunc) app.CloudEventFunc {
 		m.update(key, func(c *Counts) {
 			c.Deliveries++
 			c.Busy += busy
+			c.Longest = max(c.Longest, busy)
 			if err != nil {
 				c.Failed++
 			}

@@ -24,6 +24,9 @@ const (
 	ModeGuarded    = "guarded"    // the pipeline as deployed
 	ModeUnguarded  = "unguarded"  // idempotency keys removed (the incident's design)
 	ModeDuplicates = "duplicates" // guarded, every message delivered twice, the copy 2 s after the first
+	ModeUpdated    = "updated"    // guarded, with Options.UpdatedShare of the records updated during the window
+	ModeSlowSource = "slowsource" // guarded, with a source at Salesforce's speed (SlowSource)
+	ModeLargest    = "largest"    // guarded, the largest dataset the emulator's memory allows (Options.Largest)
 )
 
 // Run is one pipeline run: one tick, one Job, on a fresh stack.
@@ -42,10 +45,14 @@ type Run struct {
 
 	Stats Stats // the functions' counters, after the run settled
 
-	SourceRequests int // HTTP requests the fixture source served (pages)
-	SourceSearches int // searches started
-	PeakRSS        int64
-	CPU            CPU // CPU seconds used during the run, per process
+	SourceRequests  int // HTTP requests the fixture source served (pages)
+	SourceSearches  int // searches started
+	SourceThrottled int // requests refused for the per-org concurrency limit (REQUEST_LIMIT_EXCEEDED)
+	// Longest is the longest single delivery of any function, and LongestIn its "Function/class".
+	Longest   time.Duration
+	LongestIn string
+	PeakRSS   int64
+	CPU       CPU // CPU seconds used during the run, per process
 
 	// IdleCount is how long the importer's count of DONE chunks takes on the settled emulator,
 	// for comparison with the time it took during the run (median of 5).
@@ -80,6 +87,7 @@ type runOptions struct {
 	profile     string // write a CPU profile of the functions here
 	log         io.Writer
 	timeout     time.Duration
+	latency     fixture.Latency
 }
 
 // runPipeline starts a stack, seeds records, ticks once and waits for the Job to complete.
@@ -97,6 +105,7 @@ func runPipeline(ctx context.Context, o runOptions) (r Run, err error) {
 	case ModeDuplicates:
 		sopts.Faults = eventarc.Duplicate(2 * time.Second)
 	}
+	sopts.Latency = o.latency
 	if err := os.MkdirAll(o.logDir, 0o755); err != nil {
 		return r, err
 	}
@@ -169,7 +178,12 @@ func runPipeline(ctx context.Context, o runOptions) (r Run, err error) {
 		return r, err
 	}
 	req := s.Fixture.Requests()
-	r.SourceRequests, r.SourceSearches = req.Requests, req.Queries
+	r.SourceRequests, r.SourceSearches, r.SourceThrottled = req.Requests, req.Queries, req.Throttled
+	for fn, c := range r.Stats.Counts {
+		if c.Longest > r.Longest {
+			r.Longest, r.LongestIn = c.Longest, fn
+		}
+	}
 	tot := s.Eventarc.Stats().Total()
 	r.Posts, r.Copies, r.FailedPosts = tot.Posts, tot.Copies, tot.Failed
 	if err := countTargets(ctx, s.FS, &r); err != nil {

@@ -24,6 +24,11 @@ const (
 	GoalDuplicateOps       = 3    // Firestore operations per duplicate delivery
 	GoalLinear             = 1.10 // time(large) ÷ time(small) ≤ 1.1 × records(large) ÷ records(small)
 	GoalMemoryGrowth       = 1.50 // peak RSS(large) ÷ peak RSS(small): bounded, not proportional
+	GoalUpdatedVsPlain     = 0.80 // with 1 % of records updated in the window ÷ the same size without, records/s
+	GoalFirstImport        = 1.0  // seconds, tick → first imported record, at every size
+	GoalSlowSourceSlack    = 1.3  // slow source: elapsed ≤ 1.3 × (pages ÷ GoalSlowSourceSlices) s + import time
+	GoalSlowSourceSlices   = 4    // parallel slices the slow-source goal assumes
+	GoalLongestDelivery    = 0.80 // longest delivery ÷ the function timeout
 )
 
 // Files the report writes into Options.Out.
@@ -38,6 +43,12 @@ type sizeSummary struct {
 	Size                           int
 	Ceiling                        []Ceiling // the best strategy's measurements, one per repetition, in order
 	Guarded, Unguarded, Duplicates []Run
+	Updated, Slow, Largest         []Run // the updated, slow-source and largest-dataset passes
+}
+
+// all returns every run of the size.
+func (s sizeSummary) all() [][]Run {
+	return [][]Run{s.Guarded, s.Unguarded, s.Duplicates, s.Updated, s.Slow, s.Largest}
 }
 
 func (r *Results) sizes() []sizeSummary {
@@ -80,12 +91,18 @@ func (r *Results) sizes() []sizeSummary {
 			s.Unguarded = append(s.Unguarded, run)
 		case ModeDuplicates:
 			s.Duplicates = append(s.Duplicates, run)
+		case ModeUpdated:
+			s.Updated = append(s.Updated, run)
+		case ModeSlowSource:
+			s.Slow = append(s.Slow, run)
+		case ModeLargest:
+			s.Largest = append(s.Largest, run)
 		}
 	}
 	out := make([]sizeSummary, 0, len(by))
 	for _, s := range by {
 		sort.Slice(s.Ceiling, func(i, j int) bool { return s.Ceiling[i].Rep < s.Ceiling[j].Rep })
-		for _, runs := range [][]Run{s.Guarded, s.Unguarded, s.Duplicates} {
+		for _, runs := range s.all() {
 			sort.Slice(runs, func(i, j int) bool { return runs[i].Rep < runs[j].Rep })
 		}
 		out = append(out, *s)
@@ -163,6 +180,23 @@ type Headline struct {
 	LargeSize          int
 	TimeRatio          float64 // guarded time(large) ÷ time(small)
 	RSSSmall, RSSLarge float64 // bytes, guarded median
+
+	UpdatedSize    int
+	UpdatedShare   float64 // of records updated during the window in that pass
+	UpdatedVsPlain float64 // updated pass ÷ guarded at the same size, paired by repetition
+	UpdatedAborts  int64   // aborted Firestore commits in the updated passes
+	UpdatedRetries int64   // importer commits that met another writer (failed preconditions), retried
+
+	Slow       Run     // the slow-source pass (zero when not run)
+	SlowPages  int     // source pages it read
+	SlowImport float64 // seconds: the guarded import time at that size (median elapsed)
+	SlowGoal   float64 // seconds: GoalSlowSourceSlack × pages ÷ slices + SlowImport
+
+	Longest   time.Duration // the longest delivery of any run
+	LongestIn string        // its run and function
+	Timeout   time.Duration // the function timeout it is judged against
+
+	Largest Run // the largest-dataset pass (zero when not run)
 }
 
 // Headline computes the headline ratios.
@@ -214,6 +248,37 @@ func (r *Results) Headline() Headline {
 		}
 		h.RSSSmall, h.RSSLarge = rss(small.Guarded), rss(large.Guarded)
 	}
+	for _, s := range ss {
+		if len(s.Updated) > 0 {
+			h.UpdatedSize, h.UpdatedShare = s.Size, r.Options.UpdatedShare
+			h.UpdatedVsPlain = pairedRatio(rates(s.Updated), rates(s.Guarded))
+			for _, r := range s.Updated {
+				c := r.Stats.Sum()
+				h.UpdatedAborts += aborted(c)
+				h.UpdatedRetries += c.RPCErrors["FailedPrecondition"] + c.RPCErrors["AlreadyExists"]
+			}
+		}
+		if len(s.Slow) > 0 {
+			h.Slow = s.Slow[0]
+			h.SlowPages = h.Slow.SourceRequests - h.Slow.SourceThrottled
+			h.SlowImport = median(secs(s.Guarded, func(r Run) time.Duration { return r.Elapsed }))
+			if math.IsNaN(h.SlowImport) {
+				h.SlowImport = 0
+			}
+			h.SlowGoal = GoalSlowSourceSlack*float64(h.SlowPages)/GoalSlowSourceSlices + h.SlowImport
+		}
+		if len(s.Largest) > 0 {
+			h.Largest = s.Largest[0]
+		}
+		for _, runs := range s.all() {
+			for _, r := range runs {
+				if r.Longest > h.Longest {
+					h.Longest, h.LongestIn = r.Longest, fmt.Sprintf("%s %s #%d, %s", r.Mode, sizeName(r.Records), r.Rep, r.LongestIn)
+				}
+			}
+		}
+	}
+	h.Timeout = config.Default().Timeout
 	return h
 }
 
@@ -262,6 +327,33 @@ func (h Headline) goalRows() [][4]string {
 			fmt.Sprintf("%.2f billed (%.2f reads + %.2f writes); %.2f RPCs", h.DuplicateOps, h.DuplicateReads, h.DuplicateWrites, h.DuplicateRPCs),
 			fmt.Sprintf("≤ %d", GoalDuplicateOps), verdict(h.DuplicateOps <= GoalDuplicateOps && h.DuplicateRPCs <= GoalDuplicateOps)})
 		rows = append(rows, [4]string{"Source API calls by duplicate deliveries", fmt.Sprint(h.DuplicateSource), "0", verdict(h.DuplicateSource == 0)})
+	}
+	if h.UpdatedSize > 0 {
+		rows = append(rows, [4]string{
+			fmt.Sprintf("With %s of records updated in the window ÷ without, %s records", pct(h.UpdatedShare), sizeName(h.UpdatedSize)),
+			pct(h.UpdatedVsPlain), "≥ " + pct(GoalUpdatedVsPlain), verdict(h.UpdatedVsPlain >= GoalUpdatedVsPlain)})
+	}
+	if len(h.FirstImport) > 0 {
+		worst, at := 0.0, 0
+		for i, x := range h.FirstImport {
+			if x >= worst {
+				worst, at = x, h.Sizes[i]
+			}
+		}
+		rows = append(rows, [4]string{"Tick → first imported record, slowest size", fmt.Sprintf("%.2f s (%s records)", worst, sizeName(at)),
+			fmt.Sprintf("≤ %.0f s at every size", GoalFirstImport), verdict(worst <= GoalFirstImport)})
+	}
+	if h.Slow.Records > 0 {
+		rows = append(rows, [4]string{
+			fmt.Sprintf("Source at 1 s per 2,000-row page, %s records (%d pages)", sizeName(h.Slow.Records), h.SlowPages),
+			fmt.Sprintf("%.1f s", h.Slow.Elapsed.Seconds()),
+			fmt.Sprintf("≤ %.1f s (1.3 × pages ÷ %d + %.1f s import)", h.SlowGoal, GoalSlowSourceSlices, h.SlowImport),
+			verdict(h.Slow.Elapsed.Seconds() <= h.SlowGoal)})
+	}
+	if h.Longest > 0 {
+		rows = append(rows, [4]string{"Longest delivery, any run (" + h.LongestIn + ")", fmt.Sprintf("%.1f s", h.Longest.Seconds()),
+			fmt.Sprintf("≤ %s of the %v timeout", pct(GoalLongestDelivery), h.Timeout),
+			verdict(h.Longest.Seconds() <= GoalLongestDelivery*h.Timeout.Seconds())})
 	}
 	if h.LargeSize > 0 {
 		want := GoalLinear * float64(h.LargeSize) / float64(h.SmallSize)
@@ -580,7 +672,7 @@ func (res *Results) timeSection(w io.Writer, ss []sizeSummary) {
 	fmt.Fprintf(w, "## Where the time goes\n\n")
 	t := table{head: []string{"run", "tick → plan complete", "plan → first import", "import phase", "import phase records/s", "importer busy / chunk", "CPU during the run (cores)"}}
 	for _, s := range ss {
-		for _, runs := range [][]Run{s.Guarded, s.Unguarded, s.Duplicates} {
+		for _, runs := range s.all() {
 			for _, r := range runs {
 				imp := r.Stats.Sum(config.Importer + "/" + First)
 				busy := "–"

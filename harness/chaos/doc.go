@@ -2,7 +2,7 @@
 // pipeline on the real Firestore and Pub/Sub emulators under generated datasets and generated
 // fault schedules, and prove after quiescence that no record was duplicated or lost.
 //
-// Everything lives in the package's tests; this file only documents them. See README.md for how
+// Everything lives in the package's tests; this file only documents them. See docs/testing.md for how
 // to run the suite, what it injects, what it checks, and how a failure is replayed.
 //
 // # Determinism

@@ -20,7 +20,7 @@ var (
 	shardsFlag = flag.Int("chaos.shards", 2, "parallel shards of each property; with -chaos.seed, shard 0 starts from the seed and the others from seeds derived from it")
 )
 
-// Default budget, measured to finish `make chaos` within 15 minutes on 2 cores (see README.md).
+// Default budget, measured to finish `make chaos` within 15 minutes on 2 cores (see docs/testing.md).
 const (
 	defaultPipelineChecks = 1000
 	largeDivisor          = 50  // TestChaosLargeDatasets runs pipeline checks / largeDivisor cases (at least 3)

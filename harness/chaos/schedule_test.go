@@ -122,6 +122,7 @@ type Fault struct {
 	CopyAfter   bool          // a duplicate after the delivery completed, before its ack
 	LoseAck     bool          // the function succeeds but the ack is lost: redelivered
 	Hold        int           // the delivery is held back this many rounds (later messages overtake it)
+	BudgetAt    string        // the delivery's time budget runs out at this step (an expansion hands off)
 }
 
 func (f Fault) String() string {
@@ -148,6 +149,9 @@ func (f Fault) String() string {
 	if f.Hold > 0 {
 		parts = append(parts, fmt.Sprintf("held back %d round(s)", f.Hold))
 	}
+	if f.BudgetAt != "" {
+		parts = append(parts, "time budget spent at "+f.BudgetAt)
+	}
 	if len(parts) == 0 {
 		return "nothing"
 	}
@@ -156,7 +160,7 @@ func (f Fault) String() string {
 
 func (f Fault) plan() sim.Plan {
 	p := sim.Plan{CrashAt: f.CrashAt, CopyAt: f.CopyAt, CopyDelay: f.CopyDelay, Concurrent: f.Concurrent,
-		CopyAfter: f.CopyAfter, LoseAck: f.LoseAck, Hold: f.Hold}
+		CopyAfter: f.CopyAfter, LoseAck: f.LoseAck, Hold: f.Hold, BudgetAt: f.BudgetAt}
 	if f.CopyCrashAt != "" {
 		p.CopyPlan = &sim.Plan{CrashAt: f.CopyCrashAt}
 	}
@@ -456,6 +460,11 @@ func (g gen) drawDeliveryFault(t *rapid.T, c *Case) DeliveryFault {
 		d.CopyAfter = chance(t, "andAfterCompletion", 20) // N-fold: the same message three times
 	default:
 		d.Concurrent = rapid.IntRange(1, 2).Draw(t, "concurrent")
+	}
+	// Independently of the fault above, an expansion may run out of its time budget after a chunk
+	// write: it hands off, and a continuation (a new message) resumes the plan.
+	if fn == config.Expander && chance(t, "budgetSpent", 30) {
+		d.BudgetAt = expander.StepChunkWritten
 	}
 	return d
 }

@@ -229,7 +229,7 @@ func (r Report) Write(w io.Writer) {
 	row("verdict", verdict)
 	tw.Flush()
 	if r.Audit != nil {
-		fmt.Fprintf(w, "\n== oncesync audit job %s ==\n", r.JobID)
+		fmt.Fprintf(w, "\n== oncesync-ops audit job %s ==\n", r.JobID)
 		_ = r.Audit.WriteText(w)
 	}
 }

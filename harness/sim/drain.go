@@ -24,6 +24,10 @@ type Plan struct {
 	Concurrent int           // duplicates started at the same instant, each in its own goroutine
 	CopyAfter  bool          // a duplicate after this delivery has returned, before it is acked
 	LoseAck    bool          // the function succeeded but Pub/Sub never gets the ack: redelivered
+	// BudgetAt spends the delivery's time budget when it reaches this step: the budget's clock
+	// (Env.Budget, which nothing else moves) jumps past Config.Budget(), so an expansion hands off
+	// after the chunk it is writing.
+	BudgetAt string
 	// Hold keeps the delivery back for this many Drain rounds before it runs (a delayed delivery:
 	// later messages overtake it). Its ack deadline is extended meanwhile, so Pub/Sub does not
 	// redeliver it, and it is one delivery attempt.
@@ -86,9 +90,10 @@ func (s *Stats) Add(o Stats) {
 }
 
 type run struct {
-	d     Delivery
-	plan  Plan
-	fired bool
+	d      Delivery
+	plan   Plan
+	fired  bool
+	budget bool // BudgetAt has fired
 }
 
 type runKey struct{}
@@ -182,6 +187,10 @@ func (e *Env) stepHook(ctx context.Context, step string) {
 			col = &collector{}
 		}
 		e.deliverOne(context.WithoutCancel(ctx), c, cp, col)
+	}
+	if r.plan.BudgetAt == step && !r.budget {
+		r.budget = true
+		e.Budget.Advance(e.Config.Budget() + time.Second)
 	}
 	if r.plan.CrashAt == step {
 		panic(Crash{Step: step})

@@ -83,6 +83,7 @@ type Env struct {
 	T        testing.TB
 	Project  string
 	Clock    *Clock
+	Budget   *Clock // the expander's time-budget clock: frozen, moved only by Plan.BudgetAt
 	Backend  *Backend
 	FS       *firestore.Client
 	PS       *pubsub.Client
@@ -109,7 +110,7 @@ func New(t testing.TB, opts Options) *Env {
 	if opts.Start.IsZero() {
 		opts.Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
-	e := &Env{T: t, Project: emu.ProjectID(t), Clock: NewClock(opts.Start), Backend: NewBackend(), onStep: opts.OnStep,
+	e := &Env{T: t, Project: emu.ProjectID(t), Clock: NewClock(opts.Start), Budget: NewClock(opts.Start), Backend: NewBackend(), onStep: opts.OnStep,
 		observe: opts.Observe, start: opts.Start, attempts: map[string]int{}}
 	// Our own Firestore client, so that the Backend interceptor sees every call.
 	fs, err := FirestoreClient(ctx, e.Project, e.Backend)
@@ -186,6 +187,7 @@ func New(t testing.TB, opts Options) *Env {
 		comps.Committer = opts.Committer(comps.Committer)
 	}
 	comps.Probe = e.probe
+	comps.Elapsed = e.Budget.Now
 	e.Comps = comps
 	e.handlers = map[string]app.CloudEventFunc{}
 	for _, fn := range config.EntryPoints {

@@ -55,6 +55,7 @@ type Options struct {
 	FuncPath    string            // path prefix the functions are served under (default "": /Scheduler…)
 	Emulators   *emu.Emulators    // running emulators to use, left running by Stop (default: start a pair)
 	Log         io.Writer         // progress messages (default os.Stderr)
+	Latency     fixture.Latency   // the fixture source's latency model (default: none)
 }
 
 // Stack is a running local deployment.
@@ -114,7 +115,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		s.ownEmu = true
 	}
 	env := append(os.Environ(), s.Emu.Env()...)
-	s.Fixture = fixture.New(fixture.Options{Token: Token})
+	s.Fixture = fixture.New(fixture.Options{Token: Token, Latency: opts.Latency})
 	if s.SourceURL, err = fixture.ListenAndServe(ctx, "", s.Fixture); err != nil {
 		return nil, err
 	}

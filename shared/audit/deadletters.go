@@ -215,7 +215,7 @@ func deadLetterFinding(d DeadLetterSummary) *Finding {
 			return nil
 		}
 		f.Kind = DeadLetter
-		f.Detail = fmt.Sprintf("message %s to the %s dead-lettered (%s: %s), %d attempts from %s to %s; after the fix: oncesync deadletters replay %s",
+		f.Detail = fmt.Sprintf("message %s to the %s dead-lettered (%s: %s), %d attempts from %s to %s; after the fix: oncesync-ops deadletters replay %s",
 			d.MessageID, d.Function, d.Reason, d.Error, d.Attempts, ts(d.FirstAt), ts(d.LastAt), d.ID)
 	}
 	return f

@@ -659,7 +659,7 @@ func (a *Auditor) jobFindings(fs *findings, job model.Job, chunks []ChunkReport,
 	switch job.Status {
 	case model.JobFailed:
 		fs.add(Finding{Severity: Warning, Kind: JobFailed, Job: job.ID, Docs: []string{model.Jobs + "/" + job.ID},
-			Detail: fmt.Sprintf("the Job FAILED: %s; its window %s → %s was not imported: fix the cause, then oncesync deadletters replay --job %s",
+			Detail: fmt.Sprintf("the Job FAILED: %s; its window %s → %s was not imported: fix the cause, then oncesync-ops deadletters replay --job %s",
 				job.Failure, ts(job.WindowFrom), ts(job.WindowTo), job.ID)})
 	case model.JobPending, model.JobPlanned:
 		age := now.Sub(job.CreatedAt)
@@ -676,7 +676,7 @@ func (a *Auditor) jobFindings(fs *findings, job model.Job, chunks []ChunkReport,
 		if job.Status == model.JobPending {
 			detail += "; expansion key: " + keyState(expand)
 			if expand.State == idem.Done {
-				detail += " — closed by a delivery that was dead-lettered, so the recovery sweep's re-publishes are acked as duplicates: fix the cause, then oncesync deadletters replay --job " + job.ID
+				detail += " — closed by a delivery that was dead-lettered, so the recovery sweep's re-publishes are acked as duplicates: fix the cause, then oncesync-ops deadletters replay --job " + job.ID
 			}
 		} else {
 			detail += fmt.Sprintf("; %d chunks not DONE: %s", len(pending), abbreviate(pending, 20))

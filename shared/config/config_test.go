@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"flag"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +50,30 @@ func TestVarsFor(t *testing.T) {
 	for _, v := range config.Vars {
 		if v.Secret && len(v.Functions) != 1 {
 			t.Errorf("secret %s is read by %v: keep secrets to one function", v.Name, v.Functions)
+		}
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite docs/configuration.md from config.Vars")
+
+func TestReferenceIsCurrent(t *testing.T) {
+	const path = "../../docs/configuration.md"
+	want := config.Reference()
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf("%s is stale: run go test ./shared/config -update", path)
+	}
+	for _, v := range config.Vars {
+		if !strings.Contains(want, "`"+v.Name+"`") {
+			t.Errorf("reference misses %s", v.Name)
 		}
 	}
 }

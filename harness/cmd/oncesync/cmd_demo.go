@@ -7,12 +7,14 @@ import (
 	"os"
 
 	"github.com/oncesync/oncesync/harness/demo"
+
+	"github.com/oncesync/oncesync/shared/cli"
 )
 
-func cmdDemo() command {
-	return command{
-		summary: "run the whole pipeline end to end on the emulators and report: demo [--records N] [--duplicates]",
-		run: func(ctx context.Context, args []string) int {
+func cmdDemo() cli.Command {
+	return cli.Command{
+		Summary: "run the whole pipeline end to end on the emulators and report: demo [--records N] [--duplicates]",
+		Run: func(ctx context.Context, args []string) int {
 			fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 			var o demo.Options
 			fs.IntVar(&o.Records, "records", 20000, "distinct source records in the Job's window")

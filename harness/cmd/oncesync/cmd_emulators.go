@@ -7,12 +7,14 @@ import (
 	"os"
 
 	"github.com/oncesync/oncesync/harness/emu"
+
+	"github.com/oncesync/oncesync/shared/cli"
 )
 
-func cmdEmulators() command {
-	return command{
-		summary: "start the Firestore and Pub/Sub emulators around a command: emulators [--logs DIR] -- CMD...",
-		run: func(ctx context.Context, args []string) int {
+func cmdEmulators() cli.Command {
+	return cli.Command{
+		Summary: "start the Firestore and Pub/Sub emulators around a command: emulators [--logs DIR] -- CMD...",
+		Run: func(ctx context.Context, args []string) int {
 			fs := flag.NewFlagSet("emulators", flag.ContinueOnError)
 			fs.Usage = func() {
 				fmt.Fprintln(fs.Output(), "usage: oncesync emulators [flags] -- CMD [ARG...]\n\n"+

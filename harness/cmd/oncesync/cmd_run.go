@@ -13,12 +13,14 @@ import (
 
 	// The deployable bundle: registers Scheduler, Expander and Importer.
 	_ "github.com/oncesync/oncesync"
+
+	"github.com/oncesync/oncesync/shared/cli"
 )
 
-func cmdRun() command {
-	return command{
-		summary: "serve the three functions locally with the functions framework: run [--addr HOST:PORT]",
-		run: func(ctx context.Context, args []string) int {
+func cmdRun() cli.Command {
+	return cli.Command{
+		Summary: "serve the three functions locally with the functions framework: run [--addr HOST:PORT]",
+		Run: func(ctx context.Context, args []string) int {
 			fs := flag.NewFlagSet("run", flag.ContinueOnError)
 			addr := fs.String("addr", "127.0.0.1:8080", "listen address; the functions are served at /Scheduler, /Expander and /Importer")
 			benchMode := fs.Bool("bench", false, "also serve the benchmark's instrumented functions at "+bench.PathPrefix+"/<Name>, with their counters at "+

@@ -59,8 +59,8 @@ func auditJobs(t *testing.T, e *sim.Env) map[string]model.Job {
 	return out
 }
 
-// cli runs one command's run function and returns its exit code and output.
-func cli(t *testing.T, run func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int, args ...string) (int, string, string) {
+// invoke runs one command's run function and returns its exit code and output.
+func invoke(t *testing.T, run func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(t.Context(), args, &out, &errb)
@@ -100,12 +100,12 @@ func TestAuditCommandExitCodes(t *testing.T) {
 	p := []string{"--project", e.Project}
 
 	for _, j := range jobs {
-		code, out, errs := cli(t, auditCLI, append([]string{"job", j.ID}, p...)...)
+		code, out, errs := invoke(t, auditCLI, append([]string{"job", j.ID}, p...)...)
 		if code != exitClean || !strings.Contains(out, "RESULT  clean") {
 			t.Fatalf("clean Job %s: exit %d\n%s%s", j.ID, code, out, errs)
 		}
 	}
-	if code, out, _ := cli(t, auditCLI, append([]string{"tenant", "acme", "--json"}, p...)...); code != exitClean || len(findingKinds(t, out)) != 0 {
+	if code, out, _ := invoke(t, auditCLI, append([]string{"tenant", "acme", "--json"}, p...)...); code != exitClean || len(findingKinds(t, out)) != 0 {
 		t.Fatalf("clean tenant: exit %d\n%s", code, out)
 	}
 
@@ -124,26 +124,26 @@ func TestAuditCommandExitCodes(t *testing.T) {
 		if err := s.plant(); err != nil {
 			t.Fatal(err)
 		}
-		code, out, errs := cli(t, auditCLI, append([]string{"job", s.job.ID}, p...)...)
+		code, out, errs := invoke(t, auditCLI, append([]string{"job", s.job.ID}, p...)...)
 		if code != exitFindings || !strings.Contains(out[:strings.Index(out, "TIMELINE")], s.kind) {
 			t.Errorf("after planting %s: exit %d, want 1 and the finding before the timeline:\n%s%s", s.kind, code, out, errs)
 		}
-		code, out, _ = cli(t, auditCLI, append([]string{"job", "--json", s.job.ID}, p...)...)
+		code, out, _ = invoke(t, auditCLI, append([]string{"job", "--json", s.job.ID}, p...)...)
 		if code != exitFindings || !slices.Contains(findingKinds(t, out), s.kind) {
 			t.Errorf("after planting %s: --json exit %d, kinds %v", s.kind, code, findingKinds(t, out))
 		}
 	}
-	code, out, _ := cli(t, auditCLI, append([]string{"tenant", "acme", "--json"}, p...)...)
+	code, out, _ := invoke(t, auditCLI, append([]string{"tenant", "acme", "--json"}, p...)...)
 	want := []string{audit.DuplicateRecord, audit.ExpiredLease, audit.ExtraChunk, audit.MissingRecord}
 	if got := findingKinds(t, out); code != exitFindings || !slices.Equal(got, want) {
 		t.Errorf("tenant: exit %d, kinds %v, want 1 and %v", code, got, want)
 	}
 	// Jobs outside the range are not audited, but the tenant's expired lease still is.
-	code, out, _ = cli(t, auditCLI, append([]string{"tenant", "acme", "--since", "1h", "--json"}, p...)...)
+	code, out, _ = invoke(t, auditCLI, append([]string{"tenant", "acme", "--since", "1h", "--json"}, p...)...)
 	if got := findingKinds(t, out); code != exitFindings || !slices.Equal(got, []string{audit.ExpiredLease}) {
 		t.Errorf("tenant --since 1h: exit %d, kinds %v, want [expired_lease]", code, got)
 	}
-	code, out, _ = cli(t, auditCLI, append([]string{"tenant", "acme"}, p...)...)
+	code, out, _ = invoke(t, auditCLI, append([]string{"tenant", "acme"}, p...)...)
 	if code != exitFindings || !strings.HasPrefix(out, "AUDIT  tenant acme (enabled)") || !strings.Contains(out, "duplicate_record") {
 		t.Errorf("tenant text: exit %d\n%s", code, out)
 	}
@@ -158,7 +158,7 @@ func TestAuditCommandExitCodes(t *testing.T) {
 		append([]string{"job", gen.ID, "--since", "1h"}, p...),
 		{},
 	} {
-		if code, _, errs := cli(t, auditCLI, args...); code != exitCannot || errs == "" {
+		if code, _, errs := invoke(t, auditCLI, args...); code != exitCannot || errs == "" {
 			t.Errorf("audit %q: exit %d, want 2 with a message; stderr %q", args, code, errs)
 		}
 	}
@@ -181,30 +181,30 @@ func TestDeadLettersCommandReplaysOnce(t *testing.T) {
 	up, gen := jobs[model.TargetUpsert], jobs[model.TargetGenerated]
 	p := []string{"--project", e.Project}
 
-	code, out, errs := cli(t, deadLettersCLI, append([]string{"list"}, p...)...)
+	code, out, errs := invoke(t, deadLettersCLI, append([]string{"list"}, p...)...)
 	if code != exitFindings || !strings.HasPrefix(out, "DEAD LETTERS (2)") || strings.Count(out, "message  Expander  tenant_disabled") != 2 {
 		t.Fatalf("list: exit %d, want 1 and two tenant_disabled dead letters:\n%s%s", code, out, errs)
 	}
-	code, out, _ = cli(t, deadLettersCLI, append([]string{"list", "--json", "--job", gen.ID}, p...)...)
+	code, out, _ = invoke(t, deadLettersCLI, append([]string{"list", "--json", "--job", gen.ID}, p...)...)
 	var dls []audit.DeadLetterSummary
 	if err := json.Unmarshal([]byte(out), &dls); err != nil || code != exitFindings || len(dls) != 1 || !dls[0].Replayable {
 		t.Fatalf("list --json --job: exit %d, %v: %s", code, err, out)
 	}
-	if code, _, _ := cli(t, deadLettersCLI, append([]string{"list", "--kind", "record"}, p...)...); code != exitClean {
+	if code, _, _ := invoke(t, deadLettersCLI, append([]string{"list", "--kind", "record"}, p...)...); code != exitClean {
 		t.Errorf("list --kind record: exit %d, want 0 (none)", code)
 	}
-	if code, out, _ := cli(t, auditCLI, append([]string{"job", up.ID}, p...)...); code != exitFindings || !strings.Contains(out, "dead_letter") {
+	if code, out, _ := invoke(t, auditCLI, append([]string{"job", up.ID}, p...)...); code != exitFindings || !strings.Contains(out, "dead_letter") {
 		t.Errorf("audit of the dead-lettered Job: exit %d\n%s", code, out)
 	}
 
 	e.Tenant(ctx, "acme") // the fix
-	if code, out, errs := cli(t, deadLettersCLI, append([]string{"replay", "--job", up.ID, "--dry-run"}, p...)...); code != exitClean || !strings.Contains(out, audit.WouldReplay) {
+	if code, out, errs := invoke(t, deadLettersCLI, append([]string{"replay", "--job", up.ID, "--dry-run"}, p...)...); code != exitClean || !strings.Contains(out, audit.WouldReplay) {
 		t.Fatalf("replay --dry-run: exit %d\n%s%s", code, out, errs)
 	}
-	if code, out, errs := cli(t, deadLettersCLI, append([]string{"replay", "--job", up.ID}, p...)...); code != exitClean || !strings.Contains(out, audit.Replayed) {
+	if code, out, errs := invoke(t, deadLettersCLI, append([]string{"replay", "--job", up.ID}, p...)...); code != exitClean || !strings.Contains(out, audit.Replayed) {
 		t.Fatalf("replay --job: exit %d\n%s%s", code, out, errs)
 	}
-	code, out, errs = cli(t, deadLettersCLI, append([]string{"replay", dls[0].ID, "--json"}, p...)...)
+	code, out, errs = invoke(t, deadLettersCLI, append([]string{"replay", dls[0].ID, "--json"}, p...)...)
 	var res []audit.ReplayResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitClean || len(res) != 1 || res[0].Outcome != audit.Replayed {
 		t.Fatalf("replay ID: exit %d, %v\n%s%s", code, err, out, errs)
@@ -217,18 +217,18 @@ func TestDeadLettersCommandReplaysOnce(t *testing.T) {
 			t.Errorf("%s: Job %s after the replay, want COMPLETED", tg, j.Status)
 		}
 	}
-	if code, out, _ := cli(t, auditCLI, append([]string{"tenant", "acme"}, p...)...); code != exitClean {
+	if code, out, _ := invoke(t, auditCLI, append([]string{"tenant", "acme"}, p...)...); code != exitClean {
 		t.Errorf("tenant after the replay: exit %d\n%s", code, out)
 	}
 
 	// Replaying again changes nothing.
-	if code, _, errs := cli(t, deadLettersCLI, append([]string{"replay", "--tenant", "acme"}, p...)...); code != exitClean || !strings.Contains(errs, "no dead-lettered message to replay") {
+	if code, _, errs := invoke(t, deadLettersCLI, append([]string{"replay", "--tenant", "acme"}, p...)...); code != exitClean || !strings.Contains(errs, "no dead-lettered message to replay") {
 		t.Errorf("second replay --tenant: exit %d, stderr %q", code, errs)
 	}
-	if code, out, _ := cli(t, deadLettersCLI, append([]string{"replay", dls[0].ID}, p...)...); code != exitClean || !strings.Contains(out, audit.AlreadyReplayed) {
+	if code, out, _ := invoke(t, deadLettersCLI, append([]string{"replay", dls[0].ID}, p...)...); code != exitClean || !strings.Contains(out, audit.AlreadyReplayed) {
 		t.Errorf("second replay ID: exit %d\n%s", code, out)
 	}
-	if code, _, _ := cli(t, deadLettersCLI, append([]string{"list", "--unreplayed"}, p...)...); code != exitClean {
+	if code, _, _ := invoke(t, deadLettersCLI, append([]string{"list", "--unreplayed"}, p...)...); code != exitClean {
 		t.Errorf("list --unreplayed after the replays: exit %d, want 0", code)
 	}
 
@@ -239,7 +239,7 @@ func TestDeadLettersCommandReplaysOnce(t *testing.T) {
 		append([]string{"list", "extra"}, p...),
 		append([]string{"purge"}, p...),
 	} {
-		if code, _, errs := cli(t, deadLettersCLI, args...); code != exitCannot || errs == "" {
+		if code, _, errs := invoke(t, deadLettersCLI, args...); code != exitCannot || errs == "" {
 			t.Errorf("deadletters %q: exit %d, want 2 with a message; stderr %q", args, code, errs)
 		}
 	}

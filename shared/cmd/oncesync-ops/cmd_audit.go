@@ -17,6 +17,8 @@ import (
 
 	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/config"
+
+	"github.com/oncesync/oncesync/shared/cli"
 )
 
 // Exit codes of audit and deadletters.
@@ -26,10 +28,10 @@ const (
 	exitCannot   = 2 // could not run: bad usage, no access, not found
 )
 
-func cmdAudit() command {
-	return command{
-		summary: "was anything imported twice, or lost, and why: audit job ID | audit tenant ID [--since T] [--until T]",
-		run: func(ctx context.Context, args []string) int {
+func cmdAudit() cli.Command {
+	return cli.Command{
+		Summary: "was anything imported twice, or lost, and why: audit job ID | audit tenant ID [--since T] [--until T]",
+		Run: func(ctx context.Context, args []string) int {
 			return runAudit(ctx, args, os.Stdout, os.Stderr)
 		},
 	}

@@ -12,12 +12,14 @@ import (
 	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/model"
+
+	"github.com/oncesync/oncesync/shared/cli"
 )
 
-func cmdDeadLetters() command {
-	return command{
-		summary: "inspect and replay dead letters: deadletters list [filters] | deadletters replay ID... | --job J | --tenant T",
-		run: func(ctx context.Context, args []string) int {
+func cmdDeadLetters() cli.Command {
+	return cli.Command{
+		Summary: "inspect and replay dead letters: deadletters list [filters] | deadletters replay ID... | --job J | --tenant T",
+		Run: func(ctx context.Context, args []string) int {
 			return runDeadLetters(ctx, args, os.Stdout, os.Stderr)
 		},
 	}
