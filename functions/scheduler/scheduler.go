@@ -207,7 +207,7 @@ func (h *Handler) validate(ctx context.Context, st model.SyncSetting) (string, e
 		return "tenant_disabled", fmt.Errorf("scheduler: setting %q: tenant %q is disabled", st.ID, st.TenantID)
 	case st.SourceObject == "":
 		return "invalid_setting", fmt.Errorf("scheduler: setting %q has no source object", st.ID)
-	case st.Target != model.TargetUpsert && st.Target != model.TargetGenerated:
+	case !knownTarget(st.Target):
 		return "invalid_setting", fmt.Errorf("scheduler: setting %q: unknown target %q", st.ID, st.Target)
 	}
 	return "", nil
@@ -262,4 +262,9 @@ func (h *Handler) sweep(ctx context.Context) error {
 			slog.Int("chunksRepublished", len(chunks)), slog.Int("completed", completed))
 	}
 	return nil
+}
+
+func knownTarget(name string) bool {
+	_, ok := model.Kind(name)
+	return ok
 }

@@ -180,11 +180,13 @@ func ceilingOnce(ctx context.Context, e *emu.Emulators, project string, rep int,
 	return c, err
 }
 
-// targetDocs returns the documents Generated.Write creates for new records, with the same contents.
+// targetDocs returns the documents the generated-ID target creates for new records, with the same
+// contents.
 func targetDocs(fs *firestore.Client, recs []model.ChunkRecord) []doc {
 	job := model.Job{ID: "ceiling", TenantID: "acme", SourceObject: "Contact"}
 	at := time.Now().UTC()
-	idx, gen := fs.Collection(model.EngagementIndex), fs.Collection(model.EngagementsGen)
+	kind, _ := model.Kind(model.TargetGenerated)
+	idx, gen := fs.Collection(kind.Index), fs.Collection(kind.Records)
 	docs := make([]doc, 0, 2*len(recs))
 	for i, r := range recs {
 		rec := gen.NewDoc()

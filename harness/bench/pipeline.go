@@ -256,12 +256,13 @@ func profile(ctx context.Context, base, verb, path string) error {
 
 // countTargets counts the target records the run left, with aggregation queries.
 func countTargets(ctx context.Context, fs *firestore.Client, r *Run) error {
-	q := fs.Collection(model.EngagementsGen).Where("tenantId", "==", "acme")
+	kind, _ := model.Kind(model.TargetGenerated) // the bench's setting imports into the generated-ID target
+	q := fs.Collection(kind.Records).Where("tenantId", "==", "acme")
 	recs, err := countQuery(ctx, q)
 	if err != nil {
 		return err
 	}
-	keys, err := countQuery(ctx, fs.Collection(model.EngagementIndex).Query)
+	keys, err := countQuery(ctx, fs.Collection(kind.Index).Query)
 	if err != nil {
 		return err
 	}

@@ -84,19 +84,10 @@ func (r *Results) sizes() []sizeSummary {
 	}
 	for _, run := range r.Runs {
 		s := get(run.Records)
-		switch run.Mode {
-		case ModeGuarded:
-			s.Guarded = append(s.Guarded, run)
-		case ModeUnguarded:
-			s.Unguarded = append(s.Unguarded, run)
-		case ModeDuplicates:
-			s.Duplicates = append(s.Duplicates, run)
-		case ModeUpdated:
-			s.Updated = append(s.Updated, run)
-		case ModeSlowSource:
-			s.Slow = append(s.Slow, run)
-		case ModeLargest:
-			s.Largest = append(s.Largest, run)
+		byMode := map[string]*[]Run{ModeGuarded: &s.Guarded, ModeUnguarded: &s.Unguarded, ModeDuplicates: &s.Duplicates,
+			ModeUpdated: &s.Updated, ModeSlowSource: &s.Slow, ModeLargest: &s.Largest}
+		if runs := byMode[run.Mode]; runs != nil {
+			*runs = append(*runs, run)
 		}
 	}
 	out := make([]sizeSummary, 0, len(by))

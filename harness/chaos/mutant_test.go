@@ -115,15 +115,16 @@ func (c splitCommitter) Commit(ctx context.Context, job model.Job, index int) (t
 		key := model.EngagementKey(job.TenantID, job.SourceObject, r.ID)
 		eng := model.Engagement{TenantID: job.TenantID, SourceObject: job.SourceObject, ExternalID: r.ID, Version: r.Modstamp,
 			Fields: r.Fields, JobID: job.ID, Chunk: index, ImportedAt: now}
-		switch job.Target {
-		case model.TargetUpsert:
-			b.Set(fs.Collection(model.Engagements).Doc(key), eng)
-		case model.TargetGenerated:
-			doc := fs.Collection(model.EngagementsGen).NewDoc()
-			b.Set(doc, eng)
-			b.Set(fs.Collection(model.EngagementIndex).Doc(key), map[string]any{"docId": doc.ID, "version": r.Modstamp})
-		default:
+		kind, ok := model.Kind(job.Target)
+		switch {
+		case !ok:
 			return target.Result{}, target.ErrUnknownTarget
+		case kind.Index == "":
+			b.Set(fs.Collection(kind.Records).Doc(key), eng)
+		default:
+			doc := fs.Collection(kind.Records).NewDoc()
+			b.Set(doc, eng)
+			b.Set(fs.Collection(kind.Index).Doc(key), map[string]any{"docId": doc.ID, "version": r.Modstamp})
 		}
 	}
 	if _, err := b.Commit(ctx); err != nil {

@@ -159,7 +159,8 @@ func progress(s *stack.Stack, start time.Time, r *Report) func(context.Context, 
 
 func count(ctx context.Context, fs *firestore.Client, r *Report) error {
 	seen := map[string]int{}
-	it := fs.Collection(model.EngagementsGen).Where("tenantId", "==", "acme").Select("externalId").Documents(ctx)
+	kind, _ := model.Kind(model.TargetGenerated) // the demo's setting imports into the generated-ID target
+	it := fs.Collection(kind.Records).Where("tenantId", "==", "acme").Select("externalId").Documents(ctx)
 	defer it.Stop()
 	for {
 		d, err := it.Next()

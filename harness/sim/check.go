@@ -176,10 +176,8 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 			want[row.ID] = row.Modstamp
 		}
 	}
-	coll := model.Engagements
-	if st.Target == model.TargetGenerated {
-		coll = model.EngagementsGen
-	}
+	kind, _ := model.Kind(st.Target)
+	coll := kind.Records
 	docs, err := e.FS.Collection(coll).Where("tenantId", "==", st.TenantID).Where("sourceObject", "==", st.SourceObject).Documents(ctx).GetAll()
 	if err != nil {
 		return fmt.Errorf("sim: engagements of %s: %w", st.ID, err)

@@ -351,9 +351,17 @@ func (e *Env) Call(ctx context.Context, d Delivery) (err error, crashed bool) {
 	return h(context.WithValue(ctx, deliveryKey{}, d), e.Event(d)), false
 }
 
-// Job returns a Job document.
-func (e *Env) Job(ctx context.Context, id string) (model.Job, error) {
-	return e.Comps.Store.Job(ctx, id)
+// JobsByTarget returns every Job keyed by its target kind (Envs with one setting per target).
+func (e *Env) JobsByTarget(ctx context.Context) (map[string]model.Job, error) {
+	js, err := e.Jobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]model.Job{}
+	for _, j := range js {
+		out[j.Target] = j
+	}
+	return out, nil
 }
 
 // Jobs returns every Job.

@@ -336,9 +336,6 @@ func (s *Stack) logf(format string, args ...any) {
 // Logf prints a progress line with the time since the stack started.
 func (s *Stack) Logf(format string, args ...any) { s.logf(format, args...) }
 
-// LogDir is where the logs are.
-func (s *Stack) LogDir() string { return s.opts.LogDir }
-
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

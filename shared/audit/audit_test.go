@@ -63,16 +63,12 @@ func run(t *testing.T, e *sim.Env, p sim.Policy) map[string]model.Job {
 
 func jobs(t *testing.T, e *sim.Env) map[string]model.Job {
 	t.Helper()
-	js, err := e.Jobs(t.Context())
+	out, err := e.JobsByTarget(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]model.Job{}
-	for _, j := range js {
-		out[j.Target] = j
-	}
 	if len(out) != 2 {
-		t.Fatalf("%d jobs, want one per target", len(js))
+		t.Fatalf("%d jobs, want one per target", len(out))
 	}
 	return out
 }

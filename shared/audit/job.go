@@ -222,13 +222,8 @@ func (a *Auditor) job(ctx context.Context, id string, rd *reads, fs *findings) (
 }
 
 func targetCollection(kind string) string {
-	switch kind {
-	case model.TargetUpsert:
-		return model.Engagements
-	case model.TargetGenerated:
-		return model.EngagementsGen
-	}
-	return ""
+	k, _ := model.Kind(kind)
+	return k.Records
 }
 
 // chunks reads the Job's chunk documents in plan order, a page at a time, checking the target
@@ -436,7 +431,8 @@ func (a *Auditor) checkRecords(ctx context.Context, rd *reads, fs *findings, dup
 			res.Missing++
 			where := name + "/" + canon[r.ID]
 			if canon[r.ID] == "" {
-				where = model.EngagementIndex + "/" + model.EngagementKey(job.TenantID, job.SourceObject, r.ID)
+				kind, _ := model.Kind(job.Target)
+				where = kind.Index + "/" + model.EngagementKey(job.TenantID, job.SourceObject, r.ID)
 			}
 			fs.add(Finding{Severity: Error, Kind: MissingRecord, Job: job.ID, Chunk: intp(c.Index), ExternalID: r.ID, Docs: []string{where},
 				Detail: fmt.Sprintf("row %s (version %s) of DONE chunk %d has no %s record (%s not found)", r.ID, ts(r.Modstamp), c.Index, name, where)})
@@ -560,7 +556,8 @@ func (w *writtenRecords) read(ctx context.Context, rd *reads, q firestore.Query)
 // the index has no entry).
 func (a *Auditor) canonical(ctx context.Context, rd *reads, job model.Job, ids []string) (map[string]string, error) {
 	out := make(map[string]string, len(ids))
-	if job.Target != model.TargetGenerated {
+	kind, _ := model.Kind(job.Target)
+	if kind.Index == "" {
 		for _, id := range ids {
 			out[id] = model.EngagementKey(job.TenantID, job.SourceObject, id)
 		}
@@ -568,7 +565,7 @@ func (a *Auditor) canonical(ctx context.Context, rd *reads, job model.Job, ids [
 	}
 	refs := make([]*firestore.DocumentRef, len(ids))
 	for i, id := range ids {
-		refs[i] = a.fs.Collection(model.EngagementIndex).Doc(model.EngagementKey(job.TenantID, job.SourceObject, id))
+		refs[i] = a.fs.Collection(kind.Index).Doc(model.EngagementKey(job.TenantID, job.SourceObject, id))
 	}
 	snaps, err := a.getAll(ctx, rd, refs)
 	if err != nil {

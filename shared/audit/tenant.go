@@ -261,7 +261,10 @@ func (a *Auditor) openKeys(ctx context.Context, rd *reads, tenant string) ([]Key
 // scan streams every target record of the tenant in (source object, external ID) order and
 // reports each external ID stored more than once.
 func (a *Auditor) scan(ctx context.Context, rd *reads, fs *findings, tenant string, reported map[string]bool) (ScanReport, error) {
-	sr := ScanReport{Collections: []string{model.Engagements, model.EngagementsGen}}
+	sr := ScanReport{}
+	for _, k := range model.TargetKinds {
+		sr.Collections = append(sr.Collections, k.Records)
+	}
 	for _, name := range sr.Collections {
 		coll := a.fs.Collection(name)
 		q := coll.Where("tenantId", "==", tenant).OrderBy("sourceObject", firestore.Asc).OrderBy("externalId", firestore.Asc).

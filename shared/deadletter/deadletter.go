@@ -35,11 +35,22 @@ type Store struct {
 
 var _ delivery.Sink = (*Store)(nil)
 
+// Largest payload and error text stored in a dead-letter document; a longer one is cut (see
+// model.DeadLetter.DataTruncated). A document holds 1 MiB, and a payload that cannot be stored
+// must still end as a dead letter, not as an endless retry.
+const (
+	MaxStoredData  = 256 << 10
+	MaxStoredError = 16 << 10
+)
+
 // DeadLetter records d: created on the first call, attempts and lastAt updated on later ones.
+// The dead-letter topic gets the whole payload even when the document holds it cut.
 func (s *Store) DeadLetter(ctx context.Context, d model.DeadLetter) error {
 	if d.ID == "" {
 		return errors.New("deadletter: empty ID")
 	}
+	full := d.Data
+	d = fitted(d)
 	ref := s.Client.Collection(model.DeadLetters).Doc(d.ID)
 	_, err := ref.Create(ctx, d)
 	if status.Code(err) == codes.AlreadyExists {
@@ -63,7 +74,7 @@ func (s *Store) DeadLetter(ctx context.Context, d model.DeadLetter) error {
 				attrs[k] = v
 			}
 		}
-		data := d.Data
+		data := full
 		if d.Kind != model.DeadMessage {
 			m, err := bus.JSON(d, nil)
 			if err != nil {
@@ -76,4 +87,17 @@ func (s *Store) DeadLetter(ctx context.Context, d model.DeadLetter) error {
 		}
 	}
 	return nil
+}
+
+// fitted returns d cut to what a document holds: the payload to MaxStoredData bytes (with its
+// whole size and hash), the error text to MaxStoredError.
+func fitted(d model.DeadLetter) model.DeadLetter {
+	if len(d.Data) > MaxStoredData {
+		d.DataTruncated, d.DataSize, d.DataSHA256 = true, len(d.Data), model.Hash(string(d.Data))
+		d.Data = d.Data[:MaxStoredData]
+	}
+	if len(d.Error) > MaxStoredError {
+		d.Error = d.Error[:MaxStoredError] + fmt.Sprintf("… (%d bytes in all)", len(d.Error))
+	}
+	return d
 }

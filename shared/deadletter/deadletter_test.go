@@ -1,7 +1,9 @@
 package deadletter_test
 
 import (
+	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,11 +13,15 @@ import (
 	"github.com/oncesync/oncesync/shared/model"
 )
 
-type recorder struct{ topics []string }
+type recorder struct {
+	topics []string
+	data   [][]byte
+}
 
 func (r *recorder) Publish(_ context.Context, topic string, msgs ...bus.Message) ([]string, error) {
-	for range msgs {
+	for _, m := range msgs {
 		r.topics = append(r.topics, topic)
+		r.data = append(r.data, m.Data)
 	}
 	return make([]string, len(msgs)), nil
 }
@@ -52,5 +58,37 @@ func TestRecordingTheSameFailureTwiceCountsAttempts(t *testing.T) {
 	}
 	if err := s.DeadLetter(ctx, model.DeadLetter{}); err == nil {
 		t.Error("dead letter without ID accepted")
+	}
+}
+
+// A payload larger than a document can hold still ends as a dead letter: stored cut, with its
+// size and hash, and published whole.
+func TestOversizedPayloadIsStoredCutAndPublishedWhole(t *testing.T) {
+	t.Parallel()
+	fs := emu.Firestore(t, emu.ProjectID(t))
+	pub := &recorder{}
+	s := &deadletter.Store{Client: fs, Publisher: pub, Topic: "dead"}
+	ctx := t.Context()
+	big := bytes.Repeat([]byte("x"), 5<<20)
+	d := model.DeadLetter{ID: model.DocID("Importer", "huge"), Kind: model.DeadMessage, Function: "Importer", Reason: "malformed_message",
+		Error: strings.Repeat("e", 100_000), MessageID: "huge", Data: big, Attempts: 1}
+	if err := s.DeadLetter(ctx, d); err != nil {
+		t.Fatalf("DeadLetter(5 MB): %v", err)
+	}
+	snap, err := fs.Collection(model.DeadLetters).Doc(d.ID).Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got model.DeadLetter
+	if err := snap.DataTo(&got); err != nil {
+		t.Fatal(err)
+	}
+	if !got.DataTruncated || got.DataSize != len(big) || got.DataSHA256 != model.Hash(string(big)) ||
+		len(got.Data) != deadletter.MaxStoredData || len(got.Error) > deadletter.MaxStoredError+100 {
+		t.Errorf("stored: truncated %v, size %d, hash %q, %d data bytes, %d error bytes", got.DataTruncated, got.DataSize,
+			got.DataSHA256, len(got.Data), len(got.Error))
+	}
+	if len(pub.data) != 1 || len(pub.data[0]) != len(big) {
+		t.Errorf("published %d messages; want the whole %d-byte payload once", len(pub.data), len(big))
 	}
 }

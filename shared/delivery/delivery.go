@@ -12,6 +12,7 @@
 //	ErrDuplicate             → ack; logged as event "duplicate_suppressed"
 //	ErrRetryLater            → redeliver; logged as event "duplicate_in_progress"
 //	ErrPoison                → dead letter, then ack (redeliver if the dead letter cannot be written)
+//	gRPC InvalidArgument     → the same, reason "backend_rejected": it can never succeed (IsPermanent)
 //	anything else            → redeliver, until the message is older than MaxAge: then dead letter and ack
 //
 // A message older than MaxAge is dead-lettered before its handler runs, too, so that one that
@@ -32,6 +33,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/logging"
 	"github.com/oncesync/oncesync/shared/model"
@@ -52,6 +55,14 @@ type PoisonError struct {
 
 func (e *PoisonError) Error() string   { return e.Reason + ": " + e.Err.Error() }
 func (e *PoisonError) Unwrap() []error { return []error{ErrPoison, e.Err} }
+
+// IsPermanent reports whether err can never succeed on a retry: a Poison error, or a backend
+// answer that rejects the request itself (gRPC InvalidArgument: a document or request over
+// Firestore's limits, a malformed value). Retrying those would only end when Eventarc drops the
+// message, with no trace.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrPoison) || status.Code(err) == codes.InvalidArgument
+}
 
 // Poison returns a permanent failure with reason, formatted like fmt.Errorf.
 func Poison(reason, format string, args ...any) error {
@@ -200,8 +211,8 @@ func (g *Gate) decide(ctx context.Context, m Message, err error) error {
 		log.Info("duplicate delivery while the work is in progress; asking for redelivery",
 			slog.String(logging.Event, "duplicate_in_progress"), slog.String("detail", err.Error()))
 		return err
-	case errors.Is(err, ErrPoison):
-		reason := "poison"
+	case IsPermanent(err):
+		reason := "backend_rejected" // InvalidArgument: the request can never succeed
 		var pe *PoisonError
 		if errors.As(err, &pe) {
 			reason = pe.Reason

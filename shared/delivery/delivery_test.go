@@ -13,6 +13,8 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/delivery"
 	"github.com/oncesync/oncesync/shared/logging"
@@ -95,6 +97,7 @@ func TestAckOrRedeliver(t *testing.T) {
 		{"poison", now, delivery.Poison("unknown_tenant", "tenant %q", "t"), nil, false, "unknown_tenant", "dead_lettered"},
 		{"poison, sink down", now, delivery.Poison("unknown_tenant", "t"), errors.New("firestore down"), true, "", "dead_letter_failed"},
 		{"transient", now, errors.New("unavailable"), nil, true, "", "retry"},
+		{"backend rejects the request itself", now, fmt.Errorf("commit: %w", status.Error(codes.InvalidArgument, "document too large")), nil, false, "backend_rejected", "dead_lettered"},
 		{"transient, too old", now.Add(-24 * time.Hour), errors.New("unavailable"), nil, false, "retries_exhausted", "dead_lettered"},
 	}
 	for _, c := range cases {

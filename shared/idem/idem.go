@@ -340,23 +340,31 @@ func (s *Store) Abandon(ctx context.Context, l *Lease) error {
 	return nil
 }
 
-// Abandoner deletes a key after a permanent failure (Store.Abandon).
+// Abandoner deletes a key after a permanent failure (Store.Abandon), or, when it cannot, releases
+// it (Store.Release).
 type Abandoner interface {
 	Abandon(ctx context.Context, l *Lease) error
+	Release(ctx context.Context, l *Lease) error
 }
 
 // GiveUp abandons l after the permanent failure cause (which wraps delivery.ErrPoison) and returns
 // cause, to be dead-lettered and acked. When the key cannot be deleted, GiveUp returns a transient
 // error instead, which does not wrap cause: dead-lettering the message then would leave the key
-// IN_PROGRESS with no message left to finish or delete it. The redelivery finds the key held until
-// the lease expires, takes it over, meets the same permanent failure and tries again.
+// IN_PROGRESS with no message left to finish or delete it. It releases the key first (best
+// effort), so that the redelivery takes it over at once, meets the same permanent failure and
+// tries again — instead of waiting out the lease, which, with a dead-letter policy of few
+// attempts, would let Pub/Sub dead-letter the message first, with no record of ours.
 // A lost lease counts as given up: the key is another owner's now.
 func GiveUp(ctx context.Context, a Abandoner, l *Lease, cause error) error {
 	err := a.Abandon(ctx, l)
 	if err == nil || errors.Is(err, ErrLeaseLost) {
 		return cause
 	}
-	return fmt.Errorf("%w; not dead-lettered yet, for the permanent failure (%v) must not leave the key held", err, cause)
+	released := "released for the retry"
+	if rerr := a.Release(ctx, l); rerr != nil {
+		released = "not released either: " + rerr.Error()
+	}
+	return fmt.Errorf("%w (key %s); not dead-lettered yet, for the permanent failure (%v) must not leave the key held", err, released, cause)
 }
 
 // Get returns the stored key, or nil when there is none.

@@ -241,8 +241,12 @@ func TestAbandonLetsAReplayClaimAgain(t *testing.T) {
 	}
 }
 
-// failingAbandon is an Abandoner whose delete fails: the Firestore write that cannot be made.
-type failingAbandon struct{ err error }
+// failingAbandon is an Abandoner whose delete fails (the Firestore write that cannot be made) and
+// whose release goes to the real store.
+type failingAbandon struct {
+	*idem.Store
+	err error
+}
 
 func (f failingAbandon) Abandon(context.Context, *idem.Lease) error { return f.err }
 
@@ -268,9 +272,17 @@ func TestGiveUpDeadLettersOnlyOnceTheKeyIsGone(t *testing.T) {
 	}
 
 	unavailable := fmt.Errorf("idem: abandon %s: %w", key, status.Error(codes.Unavailable, "backend down"))
-	err = idem.GiveUp(ctx, failingAbandon{unavailable}, l, poison)
+	l, err = s.Claim(ctx, key, "poisoned-again", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = idem.GiveUp(ctx, failingAbandon{Store: s, err: unavailable}, l, poison)
 	if errors.Is(err, delivery.ErrPoison) || !errors.Is(err, unavailable) {
 		t.Fatalf("give up when the key cannot be deleted: %v, want the transient error and no poison", err)
+	}
+	// The key could not be deleted, but it was released: the redelivery takes it over at once.
+	if next, err := s.Claim(ctx, key, "redelivery", nil); err != nil || !next.TakenOver {
+		t.Fatalf("redelivery after a failed give-up: %+v %v, want an immediate takeover", next, err)
 	}
 }
 

@@ -42,7 +42,7 @@ var _ Runner = Guard{}
 //
 //	nil                      → Complete; ack
 //	wraps delivery.ErrDuplicate → Complete; the error is returned (ack, logged as a duplicate)
-//	wraps delivery.ErrPoison → GiveUp: the key is deleted, then the error is returned (dead letter)
+//	delivery.IsPermanent     → GiveUp: the key is deleted, then the error is returned (dead letter)
 //	a HandOff                → HandOff (a release), then the hand-off's Next runs (a continuation); ack
 //	wraps ErrLeaseLost       → returned as is: another owner holds the key (redeliver)
 //	anything else            → Release (best effort), the error is returned (redeliver)
@@ -68,7 +68,7 @@ func (g Guard) Run(ctx context.Context, k Key, owner string, labels map[string]s
 			return cerr
 		}
 		return err
-	case errors.Is(err, delivery.ErrPoison):
+	case delivery.IsPermanent(err):
 		return GiveUp(ctx, g.Keys, lease, err)
 	case errors.Is(err, ErrLeaseLost):
 		return err

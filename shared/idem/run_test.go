@@ -3,8 +3,12 @@ package idem_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/delivery"
 	"github.com/oncesync/oncesync/shared/idem"
@@ -52,19 +56,22 @@ func TestGuardSettlesTheKeyByTheWorksResult(t *testing.T) {
 	poison := delivery.Poison("unknown_job", "no such job")
 	dup := errors.Join(delivery.ErrDuplicate, errors.New("job already COMPLETED"))
 	for _, tc := range []struct {
-		name     string
-		keys     fakeKeys
-		work     error
-		want     []string
-		wantErr  error // errors.Is target; nil: Run returns nil
-		noWork   bool
-		nextRuns bool
+		name      string
+		keys      fakeKeys
+		work      error
+		want      []string
+		wantErr   error // errors.Is target; nil: Run returns nil
+		noWork    bool
+		nextRuns  bool
+		permanent bool // Run returns the work's error, which the Gate dead-letters
 	}{
 		{name: "done", want: []string{"claim", "work", "complete"}},
 		{name: "duplicate is completed and acked", work: dup, want: []string{"claim", "work", "complete"}, wantErr: delivery.ErrDuplicate},
 		{name: "poison gives the key up", work: poison, want: []string{"claim", "work", "abandon"}, wantErr: delivery.ErrPoison},
-		{name: "poison whose key cannot be deleted is redelivered", keys: fakeKeys{abandonErr: transient}, work: poison,
-			want: []string{"claim", "work", "abandon"}, wantErr: transient},
+		{name: "poison whose key cannot be deleted is released and redelivered", keys: fakeKeys{abandonErr: transient}, work: poison,
+			want: []string{"claim", "work", "abandon", "release"}, wantErr: transient},
+		{name: "a request the backend rejects is given up too", work: fmt.Errorf("commit: %w", status.Error(codes.InvalidArgument, "too large")),
+			want: []string{"claim", "work", "abandon"}, wantErr: nil, permanent: true},
 		{name: "transient releases", work: transient, want: []string{"claim", "work", "release"}, wantErr: transient},
 		{name: "transient whose release fails is still redelivered", keys: fakeKeys{releaseErr: errors.New("release failed")}, work: transient,
 			want: []string{"claim", "work", "release"}, wantErr: transient},
@@ -93,7 +100,11 @@ func TestGuardSettlesTheKeyByTheWorksResult(t *testing.T) {
 			if !slices.Equal(keys.calls, tc.want) {
 				t.Errorf("calls %v, want %v", keys.calls, tc.want)
 			}
-			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+			if tc.permanent {
+				if !delivery.IsPermanent(err) {
+					t.Errorf("Run() = %v, want the permanent error back", err)
+				}
+			} else if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
 				t.Errorf("Run() = %v, want %v", err, tc.wantErr)
 			}
 			if errors.Is(tc.wantErr, transient) && errors.Is(err, delivery.ErrPoison) {

@@ -54,11 +54,19 @@ type Index struct {
 }
 
 // CompositeIndexes lists every composite index oncesync's queries need; terraform declares each.
-var CompositeIndexes = []Index{
+var CompositeIndexes = append([]Index{
 	{Collection: Jobs, Fields: []string{"status", "createdAt"}},   // recovery sweep
 	{Collection: Jobs, Fields: []string{"tenantId", "createdAt"}}, // audit tenant
-	{Collection: Engagements, Fields: []string{"tenantId", "sourceObject", "externalId"}},
-	{Collection: EngagementsGen, Fields: []string{"tenantId", "sourceObject", "externalId"}},
+}, targetIndexes()...)
+
+// targetIndexes: the audit's --scan-targets reads every target kind's records by tenant, source
+// object and external ID.
+func targetIndexes() []Index {
+	var out []Index
+	for _, k := range TargetKinds {
+		out = append(out, Index{Collection: k.Records, Fields: []string{"tenantId", "sourceObject", "externalId"}})
+	}
+	return out
 }
 
 // Target kinds.
@@ -66,6 +74,33 @@ const (
 	TargetUpsert    = "upsert"    // engagements/{deterministic id}
 	TargetGenerated = "generated" // engagementsGen/{auto id} + engagementIndex
 )
+
+// TargetKind is where one target kind stores its records: the one place that says so. The
+// importer's writers (package target), the scheduler's setting check, the audit, the simulator's
+// checkers and the benchmark read it.
+type TargetKind struct {
+	Name    string
+	Records string // collection of the target records
+	// Index is the unique-constraint collection that maps an external ID (EngagementKey) to its
+	// record's generated document ID; "" when the record's own ID is the EngagementKey.
+	Index string
+}
+
+// TargetKinds lists every target kind.
+var TargetKinds = []TargetKind{
+	{Name: TargetUpsert, Records: Engagements},
+	{Name: TargetGenerated, Records: EngagementsGen, Index: EngagementIndex},
+}
+
+// Kind returns the target kind called name.
+func Kind(name string) (TargetKind, bool) {
+	for _, k := range TargetKinds {
+		if k.Name == name {
+			return k, true
+		}
+	}
+	return TargetKind{}, false
+}
 
 // Tenant is a customer of the product.
 type Tenant struct {
@@ -239,21 +274,26 @@ const (
 
 // DeadLetter records a permanent failure, for inspection and replay.
 type DeadLetter struct {
-	ID          string            `firestore:"-" json:"id"`
-	Kind        string            `firestore:"kind" json:"kind"`
-	Function    string            `firestore:"function" json:"function"`
-	Reason      string            `firestore:"reason" json:"reason"`
-	Error       string            `firestore:"error" json:"error"`
-	MessageID   string            `firestore:"messageId" json:"messageId,omitempty"`
-	Topic       string            `firestore:"topic" json:"topic,omitempty"`
-	Data        []byte            `firestore:"data" json:"data,omitempty"`
-	Attributes  map[string]string `firestore:"attributes" json:"attributes,omitempty"`
-	PublishTime time.Time         `firestore:"publishTime" json:"publishTime"`
-	TenantID    string            `firestore:"tenantId" json:"tenantId,omitempty"`
-	JobID       string            `firestore:"jobId" json:"jobId,omitempty"`
-	FirstAt     time.Time         `firestore:"firstAt" json:"firstAt"`
-	LastAt      time.Time         `firestore:"lastAt" json:"lastAt"`
-	Attempts    int               `firestore:"attempts" json:"attempts"`
-	ReplayedAt  time.Time         `firestore:"replayedAt" json:"replayedAt"`
-	Replays     int               `firestore:"replays" json:"replays"`
+	ID        string `firestore:"-" json:"id"`
+	Kind      string `firestore:"kind" json:"kind"`
+	Function  string `firestore:"function" json:"function"`
+	Reason    string `firestore:"reason" json:"reason"`
+	Error     string `firestore:"error" json:"error"`
+	MessageID string `firestore:"messageId" json:"messageId,omitempty"`
+	Topic     string `firestore:"topic" json:"topic,omitempty"`
+	Data      []byte `firestore:"data" json:"data,omitempty"`
+	// A payload too large to store whole (a document holds 1 MiB) is stored cut to its first
+	// bytes, with the whole payload's size and SHA-256; the dead-letter topic gets it whole.
+	DataTruncated bool              `firestore:"dataTruncated,omitempty" json:"dataTruncated,omitempty"`
+	DataSize      int               `firestore:"dataSize,omitempty" json:"dataSize,omitempty"`
+	DataSHA256    string            `firestore:"dataSha256,omitempty" json:"dataSha256,omitempty"`
+	Attributes    map[string]string `firestore:"attributes" json:"attributes,omitempty"`
+	PublishTime   time.Time         `firestore:"publishTime" json:"publishTime"`
+	TenantID      string            `firestore:"tenantId" json:"tenantId,omitempty"`
+	JobID         string            `firestore:"jobId" json:"jobId,omitempty"`
+	FirstAt       time.Time         `firestore:"firstAt" json:"firstAt"`
+	LastAt        time.Time         `firestore:"lastAt" json:"lastAt"`
+	Attempts      int               `firestore:"attempts" json:"attempts"`
+	ReplayedAt    time.Time         `firestore:"replayedAt" json:"replayedAt"`
+	Replays       int               `firestore:"replays" json:"replays"`
 }

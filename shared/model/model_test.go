@@ -27,3 +27,24 @@ func TestDocIDIsValidAndInjective(t *testing.T) {
 		t.Errorf("ChunkID(7) = %s", model.ChunkID(7))
 	}
 }
+
+func TestTargetKinds(t *testing.T) {
+	seen := map[string]bool{}
+	for _, k := range model.TargetKinds {
+		if k.Name == "" || k.Records == "" || seen[k.Name] || seen[k.Records] {
+			t.Errorf("target kind %+v: needs a unique name and records collection", k)
+		}
+		seen[k.Name], seen[k.Records] = true, true
+		if got, ok := model.Kind(k.Name); !ok || got != k {
+			t.Errorf("Kind(%q) = %+v, %v", k.Name, got, ok)
+		}
+	}
+	if _, ok := model.Kind("spreadsheet"); ok {
+		t.Error("Kind(spreadsheet) found a kind")
+	}
+	for _, want := range []string{model.TargetUpsert, model.TargetGenerated} {
+		if !seen[want] {
+			t.Errorf("no target kind %q", want)
+		}
+	}
+}

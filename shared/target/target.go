@@ -88,12 +88,15 @@ func (b Batch) key(r model.ChunkRecord) string {
 	return model.EngagementKey(b.Job.TenantID, b.Job.SourceObject, r.ID)
 }
 
-// Upsert writes engagements/{tenant~object~externalId}.
-type Upsert struct{ Client *firestore.Client }
+// Upsert writes {Kind.Records}/{tenant~object~externalId}.
+type Upsert struct {
+	Client *firestore.Client
+	Kind   model.TargetKind
+}
 
 // Stage implements Target.
 func (u Upsert) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (Stats, error) {
-	coll := u.Client.Collection(model.Engagements)
+	coll := u.Client.Collection(u.Kind.Records)
 	refs := make([]*firestore.DocumentRef, len(b.Rows))
 	for i, r := range b.Rows {
 		refs[i] = coll.Doc(b.key(r))
@@ -123,8 +126,11 @@ func (u Upsert) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (S
 	return st, nil
 }
 
-// Generated writes engagementsGen/{auto-id}, found again through engagementIndex/{key}.
-type Generated struct{ Client *firestore.Client }
+// Generated writes {Kind.Records}/{auto-id}, found again through {Kind.Index}/{key}.
+type Generated struct {
+	Client *firestore.Client
+	Kind   model.TargetKind
+}
 
 type indexEntry struct {
 	DocID   string    `firestore:"docId"`
@@ -133,8 +139,8 @@ type indexEntry struct {
 
 // Stage implements Target.
 func (g Generated) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (Stats, error) {
-	idx := g.Client.Collection(model.EngagementIndex)
-	recs := g.Client.Collection(model.EngagementsGen)
+	idx := g.Client.Collection(g.Kind.Index)
+	recs := g.Client.Collection(g.Kind.Records)
 	refs := make([]*firestore.DocumentRef, len(b.Rows))
 	for i, r := range b.Rows {
 		refs[i] = idx.Doc(b.key(r))
@@ -183,15 +189,21 @@ type Committer struct {
 	Now     func() time.Time
 }
 
-// NewCommitter returns a Committer with the Upsert and Generated targets.
+// NewCommitter returns a Committer with a writer for every kind in model.TargetKinds: Generated
+// for a kind with an index collection, Upsert for one without.
 func NewCommitter(c *firestore.Client, now func() time.Time) *Committer {
 	if now == nil {
 		now = time.Now
 	}
-	return &Committer{Client: c, Now: now, Targets: map[string]Target{
-		model.TargetUpsert:    Upsert{Client: c},
-		model.TargetGenerated: Generated{Client: c},
-	}}
+	targets := map[string]Target{}
+	for _, k := range model.TargetKinds {
+		if k.Index != "" {
+			targets[k.Name] = Generated{Client: c, Kind: k}
+		} else {
+			targets[k.Name] = Upsert{Client: c, Kind: k}
+		}
+	}
+	return &Committer{Client: c, Now: now, Targets: targets}
 }
 
 // ErrNoChunk is returned when the chunk document does not exist.

@@ -48,10 +48,8 @@ func chunk(ctx context.Context, fs *firestore.Client, job model.Job, i int) (mod
 }
 
 func targetCollection(job model.Job) string {
-	if job.Target == model.TargetGenerated {
-		return model.EngagementsGen
-	}
-	return model.Engagements
+	k, _ := model.Kind(job.Target)
+	return k.Records
 }
 
 // Duplicate writes a second target record, under a generated ID, for the first row of the Job's
@@ -92,9 +90,10 @@ func Missing(ctx context.Context, fs *firestore.Client, jobID string) (string, e
 	}
 	r := target.Newest(c.Records)[0]
 	key := model.EngagementKey(job.TenantID, job.SourceObject, r.ID)
-	ref := fs.Collection(model.Engagements).Doc(key)
-	if job.Target == model.TargetGenerated {
-		snap, err := fs.Collection(model.EngagementIndex).Doc(key).Get(ctx)
+	kind, _ := model.Kind(job.Target)
+	ref := fs.Collection(kind.Records).Doc(key)
+	if kind.Index != "" {
+		snap, err := fs.Collection(kind.Index).Doc(key).Get(ctx)
 		if err != nil {
 			return "", fmt.Errorf("audittest: index of %s: %w", r.ID, err)
 		}
@@ -102,7 +101,7 @@ func Missing(ctx context.Context, fs *firestore.Client, jobID string) (string, e
 		if err != nil {
 			return "", fmt.Errorf("audittest: index of %s: %w", r.ID, err)
 		}
-		ref = fs.Collection(model.EngagementsGen).Doc(fmt.Sprint(id))
+		ref = fs.Collection(kind.Records).Doc(fmt.Sprint(id))
 	}
 	if _, err := ref.Delete(ctx, firestore.Exists); err != nil {
 		return "", fmt.Errorf("audittest: delete %s: %w", ref.Path, err)

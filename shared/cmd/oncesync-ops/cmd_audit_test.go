@@ -48,13 +48,9 @@ func auditWorld(t *testing.T, p func(e *sim.Env) sim.Policy) (*sim.Env, map[stri
 
 func auditJobs(t *testing.T, e *sim.Env) map[string]model.Job {
 	t.Helper()
-	js, err := e.Jobs(t.Context())
+	out, err := e.JobsByTarget(t.Context())
 	if err != nil {
 		t.Fatal(err)
-	}
-	out := map[string]model.Job{}
-	for _, j := range js {
-		out[j.Target] = j
 	}
 	return out
 }

@@ -1,0 +1,628 @@
+package terraform
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/oncesync/oncesync/shared/config"
+)
+
+func (m *module) checkEntryPoints(code Code) {
+	if !sameSet(code.EntryPoints, code.ConfigEntryPoints) {
+		m.add("entrypoint-code", "functions.go", nil, "the root package registers %v but config.EntryPoints lists %v", code.EntryPoints, code.ConfigEntryPoints)
+	}
+	deployed := map[string]*block{}
+	for _, b := range m.resources[tFunction] {
+		if ep, ok := m.attrStr(b.body, "build_config", "entry_point"); ok {
+			deployed[ep] = b
+		}
+	}
+	for _, ep := range code.EntryPoints {
+		if deployed[ep] == nil {
+			m.add("entrypoint-missing", ep, nil, "entry point %q is registered in code but no %s deploys it", ep, tFunction)
+		}
+	}
+	for ep, b := range deployed {
+		if !slices.Contains(code.EntryPoints, ep) {
+			m.add("entrypoint-unknown", b.addr(), &b.rng, "entry point %q is not registered in code (registered: %v)", ep, code.EntryPoints)
+		}
+	}
+}
+
+func (m *module) checkFunctions(code Code, fns map[string]*deployment) {
+	runtimeSAs, triggerSAs := map[string]string{}, map[string]string{}
+	for _, ep := range sortedKeys(fns) {
+		fn := fns[ep]
+		subj := fn.addr()
+		if rt, _ := m.attrStr(fn.body, "build_config", "runtime"); rt != code.Runtime {
+			m.add("runtime", subj, &fn.rng, "build_config.runtime is %q; go.mod needs %q", rt, code.Runtime)
+		}
+		if ing, _ := m.attrStr(fn.body, "service_config", "ingress_settings"); ing != ingress {
+			m.add("ingress", subj, &fn.rng, "service_config.ingress_settings is %q, want %q", ing, ingress)
+		}
+		for _, a := range []string{"timeout_seconds", "available_memory", "max_instance_count", "max_instance_request_concurrency"} {
+			at := attr(fn.body, "service_config", a)
+			if at == nil || !slices.ContainsFunc(m.refs(at.Expr), func(r ref) bool { return r.typ == "var" }) {
+				m.add("limits", subj, &fn.rng, "service_config.%s must be set from a variable", a)
+			}
+		}
+
+		// Trigger.
+		trig := blocks(fn.body, "event_trigger")
+		if len(trig) == 0 {
+			m.add("trigger", subj, &fn.rng, "no event_trigger: the function would never receive its messages")
+		} else {
+			if et, _ := m.attrStr(trig[0].Body, "event_type"); et != pubsubEvent {
+				m.add("trigger", subj, ptr(trig[0].DefRange()), "event_trigger.event_type is %q, want %q", et, pubsubEvent)
+			}
+			switch rp, ok := m.attrStr(trig[0].Body, "retry_policy"); {
+			case !ok:
+				m.add("retry-policy", subj, ptr(trig[0].DefRange()), "event_trigger has no retry_policy; want %q: without retries a failed message is dropped", retryPolicy)
+			case rp != retryPolicy:
+				m.add("retry-policy", subj, ptr(trig[0].DefRange()), "event_trigger.retry_policy is %q, want %q: without retries a failed message is dropped", rp, retryPolicy)
+			}
+			if fn.topic == "" || !m.declared(tTopic, fn.topic) {
+				m.add("trigger-topic", subj, ptr(trig[0].DefRange()), "event_trigger.pubsub_topic must refer to a declared %s", tTopic)
+			}
+			switch {
+			case fn.triggerSA == "" || !m.declared(tSA, fn.triggerSA):
+				m.add("trigger-sa", subj, ptr(trig[0].DefRange()), "event_trigger.service_account_email must refer to a declared %s of its own", tSA)
+			case fn.triggerSA == fn.runtimeSA:
+				m.add("trigger-sa", subj, ptr(trig[0].DefRange()), "the trigger and the function share %s.%s", tSA, fn.triggerSA)
+			case triggerSAs[fn.triggerSA] != "":
+				m.add("trigger-sa", subj, ptr(trig[0].DefRange()), "trigger service account %s.%s is shared with %s", tSA, fn.triggerSA, triggerSAs[fn.triggerSA])
+			}
+			triggerSAs[fn.triggerSA] = ep
+		}
+
+		// Runtime identity.
+		switch {
+		case fn.runtimeSA == "" || !m.declared(tSA, fn.runtimeSA):
+			m.add("runtime-sa", subj, &fn.rng, "service_config.service_account_email must refer to a declared %s of its own", tSA)
+		case runtimeSAs[fn.runtimeSA] != "":
+			m.add("runtime-sa", subj, &fn.rng, "service account %s.%s is shared with %s", tSA, fn.runtimeSA, runtimeSAs[fn.runtimeSA])
+		}
+		runtimeSAs[fn.runtimeSA] = ep
+
+		// Environment.
+		want := varsFor(code.Vars, ep)
+		for _, name := range want {
+			_, plain := fn.env[name]
+			_, secret := fn.secretEnv[name]
+			if !plain && !secret {
+				m.add("env-missing", subj, &fn.rng, "%s is read by %s (shared/config) but not set", name, ep)
+			}
+		}
+		for _, name := range sortedKeys(fn.env) {
+			if !slices.Contains(want, name) {
+				m.add("env-extra", subj, ptr(fn.env[name].rng), "%s is set but %s does not read it (shared/config)", name, ep)
+			}
+		}
+		for _, name := range sortedKeys(fn.secretEnv) {
+			if !slices.Contains(want, name) {
+				m.add("env-extra", subj, ptr(fn.secretEnv[name].DefRange()), "secret %s is mounted but %s does not read it (shared/config)", name, ep)
+			}
+			if _, plain := fn.env[name]; plain {
+				m.add("env-duplicate", subj, ptr(fn.env[name].rng), "%s is set both as a plain and as a secret variable", name)
+			}
+		}
+		for _, v := range code.Vars {
+			if !v.Secret || !slices.Contains(v.Functions, ep) {
+				continue
+			}
+			if e, plain := fn.env[v.Name]; plain {
+				m.add("secret-plain", subj, &e.rng, "%s is a secret: mount it with secret_environment_variables from Secret Manager, never as a plain value", v.Name)
+			}
+			if s, ok := fn.secretEnv[v.Name]; ok {
+				a := s.Body.Attributes["secret"]
+				name, ok := "", false
+				if a != nil {
+					name, ok = m.resourceRef(a.Expr, tSecret)
+				}
+				if !ok || !m.declared(tSecret, name) {
+					m.add("secret-ref", subj, ptr(s.DefRange()), "secret_environment_variables %s must refer to a declared %s", v.Name, tSecret)
+				} else if !m.hasBinding("google_secret_manager_secret_iam_member", name, fn.runtimeSA, "roles/secretmanager.secretAccessor") {
+					m.add("secret-access", subj, ptr(s.DefRange()), "%s.%s has no roles/secretmanager.secretAccessor on %s.%s", tSA, fn.runtimeSA, tSecret, name)
+				}
+			}
+		}
+
+		// Topics it publishes to.
+		published := map[string]bool{}
+		for _, name := range sortedKeys(fn.env) {
+			if !strings.HasPrefix(name, topicEnvPref) {
+				continue
+			}
+			e := fn.env[name]
+			topic, ok := m.resourceRef(e.expr, tTopic)
+			switch {
+			case !ok:
+				m.add("topic-ref", subj, &e.rng, "%s must refer to a %s (google_pubsub_topic.<name>.name), not a literal", name, tTopic)
+			case !m.declared(tTopic, topic):
+				m.add("topic-undeclared", subj, &e.rng, "%s refers to %s.%s, which is not declared", name, tTopic, topic)
+			default:
+				published[topic] = true
+				if !m.hasBinding("google_pubsub_topic_iam_member", topic, fn.runtimeSA, "roles/pubsub.publisher") {
+					m.add("publisher-missing", subj, &e.rng, "%s.%s has no roles/pubsub.publisher on %s.%s (%s)", tSA, fn.runtimeSA, tTopic, topic, name)
+				}
+			}
+		}
+		for _, b := range m.iamGrants() {
+			if b.resourceType == "google_pubsub_topic_iam_member" && b.member == fn.runtimeSA && !published[b.target] {
+				m.add("publisher-extra", b.addr, &b.rng, "%s.%s may publish to %s.%s, which %s does not publish to", tSA, fn.runtimeSA, tTopic, b.target, ep)
+			}
+		}
+	}
+}
+
+func varsFor(vars []config.Var, ep string) []string {
+	var out []string
+	for _, v := range vars {
+		if slices.Contains(v.Functions, ep) {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
+// checkWiring follows the pipeline: each topic variable must be the trigger topic of the
+// function that consumes it, the tick job must feed the Scheduler, dead letters must be kept.
+func (m *module) checkWiring(fns map[string]*deployment) {
+	for _, ep := range sortedKeys(fns) {
+		fn := fns[ep]
+		for env, consumer := range consumers {
+			e, ok := fn.env[env]
+			if !ok {
+				continue
+			}
+			topic, _ := m.resourceRef(e.expr, tTopic)
+			c := fns[consumer]
+			if topic != "" && c != nil && c.topic != topic {
+				m.add("wiring", fn.addr(), &e.rng, "%s publishes to %s.%s but %s is triggered by %s.%s", env, tTopic, topic, consumer, tTopic, c.topic)
+			}
+		}
+	}
+	if s := fns[config.Scheduler]; s != nil && s.topic != "" {
+		jobs := m.resources["google_cloud_scheduler_job"]
+		feeds := false
+		for _, j := range jobs {
+			if a := attr(j.body, "pubsub_target", "topic_name"); a != nil {
+				if t, _ := m.resourceRef(a.Expr, tTopic); t == s.topic {
+					feeds = true
+				}
+			}
+		}
+		if !feeds {
+			m.add("scheduler-job", tTopic+"."+s.topic, nil, "no google_cloud_scheduler_job publishes to the topic that triggers %s", config.Scheduler)
+		}
+	}
+
+	dead := map[string]bool{}
+	for _, fn := range fns {
+		if e, ok := fn.env[config.EnvTopicDead]; ok {
+			if t, ok := m.resourceRef(e.expr, tTopic); ok {
+				dead[t] = true
+			}
+		}
+	}
+	for _, topic := range sortedKeys(dead) {
+		for _, fn := range fns {
+			if fn.topic == topic {
+				m.add("deadletter-subscription", fn.addr(), &fn.rng, "%s is triggered by the dead-letter topic: dead letters would be consumed, not kept", fn.entryPoint)
+			}
+		}
+		kept := false
+		for _, s := range m.resources[tSubscription] {
+			a := s.body.Attributes["topic"]
+			if a == nil {
+				continue
+			}
+			if t, _ := m.resourceRef(a.Expr, tTopic); t != topic {
+				continue
+			}
+			pushes := len(blocks(s.body, "push_config"))+len(blocks(s.body, "bigquery_config"))+len(blocks(s.body, "cloud_storage_config")) > 0
+			_, retains := s.body.Attributes["message_retention_duration"]
+			ttl, hasTTL := m.attrStr(s.body, "expiration_policy", "ttl")
+			if !pushes && retains && hasTTL && ttl == "" {
+				kept = true
+			}
+		}
+		if !kept {
+			m.add("deadletter-subscription", tTopic+"."+topic, nil, "the dead-letter topic needs a pull subscription with message_retention_duration and expiration_policy { ttl = \"\" }, or nothing keeps its messages")
+		}
+	}
+}
+
+// --- IAM ----------------------------------------------------------------------------------------
+
+// grant is one member of one IAM resource.
+type grant struct {
+	addr         string
+	resourceType string
+	role         string
+	member       string // google_service_account name, or "" for other members
+	memberText   string
+	target       string // referenced resource name of the target type, if any
+	rng          hcl.Range
+}
+
+// iamTargets names, per IAM resource type, the attribute holding the resource it grants on
+// ("" for the project).
+var iamTargets = map[string]string{
+	"google_pubsub_topic_iam_member":                 "topic",
+	"google_pubsub_topic_iam_binding":                "topic",
+	"google_secret_manager_secret_iam_member":        "secret_id",
+	"google_secret_manager_secret_iam_binding":       "secret_id",
+	"google_cloud_run_v2_service_iam_member":         "name",
+	"google_cloud_run_v2_service_iam_binding":        "name",
+	"google_cloud_run_service_iam_member":            "service",
+	"google_cloud_run_service_iam_binding":           "service",
+	"google_cloudfunctions2_function_iam_member":     "cloud_function",
+	"google_cloudfunctions2_function_iam_binding":    "cloud_function",
+	"google_project_iam_member":                      "",
+	"google_project_iam_binding":                     "",
+	"google_service_account_iam_member":              "service_account_id",
+	"google_storage_bucket_iam_member":               "bucket",
+	"google_artifact_registry_repository_iam_member": "repository",
+}
+
+// targetTypes is the resource type an iamTargets attribute refers to.
+var targetTypes = map[string]string{
+	"topic":              tTopic,
+	"secret_id":          tSecret,
+	"name":               tFunction,
+	"service":            tFunction,
+	"cloud_function":     tFunction,
+	"service_account_id": tSA,
+	"bucket":             "google_storage_bucket",
+	"repository":         "google_artifact_registry_repository",
+}
+
+// iamGrants lists every member of every additive or authoritative IAM resource.
+func (m *module) iamGrants() []grant {
+	var out []grant
+	for _, typ := range sortedKeys(m.resources) {
+		if !strings.Contains(typ, "_iam_") {
+			continue
+		}
+		for _, b := range m.resources[typ] {
+			role, _ := m.attrStr(b.body, "role")
+			target := ""
+			if t, ok := iamTargets[typ]; ok && t != "" {
+				if a := b.body.Attributes[t]; a != nil {
+					target, _ = m.resourceRef(a.Expr, targetTypes[t])
+				}
+			}
+			var members []hclsyntax.Expression
+			if a := b.body.Attributes["member"]; a != nil {
+				members = append(members, a.Expr)
+			}
+			if a := b.body.Attributes["members"]; a != nil {
+				if tup, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok {
+					members = append(members, tup.Exprs...)
+				} else {
+					members = append(members, a.Expr)
+				}
+			}
+			for _, mem := range members {
+				g := grant{addr: b.addr(), resourceType: typ, role: role, target: target, rng: b.rng}
+				g.member, _ = m.resourceRef(mem, tSA)
+				g.memberText, _ = m.str(mem)
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+// hasBinding reports whether service account sa holds role on target through an IAM resource of
+// type typ (or its _binding form).
+func (m *module) hasBinding(typ, target, sa, role string) bool {
+	return slices.ContainsFunc(m.iamGrants(), func(g grant) bool {
+		return (g.resourceType == typ || g.resourceType == strings.Replace(typ, "_member", "_binding", 1)) &&
+			g.target == target && g.member == sa && sa != "" && g.role == role
+	})
+}
+
+func (m *module) checkIAM(fns map[string]*deployment) {
+	runtimeSAs, triggerOf := map[string]bool{}, map[string]string{} // trigger SA -> entry point
+	buildSAs := map[string]bool{}
+	for ep, fn := range fns {
+		runtimeSAs[fn.runtimeSA] = true
+		if fn.triggerSA != "" {
+			triggerOf[fn.triggerSA] = ep
+		}
+		if a := attr(fn.body, "build_config", "service_account"); a != nil {
+			if sa, ok := m.resourceRef(a.Expr, tSA); ok {
+				buildSAs[sa] = true
+			}
+		}
+	}
+
+	for _, typ := range []string{"google_project_iam_binding", "google_project_iam_policy"} {
+		for _, b := range m.resources[typ] {
+			m.add("iam-authoritative", b.addr(), &b.rng, "%s replaces every other member of the role; use google_project_iam_member", typ)
+		}
+	}
+	for _, b := range m.resources["google_secret_manager_secret_version"] {
+		if _, ok := b.body.Attributes["secret_data"]; ok {
+			m.add("secret-in-state", b.addr(), &b.rng, "secret_data puts the secret's value in the plan and the state; add versions with gcloud")
+		}
+	}
+	grants := m.iamGrants()
+	for _, g := range grants {
+		if slices.Contains(basicRoles, g.role) {
+			m.add("iam-basic-role", g.addr, &g.rng, "basic role %s grants far more than any function needs", g.role)
+		}
+		if strings.HasPrefix(g.resourceType, "google_project_iam_") {
+			allowed := []string(nil)
+			switch {
+			case runtimeSAs[g.member]:
+				allowed = runtimeProjectRoles
+			case buildSAs[g.member]:
+				allowed = buildProjectRoles
+			}
+			if !slices.Contains(allowed, g.role) {
+				who := g.memberText
+				if g.member != "" {
+					who = tSA + "." + g.member
+				}
+				m.add("iam-project-role", g.addr, &g.rng, "project-wide %s for %s: grant it on the one resource that needs it", g.role, cmp.Or(who, "a member"))
+			}
+		}
+		if g.role == "roles/run.invoker" || g.role == "roles/cloudfunctions.invoker" {
+			if ep, isTrigger := triggerOf[g.member]; isTrigger && g.target != fns[ep].name {
+				m.add("invoker-foreign", g.addr, &g.rng, "the %s trigger account may invoke %s, not only its own function", ep, cmp.Or(g.target, "a resource that is not its function"))
+			}
+		}
+	}
+	for _, ep := range sortedKeys(fns) {
+		fn := fns[ep]
+		if fn.runtimeSA != "" && !slices.ContainsFunc(grants, func(g grant) bool {
+			return g.resourceType == "google_project_iam_member" && g.member == fn.runtimeSA && g.role == "roles/datastore.user"
+		}) {
+			m.add("firestore-access", fn.addr(), &fn.rng, "%s.%s has no roles/datastore.user", tSA, fn.runtimeSA)
+		}
+		if fn.triggerSA != "" && !slices.ContainsFunc(grants, func(g grant) bool {
+			return g.member == fn.triggerSA && g.target == fn.name && targetTypes[iamTargets[g.resourceType]] == tFunction &&
+				(g.role == "roles/run.invoker" || (g.role == "roles/cloudfunctions.invoker" && strings.HasPrefix(g.resourceType, "google_cloudfunctions2")))
+		}) {
+			m.add("invoker-missing", fn.addr(), &fn.rng, "trigger account %s.%s has no roles/run.invoker on this function's service", tSA, fn.triggerSA)
+		}
+	}
+}
+
+// checkPublic fails on any allUsers / allAuthenticatedUsers anywhere in the configuration.
+func (m *module) checkPublic() {
+	for _, body := range m.bodies {
+		hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+			lit, ok := n.(*hclsyntax.LiteralValueExpr)
+			if !ok || lit.Val.Type() != cty.String || !lit.Val.IsKnown() || lit.Val.IsNull() {
+				return nil
+			}
+			for _, p := range publicMembers {
+				if strings.Contains(lit.Val.AsString(), p) {
+					m.add("public", p, ptr(lit.Range()), "%s must not appear anywhere: nothing here is public", p)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// --- Firestore ----------------------------------------------------------------------------------
+
+func (m *module) checkFirestore(code Code) {
+	for _, b := range m.resources["google_firestore_database"] {
+		if t, _ := m.attrStr(b.body, "type"); t != "FIRESTORE_NATIVE" {
+			m.add("firestore-mode", b.addr(), &b.rng, "type is %q; the code needs a FIRESTORE_NATIVE database", t)
+		}
+	}
+
+	want := map[string]bool{}
+	for _, c := range code.TTLCollections {
+		want[c+"."+code.TTLField] = true
+	}
+	have := map[string]*block{}
+	for _, b := range m.resources[tTTLField] {
+		if len(blocks(b.body, "ttl_config")) == 0 {
+			continue
+		}
+		c, ok1 := m.attrStr(b.body, "collection")
+		f, ok2 := m.attrStr(b.body, "field")
+		if !ok1 || !ok2 {
+			m.add("ttl-static", b.addr(), &b.rng, "collection and field must be literals")
+			continue
+		}
+		have[c+"."+f] = b
+	}
+	for _, k := range sortedKeys(want) {
+		if have[k] == nil {
+			m.add("ttl-missing", k, nil, "model.TTLCollections and model.ExpireAtField need a TTL policy on %s (a %s with ttl_config)", k, tTTLField)
+		}
+	}
+	for _, k := range sortedKeys(have) {
+		if !want[k] {
+			m.add("ttl-extra", have[k].addr(), &have[k].rng, "TTL policy on %s, which the code does not expire (model.TTLCollections, model.ExpireAtField = %q)", k, code.TTLField)
+		}
+	}
+
+	wantIdx := map[string]bool{}
+	for _, ix := range code.Indexes {
+		wantIdx[indexKey(ix.Collection, "COLLECTION", ix.Fields, nil)] = true
+	}
+	haveIdx := map[string]*block{}
+	for _, b := range m.resources[tIndex] {
+		c, ok := m.attrStr(b.body, "collection")
+		scope, hasScope := m.attrStr(b.body, "query_scope")
+		if !hasScope {
+			scope = "COLLECTION"
+		}
+		var fields, orders []string
+		for _, f := range blocks(b.body, "fields") {
+			p, okp := m.attrStr(f.Body, "field_path")
+			o, oko := m.attrStr(f.Body, "order")
+			if !oko {
+				o = "ARRAY_CONFIG"
+			}
+			ok = ok && okp
+			fields, orders = append(fields, p), append(orders, o)
+		}
+		if n := len(fields); n > 0 && fields[n-1] == "__name__" {
+			fields, orders = fields[:n-1], orders[:n-1]
+		}
+		if !ok {
+			m.add("index-static", b.addr(), &b.rng, "collection and field paths must be literals")
+			continue
+		}
+		haveIdx[indexKey(c, scope, fields, orders)] = b
+	}
+	for _, k := range sortedKeys(wantIdx) {
+		if haveIdx[k] == nil {
+			m.add("index-missing", k, nil, "model.CompositeIndexes needs this index; declare it as a %s", tIndex)
+		}
+	}
+	for _, k := range sortedKeys(haveIdx) {
+		if !wantIdx[k] {
+			m.add("index-extra", haveIdx[k].addr(), &haveIdx[k].rng, "index %s is not in model.CompositeIndexes", k)
+		}
+	}
+}
+
+func indexKey(collection, scope string, fields, orders []string) string {
+	parts := make([]string, len(fields))
+	for i, f := range fields {
+		o := "ASCENDING"
+		if orders != nil {
+			o = orders[i]
+		}
+		parts[i] = f + " " + o
+	}
+	return fmt.Sprintf("%s[%s](%s)", collection, scope, strings.Join(parts, ", "))
+}
+
+// --- Source, variables, rendered environment ---------------------------------------------------
+
+// Paths the source zip must leave out: tooling, fixtures, this directory, tests, git.
+var mustExclude = []string{".git", "harness", "terraform", "fixtures", "_test.go"}
+
+func (m *module) checkSource(fns map[string]*deployment) {
+	objects := map[string]bool{}
+	for _, ep := range sortedKeys(fns) {
+		fn := fns[ep]
+		a := attr(fn.body, "build_config", "source", "storage_source", "object")
+		obj, ok := "", false
+		if a != nil {
+			obj, ok = m.resourceRef(a.Expr, "google_storage_bucket_object")
+		}
+		if !ok {
+			m.add("source", fn.addr(), &fn.rng, "build_config.source.storage_source.object must refer to the shared google_storage_bucket_object")
+			continue
+		}
+		objects[obj] = true
+	}
+	if len(objects) > 1 {
+		m.add("source", tFunction, nil, "the functions build from different objects %v; they must share one zip", sortedKeys(objects))
+	}
+	archives := m.data["archive_file"]
+	if len(archives) == 0 {
+		m.add("source", "data.archive_file", nil, "no archive_file builds the source zip")
+	}
+	for _, b := range archives {
+		var excludes []string
+		if a := b.body.Attributes["excludes"]; a != nil {
+			if v, diags := a.Expr.Value(m.ctx); !diags.HasErrors() && v.CanIterateElements() {
+				for it := v.ElementIterator(); it.Next(); {
+					if _, e := it.Element(); e.Type() == cty.String && e.IsKnown() {
+						excludes = append(excludes, e.AsString())
+					}
+				}
+			}
+		}
+		for _, p := range mustExclude {
+			if !slices.ContainsFunc(excludes, func(x string) bool { return x == p+"/**" || strings.HasSuffix(x, "*"+p) }) {
+				m.add("source", b.addr(), &b.rng, "excludes does not leave out %s", p)
+			}
+		}
+	}
+}
+
+func (m *module) checkVariables() {
+	for _, name := range sortedKeys(m.variables) {
+		if d, ok := m.attrStr(m.variables[name], "description"); !ok || strings.TrimSpace(d) == "" {
+			m.add("variable-doc", "var."+name, nil, "variable has no description")
+		}
+	}
+	example, err := m.tfvarsExample()
+	if err != nil {
+		m.add("tfvars-example", "terraform.tfvars.example", nil, "%v", err)
+		return
+	}
+	for _, k := range sortedKeys(example) {
+		if m.variables[k] == nil {
+			m.add("tfvars-example", "terraform.tfvars.example", nil, "sets %s, which is not a variable", k)
+		}
+	}
+	for _, name := range sortedKeys(m.variables) {
+		if _, hasDefault := m.variables[name].Attributes["default"]; !hasDefault {
+			if _, ok := example[name]; !ok {
+				m.add("tfvars-example", "terraform.tfvars.example", nil, "required variable %s is missing", name)
+			}
+		}
+	}
+}
+
+func (m *module) tfvarsExample() (map[string]cty.Value, error) {
+	name := filepath.Join(m.dir, "terraform.tfvars.example")
+	f, diags := hclparse.NewParser().ParseHCLFile(name)
+	if diags.HasErrors() {
+		return nil, errors.New(diags.Error())
+	}
+	out := map[string]cty.Value{}
+	for k, a := range f.Body.(*hclsyntax.Body).Attributes {
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() {
+			return nil, fmt.Errorf("%s: %s", k, diags.Error())
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// checkConfigLoad renders each function's environment from the variable defaults and the
+// example tfvars, and runs it through config.Load: what Terraform deploys must be what the code
+// accepts at cold start. Values only known after apply (topic names, the secret) get a
+// placeholder.
+func (m *module) checkConfigLoad(code Code, fns map[string]*deployment) {
+	example, _ := m.tfvarsExample()
+	ctx := m.evalContext(example)
+	for _, ep := range sortedKeys(fns) {
+		if !slices.Contains(code.ConfigEntryPoints, ep) {
+			continue
+		}
+		fn := fns[ep]
+		env := map[string]string{}
+		for name, e := range fn.env {
+			if s, ok := valueString(e.expr, ctx); ok {
+				env[name] = s
+			} else {
+				env[name] = "placeholder"
+			}
+		}
+		for name := range fn.secretEnv {
+			env[name] = "placeholder-secret"
+		}
+		if _, err := config.Load(ep, func(k string) string { return env[k] }); err != nil {
+			m.add("config-load", fn.addr(), &fn.rng, "the deployed environment fails config.Load(%q): %v", ep, err)
+		}
+	}
+}
