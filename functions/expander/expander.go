@@ -8,8 +8,8 @@
 // alive, a duplicate is sent back for redelivery, not acked: it may be the crashed owner's own
 // redelivery. Once the key is DONE, a duplicate is acked without a search.
 //
-// The plan is written chunk by chunk in (SystemModstamp, Id) order, each chunk with a
-// deterministic ID and the search position after its last row, each in a batch fenced by the
+// The plan is written in (SystemModstamp, Id) order, each chunk with a deterministic ID and the
+// search position after its last row, the chunks of each source page in one batch fenced by the
 // lease. An owner that takes an expired lease over reads the last written chunk and resumes the
 // search strictly after it, so a crash after partial writes resumes to the same plan; it also
 // re-publishes the messages of the chunks written before the crash that are not DONE, since the
@@ -73,7 +73,7 @@ type Store interface {
 	PlanTotals(ctx context.Context, jobID string) (chunks, rows int, err error)
 	FailJob(ctx context.Context, jobID, reason string) error
 	CompleteIfDone(ctx context.Context, jobID string) (bool, error)
-	WriteChunk(ctx context.Context, l *idem.Lease, c model.Chunk) error
+	WriteChunks(ctx context.Context, l *idem.Lease, chunks []model.Chunk) error
 	FinishPlan(ctx context.Context, l *idem.Lease, job model.Job, chunks, rows, invalid int) (model.Job, error)
 }
 
@@ -147,6 +147,12 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 		return h.expand(ctx, l, em, started)
 	})
 }
+
+// A plan write holds at most this many chunks or encoded bytes (Firestore takes 10 MiB a request).
+const (
+	maxChunksPerWrite = 16
+	maxBytesPerWrite  = 4 << 20
+)
 
 // errBudget stops the search once the delivery's time budget is spent.
 var errBudget = errors.New("expander: time budget spent")
@@ -264,24 +270,44 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 	if err := h.cfg.Store.CountSearch(ctx, job.ID, lease.Owner); err != nil {
 		return job, err
 	}
-	var cur []model.ChunkRecord
-	size := 0
-	flush := func(ctx context.Context) error {
+	// Rows fill the chunk being cut (cur); cut chunks wait in ready, and go in one fenced commit
+	// after the delivery's first page (so imports start at once), then whenever ready is full
+	// (maxChunksPerWrite chunks or maxBytesPerWrite bytes), when the budget is due, and at the
+	// end: a few large plan writes instead of one per chunk — on a store that serializes commits
+	// (the emulator), each plan write waits behind the imports in flight. Each chunk's message is
+	// published right after its write.
+	var (
+		cur        []model.ChunkRecord
+		size       int
+		ready      []model.Chunk
+		readyBytes int
+		wrote      bool
+	)
+	cut := func() {
 		if len(cur) == 0 {
-			return nil
+			return
 		}
 		lastRow := cur[len(cur)-1]
-		c := model.Chunk{
+		ready = append(ready, model.Chunk{
 			Index: next, JobID: job.ID, TenantID: job.TenantID, Status: model.ChunkPending, Records: cur, Count: len(cur),
 			LastModstamp: lastRow.Modstamp, LastID: lastRow.ID, PlannedAt: h.cfg.Now().UTC(),
+		})
+		next++
+		readyBytes += size
+		cur, size = nil, 0
+	}
+	write := func(ctx context.Context) error {
+		if len(ready) == 0 {
+			return nil
 		}
-		if err := h.cfg.Store.WriteChunk(ctx, lease, c); err != nil {
+		if err := h.cfg.Store.WriteChunks(ctx, lease, ready); err != nil {
 			return err
 		}
-		h.cfg.Probe.At(ctx, StepChunkWritten)
-		pub.send(next)
-		next++
-		cur, size = nil, 0
+		for _, c := range ready {
+			h.cfg.Probe.At(ctx, StepChunkWritten)
+			pub.send(c.Index)
+		}
+		ready, readyBytes, wrote = nil, 0, true
 		return nil
 	}
 	err = h.cfg.Source.Search(ctx, q, func(ctx context.Context, p source.Page) error {
@@ -301,22 +327,32 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 				continue
 			}
 			if len(cur) == job.ChunkSize || size+n > h.cfg.MaxChunkBytes {
-				if err := flush(ctx); err != nil {
-					return err
-				}
-				// Checked only after a chunk is committed: that is the checkpoint a
-				// continuation resumes from, and each delivery makes progress.
-				if h.cfg.Budget > 0 && h.cfg.Elapsed().Sub(started) >= h.cfg.Budget {
-					return errBudget
+				cut()
+				if len(ready) >= maxChunksPerWrite || readyBytes >= maxBytesPerWrite {
+					if err := write(ctx); err != nil {
+						return err
+					}
 				}
 			}
 			cur = append(cur, row)
 			size += n
 		}
+		due := h.cfg.Budget > 0 && h.cfg.Elapsed().Sub(started) >= h.cfg.Budget
+		if !wrote || due {
+			if err := write(ctx); err != nil {
+				return err
+			}
+		}
+		// Handed off only once chunks are committed: that is the checkpoint a continuation
+		// resumes from, so each delivery makes progress.
+		if due && wrote {
+			return errBudget
+		}
 		return nil
 	})
 	if err == nil {
-		err = flush(ctx)
+		cut()
+		err = write(ctx)
 	}
 	if errors.Is(err, errBudget) {
 		return job, err

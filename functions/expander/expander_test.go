@@ -81,27 +81,33 @@ func (w *world) CompleteIfDone(context.Context, string) (bool, error) {
 	w.note("complete-if-done")
 	return false, nil
 }
-func (w *world) WriteChunk(_ context.Context, _ *idem.Lease, c model.Chunk) error {
+func (w *world) WriteChunks(_ context.Context, _ *idem.Lease, chunks []model.Chunk) error {
+	first := chunks[0].Index
 	w.mu.Lock()
-	prev, check := w.streamed[c.Index-1]
+	prev, check := w.streamed[first-1]
 	w.mu.Unlock()
 	if check {
 		// Streaming: the previous chunk's message goes out while the plan goes on.
 		select {
 		case <-prev:
 		case <-time.After(10 * time.Second):
-			return fmt.Errorf("chunk %d's message was not published while chunk %d was written", c.Index-1, c.Index)
+			return fmt.Errorf("chunk %d's message was not published while chunk %d was written", first-1, first)
 		}
 	}
-	if w.writeErr != nil {
-		if err := w.writeErr(c.Index); err != nil {
-			return err
+	for _, c := range chunks {
+		if w.writeErr != nil {
+			if err := w.writeErr(c.Index); err != nil {
+				return err
+			}
 		}
 	}
-	w.note("write %d", c.Index)
-	w.chunks = append(w.chunks, c)
+	for _, c := range chunks {
+		w.note("write %d", c.Index)
+		w.chunks = append(w.chunks, c)
+	}
 	return nil
 }
+
 func (w *world) FinishPlan(_ context.Context, _ *idem.Lease, job model.Job, chunks, rows, invalid int) (model.Job, error) {
 	w.note("finish %d chunks %d rows %d invalid", chunks, rows, invalid)
 	w.finished = true

@@ -24,11 +24,19 @@ type Planner struct {
 	Fence Fencer
 }
 
-// WriteChunk writes chunk c of its Job.
-func (p Planner) WriteChunk(ctx context.Context, l *idem.Lease, c model.Chunk) error {
-	ref := p.ChunkRef(c.JobID, c.Index)
-	if err := p.Fence.CommitFenced(ctx, l, func(b *firestore.WriteBatch) { b.Set(ref, c) }); err != nil {
-		return fmt.Errorf("store: write chunk %d of job %q: %w", c.Index, c.JobID, err)
+// WriteChunks writes chunks (of one Job) in one fenced batch: all of them or none.
+func (p Planner) WriteChunks(ctx context.Context, l *idem.Lease, chunks []model.Chunk) error {
+	if len(chunks) == 0 {
+		return nil
+	}
+	err := p.Fence.CommitFenced(ctx, l, func(b *firestore.WriteBatch) {
+		for _, c := range chunks {
+			b.Set(p.ChunkRef(c.JobID, c.Index), c)
+		}
+	})
+	if err != nil {
+		first, last := chunks[0], chunks[len(chunks)-1]
+		return fmt.Errorf("store: write chunks %d..%d of job %q: %w", first.Index, last.Index, first.JobID, err)
 	}
 	return nil
 }
