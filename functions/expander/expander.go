@@ -139,7 +139,7 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	if em.JobID == "" || em.TenantID == "" {
 		return delivery.Poison("missing_field", "expand message %s needs jobId and tenantId", m.ID)
 	}
-	key := idem.ExpandKey(em.JobID)
+	key := idem.ExpandKey(em.JobID).WithPayload(em)
 	ctx = logging.With(ctx, slog.String(logging.Tenant, em.TenantID), slog.String(logging.Job, em.JobID), slog.String(logging.Key, key.String()))
 	labels := map[string]string{"tenant": em.TenantID, "job": em.JobID, "messageId": m.ID}
 	return h.cfg.Guard.Run(ctx, key, "Expander/"+m.ID+"/"+uuid.NewString(), labels, func(ctx context.Context, l *idem.Lease) error {

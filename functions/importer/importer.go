@@ -83,7 +83,7 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	if cm.JobID == "" || cm.TenantID == "" || cm.Chunk < 0 {
 		return delivery.Poison("missing_field", "chunk message %s needs jobId, tenantId and a chunk index >= 0", m.ID)
 	}
-	key := idem.ChunkKey(cm.JobID, cm.Chunk)
+	key := idem.ChunkKey(cm.JobID, cm.Chunk).WithPayload(cm)
 	ctx = logging.With(ctx, slog.String(logging.Tenant, cm.TenantID), slog.String(logging.Job, cm.JobID),
 		slog.String(logging.Chunk, strconv.Itoa(cm.Chunk)), slog.String(logging.Key, key.String()))
 	labels := map[string]string{"tenant": cm.TenantID, "job": cm.JobID, "chunk": strconv.Itoa(cm.Chunk), "messageId": m.ID}

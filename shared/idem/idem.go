@@ -44,6 +44,7 @@ package idem
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -64,6 +65,9 @@ var (
 	ErrDone       = fmt.Errorf("idem: already done: %w", delivery.ErrDuplicate)
 	ErrInProgress = fmt.Errorf("idem: in progress under another owner: %w", delivery.ErrRetryLater)
 	ErrLeaseLost  = fmt.Errorf("idem: lease lost to another owner: %w", delivery.ErrRetryLater)
+	// ErrPayloadMismatch is a permanent failure (dead letter "payload_mismatch"): the key was
+	// claimed by a message that asked for the same work with a different payload.
+	ErrPayloadMismatch = delivery.Poison("payload_mismatch", "idem: the key was claimed by a message with another payload")
 )
 
 // States of a key.
@@ -76,6 +80,21 @@ const (
 type Key struct {
 	Scope string // "tick", "expand", "chunk"
 	ID    string
+	// Payload is the hash of the payload that asks for the work (WithPayload), stored by the
+	// claim that creates the key; a later claim with another payload fails with
+	// ErrPayloadMismatch, whether the work is in progress or done. "": not checked.
+	Payload string
+}
+
+// WithPayload returns k carrying the SHA-256 of v's JSON encoding: the decoded message, so that
+// two encodings of the same message (field order, spacing) are the same payload.
+func (k Key) WithPayload(v any) Key {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return k
+	}
+	k.Payload = model.Hash(string(b))
+	return k
 }
 
 func (k Key) String() string { return k.Scope + ":" + k.ID }
@@ -95,10 +114,12 @@ type Doc struct {
 	HandOffs   int               `firestore:"handOffs"`  // times an owner checkpointed and handed the work on
 	HandedOff  bool              `firestore:"handedOff"` // released by a hand-off, not yet taken over
 	Labels     map[string]string `firestore:"labels"`    // tenant, job, chunk, messageId
-	CreatedAt  time.Time         `firestore:"createdAt"`
-	UpdatedAt  time.Time         `firestore:"updatedAt"`
-	DoneAt     time.Time         `firestore:"doneAt"`
-	ExpireAt   time.Time         `firestore:"expireAt"`
+	// PayloadHash is Key.Payload of the claim that created the key.
+	PayloadHash string    `firestore:"payloadHash,omitempty"`
+	CreatedAt   time.Time `firestore:"createdAt"`
+	UpdatedAt   time.Time `firestore:"updatedAt"`
+	DoneAt      time.Time `firestore:"doneAt"`
+	ExpireAt    time.Time `firestore:"expireAt"`
 }
 
 // Deliveries is the stored duplicate counter of a key.
@@ -162,7 +183,7 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 	now := s.cfg.Now()
 	doc := Doc{
 		Key: k.String(), Scope: k.Scope, State: InProgress, Owner: owner,
-		LeaseUntil: now.Add(s.cfg.Lease), Attempts: 1, Labels: labels,
+		LeaseUntil: now.Add(s.cfg.Lease), Attempts: 1, Labels: labels, PayloadHash: k.Payload,
 		CreatedAt: now, UpdatedAt: now, ExpireAt: now.Add(s.cfg.Retention),
 	}
 	for range 2 {
@@ -186,6 +207,9 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 		var cur Doc
 		if err := snap.DataTo(&cur); err != nil {
 			return nil, fmt.Errorf("idem: claim %s: decode: %w", k, err)
+		}
+		if k.Payload != "" && cur.PayloadHash != "" && k.Payload != cur.PayloadHash {
+			return nil, fmt.Errorf("idem: claim %s: payload %.12s, the key's %.12s: %w", k, k.Payload, cur.PayloadHash, ErrPayloadMismatch)
 		}
 		switch {
 		case cur.State == InProgress && cur.Owner == owner:

@@ -334,3 +334,38 @@ func TestClaimRecognizesItsOwnAmbiguousWrite(t *testing.T) {
 		}
 	}
 }
+
+// A key remembers the payload that claimed it: another payload under the same key is a permanent
+// failure, whether the work is in progress or done; the same payload is the ordinary duplicate.
+func TestPayloadMismatchIsPermanent(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	ctx := t.Context()
+	k := idem.ExpandKey("job-7")
+	right := k.WithPayload(model.ExpandMessage{TenantID: "acme", JobID: "job-7"})
+	wrong := k.WithPayload(model.ExpandMessage{TenantID: "globex", JobID: "job-7"})
+	l, err := s.Claim(ctx, right, "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, state := range []string{"in progress", "done"} {
+		if state == "done" {
+			if err := s.Complete(ctx, l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := s.Claim(ctx, wrong, "b", nil)
+		var pe *delivery.PoisonError
+		if !errors.Is(err, idem.ErrPayloadMismatch) || !errors.As(err, &pe) || pe.Reason != "payload_mismatch" {
+			t.Errorf("%s: claim with another payload: %v, want payload_mismatch", state, err)
+		}
+		_, err = s.Claim(ctx, right, "c", nil)
+		if want := map[string]error{"in progress": idem.ErrInProgress, "done": idem.ErrDone}[state]; !errors.Is(err, want) {
+			t.Errorf("%s: claim with the same payload: %v, want %v", state, err, want)
+		}
+	}
+	// A key without a payload (or a claim without one) is not checked.
+	if _, err := s.Claim(ctx, k, "d", nil); !errors.Is(err, idem.ErrDone) {
+		t.Errorf("claim without a payload: %v, want ErrDone", err)
+	}
+}
