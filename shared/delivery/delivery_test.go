@@ -97,6 +97,7 @@ func TestAckOrRedeliver(t *testing.T) {
 		{"poison", now, delivery.Poison("unknown_tenant", "tenant %q", "t"), nil, false, "unknown_tenant", "dead_lettered"},
 		{"poison, sink down", now, delivery.Poison("unknown_tenant", "t"), errors.New("firestore down"), true, "", "dead_letter_failed"},
 		{"transient", now, errors.New("unavailable"), nil, true, "", "retry"},
+		{"a closed transaction is not the request's fault", now, fmt.Errorf("store: create job: %w", status.Error(codes.InvalidArgument, "Transaction is invalid or closed.")), nil, true, "", "retry"},
 		{"backend rejects the request itself", now, fmt.Errorf("commit: %w", status.Error(codes.InvalidArgument, "document too large")), nil, false, "backend_rejected", "dead_lettered"},
 		{"transient, too old", now.Add(-24 * time.Hour), errors.New("unavailable"), nil, false, "retries_exhausted", "dead_lettered"},
 	}
