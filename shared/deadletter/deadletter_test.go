@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/firestore"
+
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/deadletter"
@@ -42,14 +44,7 @@ func TestRecordingTheSameFailureTwiceCountsAttempts(t *testing.T) {
 	if err := s.DeadLetter(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := fs.Collection(model.DeadLetters).Doc(d.ID).Get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got model.DeadLetter
-	if err := snap.DataTo(&got); err != nil {
-		t.Fatal(err)
-	}
+	got := stored(t, fs, d.ID)
 	if got.Attempts != 2 || got.Error != "second" || !got.FirstAt.Equal(t0) || !got.LastAt.Equal(t0.Add(time.Minute)) {
 		t.Errorf("dead letter %+v", got)
 	}
@@ -75,14 +70,7 @@ func TestOversizedPayloadIsStoredCutAndPublishedWhole(t *testing.T) {
 	if err := s.DeadLetter(ctx, d); err != nil {
 		t.Fatalf("DeadLetter(5 MB): %v", err)
 	}
-	snap, err := fs.Collection(model.DeadLetters).Doc(d.ID).Get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got model.DeadLetter
-	if err := snap.DataTo(&got); err != nil {
-		t.Fatal(err)
-	}
+	got := stored(t, fs, d.ID)
 	if !got.DataTruncated || got.DataSize != len(big) || got.DataSHA256 != model.Hash(string(big)) ||
 		len(got.Data) != deadletter.MaxStoredData || len(got.Error) > deadletter.MaxStoredError+100 {
 		t.Errorf("stored: truncated %v, size %d, hash %q, %d data bytes, %d error bytes", got.DataTruncated, got.DataSize,
@@ -91,4 +79,18 @@ func TestOversizedPayloadIsStoredCutAndPublishedWhole(t *testing.T) {
 	if len(pub.data) != 1 || len(pub.data[0]) != len(big) {
 		t.Errorf("published %d messages; want the whole %d-byte payload once", len(pub.data), len(big))
 	}
+}
+
+// stored reads dead letter id back.
+func stored(t *testing.T, fs *firestore.Client, id string) model.DeadLetter {
+	t.Helper()
+	snap, err := fs.Collection(model.DeadLetters).Doc(id).Get(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got model.DeadLetter
+	if err := snap.DataTo(&got); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
