@@ -157,7 +157,7 @@ func (c doneApartCommitter) Commit(ctx context.Context, job model.Job, index int
 	rows := target.Newest(ch.Records)
 	b := fs.Batch()
 	st, err := tg.Stage(ctx, b, target.Batch{Job: job, Chunk: index, Rows: rows, Now: now})
-	if err == nil {
+	if err == nil && st.Imported > 0 { // a target stages writes only for the rows it imports
 		_, err = b.Commit(ctx)
 	}
 	if err != nil {
