@@ -3,8 +3,9 @@
 #   make demo            the whole pipeline end to end on the emulators (DUPLICATES=1: every message twice, 2 s apart)
 #   make test            unit, emulator and end-to-end tests, plus the offline terraform checks
 #   make chaos           the chaos/property suite (CHAOS_CHECKS=N, CHAOS_SEED=S, CHAOS_RUN=regexp, CHAOS_FLAGS=...)
+#   make fuzz            every go test -fuzz target for FUZZTIME each (default 20s); their seed corpora run in make test too
 #   make bench           the benchmark; writes docs/bench/REPORT.md
-#   make ci              what .ci/run runs: test, then chaos with the seed of the commit
+#   make ci              what .ci/run runs: test, fuzz, then chaos with the seed of the commit
 
 GO        ?= go
 BIN       := bin/oncesync
@@ -17,8 +18,9 @@ CHAOS_CHECKS ?= 0
 CHAOS_SEED   ?= 0
 CHAOS_RUN    ?= ^TestChaos|^TestMutant|^TestIncident
 CHAOS_FLAGS  ?=
+FUZZTIME     ?= 20s
 
-.PHONY: setup build demo test lint chaos bench ci
+.PHONY: setup build demo test lint chaos fuzz bench ci
 
 setup:
 	@bash harness/scripts/setup.sh
@@ -43,11 +45,21 @@ chaos: setup build
 	$(EMU) $(GO) test -count=1 -timeout 60m -run '$(CHAOS_RUN)' ./harness/chaos \
 		-chaos.checks=$(CHAOS_CHECKS) -chaos.seed=$(CHAOS_SEED) -v $(CHAOS_FLAGS)
 
+# Every Fuzz function of every package, found in the sources (a new target needs no entry here).
+# A failing input is written to the package's testdata/fuzz/<Target>/: fix it, and commit it.
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' functions shared harness); do \
+		for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz ./$$(dirname $$f) $$fn for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+		done; \
+	done
+
 bench: setup build
 	$(BIN) bench --out docs/bench
 
 # CI's chaos seed comes from the commit (see .ci/run): the same commit always runs the same cases.
 COMMIT_SEED = $(shell printf %d 0x$$(git rev-parse --short=15 HEAD))
 
-ci: test
+ci: test fuzz
 	$(MAKE) chaos CHAOS_SEED=$(COMMIT_SEED)

@@ -5,6 +5,12 @@
 //
 // Each entry point builds its dependencies from the environment once, on its first event (cold
 // start), and reuses them for every later event the instance serves.
+//
+// They are registered as HTTP functions, not CloudEvent functions, though Eventarc delivers
+// CloudEvents: the framework answers a request that is not a valid CloudEvent (no ce-source, no
+// ce-specversion, a body it cannot convert) with 400 or 415 before any of our code runs, which
+// records nothing while Pub/Sub redelivers it. delivery.Gate.HTTP decodes the CloudEvent with the
+// same SDK and dead-letters what it cannot decode.
 package oncesync
 
 import (
@@ -15,7 +21,7 @@ import (
 
 func init() {
 	entry := app.NewEntry()
-	functions.CloudEvent("Scheduler", entry.Scheduler)
-	functions.CloudEvent("Expander", entry.Expander)
-	functions.CloudEvent("Importer", entry.Importer)
+	functions.HTTP("Scheduler", entry.Scheduler)
+	functions.HTTP("Expander", entry.Expander)
+	functions.HTTP("Importer", entry.Importer)
 }

@@ -512,10 +512,19 @@ func indexKey(collection, scope string, fields, orders []string) string {
 
 // --- Source, variables, rendered environment ---------------------------------------------------
 
-// Paths the source zip must leave out: tooling, fixtures, this directory, tests, git.
-var mustExclude = []string{".git", "harness", "terraform", "fixtures", "_test.go"}
+// inZip reports whether a file may be in the source zip: the allow-list of what the build
+// reads (the root package, functions/, shared/, go.mod, go.sum), never a test or test data.
+func inZip(f string) bool {
+	switch {
+	case f == "go.mod" || f == "go.sum":
+		return true
+	case !strings.HasSuffix(f, ".go") || strings.HasSuffix(f, "_test.go") || strings.Contains("/"+f, "/testdata/"):
+		return false
+	}
+	return !strings.Contains(f, "/") || strings.HasPrefix(f, "functions/") || strings.HasPrefix(f, "shared/")
+}
 
-func (m *module) checkSource(fns map[string]*deployment) {
+func (m *module) checkSource(code Code, fns map[string]*deployment) {
 	objects := map[string]bool{}
 	for _, ep := range sortedKeys(fns) {
 		fn := fns[ep]
@@ -538,22 +547,64 @@ func (m *module) checkSource(fns map[string]*deployment) {
 		m.add("source", "data.archive_file", nil, "no archive_file builds the source zip")
 	}
 	for _, b := range archives {
-		var excludes []string
-		if a := b.body.Attributes["excludes"]; a != nil {
-			if v, diags := a.Expr.Value(m.ctx); !diags.HasErrors() && v.CanIterateElements() {
-				for it := v.ElementIterator(); it.Next(); {
-					if _, e := it.Element(); e.Type() == cty.String && e.IsKnown() {
-						excludes = append(excludes, e.AsString())
-					}
-				}
+		files, err := m.archiveFiles(b)
+		if err != nil {
+			m.add("source", b.addr(), &b.rng, "%v", err)
+			continue
+		}
+		for _, f := range files {
+			if !inZip(f) {
+				m.add("source", b.addr(), &b.rng, "the zip would hold %s, which is not on the allow-list (root package, functions/, shared/, go.mod, go.sum; no tests)", f)
 			}
 		}
-		for _, p := range mustExclude {
-			if !slices.ContainsFunc(excludes, func(x string) bool { return x == p+"/**" || strings.HasSuffix(x, "*"+p) }) {
-				m.add("source", b.addr(), &b.rng, "excludes does not leave out %s", p)
+		for _, f := range code.BuildFiles {
+			if !slices.Contains(files, f) {
+				m.add("source", b.addr(), &b.rng, "the zip lacks %s, which the build needs", f)
 			}
 		}
 	}
+}
+
+// archiveFiles returns the files an archive_file zips: the for_each of its dynamic "source"
+// blocks, evaluated. Anything else (source_dir, source_file, literal source blocks) is refused:
+// the zip must be an allow-list the check can read.
+func (m *module) archiveFiles(b *block) ([]string, error) {
+	for _, a := range []string{"source_dir", "source_file", "source_content"} {
+		if _, ok := b.body.Attributes[a]; ok {
+			return nil, fmt.Errorf("%s zips whatever is there; list the files instead (dynamic \"source\" blocks over an allow-list)", a)
+		}
+	}
+	var files []string
+	found := false
+	for _, d := range b.body.Blocks {
+		if d.Type == "source" {
+			return nil, errors.New("a literal source block; list the files with one dynamic \"source\" block over an allow-list")
+		}
+		if d.Type != "dynamic" || len(d.Labels) != 1 || d.Labels[0] != "source" {
+			continue
+		}
+		a := d.Body.Attributes["for_each"]
+		if a == nil {
+			return nil, errors.New("dynamic \"source\" has no for_each")
+		}
+		v, diags := a.Expr.Value(m.ctx)
+		if diags.HasErrors() || !v.IsWhollyKnown() || !v.CanIterateElements() {
+			return nil, fmt.Errorf("dynamic \"source\" for_each cannot be evaluated offline: %s", diags.Error())
+		}
+		for it := v.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e.Type() != cty.String {
+				return nil, fmt.Errorf("dynamic \"source\" for_each holds %s, want file names", e.Type().FriendlyName())
+			}
+			files = append(files, e.AsString())
+		}
+		found = true
+	}
+	if !found {
+		return nil, errors.New("no dynamic \"source\" block lists the files to zip")
+	}
+	slices.Sort(files)
+	return files, nil
 }
 
 func (m *module) checkVariables() {

@@ -22,6 +22,8 @@ import (
 
 // Code is what the code says the deployment must provide. LoadCode reads it from the module.
 type Code struct {
+	Root              string   // the module root, absolute: the configuration's path.module is Root/terraform
+	BuildFiles        []string // what the buildpack compiles: go.mod, go.sum and the Go files of the root package and every package of the module it imports, relative to Root
 	EntryPoints       []string // registered with the functions framework in the module root
 	ConfigEntryPoints []string // config.EntryPoints
 	Runtime           string   // Cloud Functions runtime matching go.mod, e.g. "go126"
@@ -47,7 +49,17 @@ func LoadCode(root string) (Code, error) {
 	if err != nil {
 		return Code{}, err
 	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return Code{}, fmt.Errorf("terraform: %w", err)
+	}
+	files, err := buildFiles(abs)
+	if err != nil {
+		return Code{}, err
+	}
 	return Code{
+		Root:              abs,
+		BuildFiles:        files,
 		EntryPoints:       eps,
 		ConfigEntryPoints: slices.Clone(config.EntryPoints),
 		Runtime:           rt,
@@ -216,4 +228,46 @@ func constIn(dir, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("string constant %s not found in %s", name, dir)
+}
+
+// buildFiles returns what building the module root's package reads: go.mod, go.sum, and the
+// non-test Go files of the root package and of every package of the module it imports,
+// transitively (parsed with go/parser, imports only), relative to root and sorted.
+func buildFiles(root string) ([]string, error) {
+	modPath, err := modulePath(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return nil, err
+	}
+	files := []string{"go.mod", "go.sum"}
+	seen := map[string]bool{"": true}
+	queue := []string{""} // package directories relative to root; "" is the root package
+	for len(queue) > 0 {
+		dir := queue[0]
+		queue = queue[1:]
+		entries, err := os.ReadDir(filepath.Join(root, dir))
+		if err != nil {
+			return nil, fmt.Errorf("terraform: package %s: %w", dir, err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if e.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+				continue
+			}
+			rel := filepath.ToSlash(filepath.Join(dir, name))
+			f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(root, rel), nil, parser.ImportsOnly)
+			if err != nil {
+				return nil, fmt.Errorf("terraform: %w", err)
+			}
+			files = append(files, rel)
+			for _, im := range f.Imports {
+				p, _ := strconv.Unquote(im.Path.Value)
+				if sub, ok := strings.CutPrefix(p, modPath+"/"); ok && !seen[sub] {
+					seen[sub] = true
+					queue = append(queue, sub)
+				}
+			}
+		}
+	}
+	slices.Sort(files)
+	return files, nil
 }

@@ -29,6 +29,7 @@ package terraform
 import (
 	"cmp"
 	"fmt"
+	"path/filepath"
 	"slices"
 )
 
@@ -50,7 +51,11 @@ func (f Finding) String() string {
 
 // Check compares the Terraform configuration in dir with code and returns every disagreement.
 func Check(dir string, code Code) []Finding {
-	m := load(dir)
+	pathModule := dir
+	if code.Root != "" {
+		pathModule = filepath.Join(code.Root, "terraform")
+	}
+	m := load(dir, pathModule)
 	if len(m.findings) > 0 { // unparsable: nothing else is reliable
 		return m.findings
 	}
@@ -60,17 +65,21 @@ func Check(dir string, code Code) []Finding {
 	m.checkWiring(fns)
 	m.checkIAM(fns)
 	m.checkFirestore(code)
-	m.checkSource(fns)
+	m.checkSource(code, fns)
 	m.checkVariables()
 	m.checkConfigLoad(code, fns)
 	m.checkPublic()
-	slices.SortStableFunc(m.findings, func(a, b Finding) int {
-		return cmp.Or(cmp.Compare(a.Check, b.Check), cmp.Compare(a.Subject, b.Subject), cmp.Compare(a.Message, b.Message))
-	})
+	sortFindings(m.findings)
 	return m.findings
 }
 
 // --- Small helpers ------------------------------------------------------------------------------
+
+func sortFindings(fs []Finding) {
+	slices.SortStableFunc(fs, func(a, b Finding) int {
+		return cmp.Or(cmp.Compare(a.Check, b.Check), cmp.Compare(a.Subject, b.Subject), cmp.Compare(a.Message, b.Message))
+	})
+}
 
 func sameSet(a, b []string) bool {
 	a, b = slices.Clone(a), slices.Clone(b)

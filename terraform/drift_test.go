@@ -33,6 +33,17 @@ func TestLoadCodeReadsTheModule(t *testing.T) {
 	if !regexp.MustCompile(`^go1[0-9]{2}$`).MatchString(code.Runtime) {
 		t.Errorf("runtime = %q, want go1NN", code.Runtime)
 	}
+	// What the build reads: the root package and what it imports, never tests, tools or the harness.
+	for _, f := range []string{"go.mod", "go.sum", "functions.go", "functions/app/app.go", "shared/delivery/http.go", "shared/idem/run.go"} {
+		if !slices.Contains(code.BuildFiles, f) {
+			t.Errorf("build files lack %s: %v", f, code.BuildFiles)
+		}
+	}
+	for _, f := range code.BuildFiles {
+		if strings.HasSuffix(f, "_test.go") || strings.HasPrefix(f, "harness/") || strings.HasPrefix(f, "shared/cmd/") || strings.HasPrefix(f, "shared/audit/") {
+			t.Errorf("build files hold %s, which the functions do not import", f)
+		}
+	}
 }
 
 func TestLoadCodeResolvesRegistrations(t *testing.T) {
@@ -191,7 +202,16 @@ resource "google_secret_manager_secret_version" "source_token" {
 		{"ingress open", "functions.tf", replaceOnce("ALLOW_INTERNAL_ONLY\"\n    all_traffic_on_latest_revision   = true\n    timeout_seconds                  = var.importer", "ALLOW_ALL\"\n    all_traffic_on_latest_revision   = true\n    timeout_seconds                  = var.importer"), "ingress", "ALLOW_ALL"},
 		{"timeout hard-coded", "functions.tf", replaceOnce("timeout_seconds                  = var.expander.timeout_seconds", "timeout_seconds                  = 60"), "limits", "timeout_seconds"},
 		{"event type changed", "functions.tf", replaceOnce("event_type            = \"google.cloud.pubsub.topic.v1.messagePublished\"\n    pubsub_topic          = google_pubsub_topic.ticks.id", "event_type            = \"google.cloud.storage.object.v1.finalized\"\n    pubsub_topic          = google_pubsub_topic.ticks.id"), "trigger", "finalized"},
-		{"harness shipped in the zip", "source.tf", replaceOnce(`"harness", "harness/**",`, ""), "source", "harness"},
+		{"harness shipped in the zip", "source.tf", replaceOnce(`fileset(local.source_root, "shared/**/*.go"),`, `fileset(local.source_root, "shared/**/*.go"), fileset(local.source_root, "harness/**/*.go"),`), "source", "harness/"},
+		{"bin/ and docs/ shipped in the zip", "source.tf", replaceOnce(`["go.mod", "go.sum"],`, `["go.mod", "go.sum"], fileset(local.source_root, "docs/*.md"), fileset(local.source_root, "Makefile"),`), "source", "Makefile"},
+		{"tests shipped in the zip", "source.tf", replaceOnce(`f if !endswith(f, "_test.go") && `, `f if `), "source", "_test.go"},
+		{"test data shipped in the zip", "source.tf", func(t *testing.T, src string) string {
+			src = replaceOnce(`fileset(local.source_root, "shared/**/*.go"),`, `fileset(local.source_root, "shared/**"),`)(t, src)
+			return replaceOnce(` && !strcontains("/${f}", "/testdata/")`, "")(t, src)
+		}, "source", "testdata/fuzz/"},
+		{"a package the build imports left out", "source.tf", replaceOnce(`fileset(local.source_root, "shared/**/*.go"),`, `fileset(local.source_root, "shared/idem/*.go"),`), "source", "lacks shared/delivery/delivery.go"},
+		{"the whole tree zipped", "source.tf", replaceOnce(`  type             = "zip"`, `  type             = "zip"
+  source_dir       = "${path.module}/.."`), "source", "source_dir"},
 		{"value the code rejects", "functions.tf", replaceOnce(`ONCESYNC_LEASE             = "${var.lease_minutes}m"`, `ONCESYNC_LEASE             = "${var.lease_minutes} minutes"`), "config-load", config.EnvLease},
 		{"variable without description", "variables.tf", replaceOnce(`  description = "IANA time zone the schedule is read in."`+"\n", ""), "variable-doc", "time_zone"},
 		{"required variable missing from the example", "terraform.tfvars.example", replaceOnce(`source_url = "https://example.my.salesforce.com"`, ""), "tfvars-example", "source_url"},

@@ -2,9 +2,12 @@ package terraform
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
+	"github.com/bmatcuk/doublestar/v4"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -68,6 +71,7 @@ func (b *block) addr() string {
 // module is the configuration of one directory, parsed, plus the findings so far.
 type module struct {
 	dir       string
+	path      string // what path.module evaluates to
 	resources map[string][]*block
 	data      map[string][]*block
 	variables map[string]*hclsyntax.Body
@@ -85,9 +89,12 @@ func (m *module) add(check, subject string, rng *hcl.Range, format string, args 
 	m.findings = append(m.findings, f)
 }
 
-func load(dir string) *module {
+// load reads the configuration in dir; path.module evaluates to pathModule (where the
+// configuration lives in the module: a test's copy of it is checked as if it were there).
+func load(dir, pathModule string) *module {
 	m := &module{
 		dir:       dir,
+		path:      pathModule,
 		resources: map[string][]*block{},
 		data:      map[string][]*block{},
 		variables: map[string]*hclsyntax.Body{},
@@ -142,7 +149,7 @@ func (m *module) evalContext(vals map[string]cty.Value) *hcl.EvalContext {
 		vars[k] = v
 	}
 	ctx := &hcl.EvalContext{
-		Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)},
+		Variables: map[string]cty.Value{"var": cty.ObjectVal(vars), "path": cty.ObjectVal(map[string]cty.Value{"module": cty.StringVal(m.path)})},
 		Functions: functions,
 	}
 	locals := map[string]cty.Value{}
@@ -195,6 +202,31 @@ var functions = map[string]function.Function{
 	"upper":    stdlib.UpperFunc,
 	"max":      stdlib.MaxFunc,
 	"min":      stdlib.MinFunc,
+	"concat":   stdlib.ConcatFunc,
+	"setunion": stdlib.SetUnionFunc,
+	"sort":     stdlib.SortFunc,
+	"fileset": function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "path", Type: cty.String}, {Name: "pattern", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.Set(cty.String)),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			// Terraform's fileset: files only, paths relative to path, with forward slashes.
+			matches, err := doublestar.Glob(os.DirFS(args[0].AsString()), args[1].AsString(), doublestar.WithFilesOnly())
+			if err != nil {
+				return cty.NilVal, err
+			}
+			if len(matches) == 0 {
+				return cty.SetValEmpty(cty.String), nil
+			}
+			vals := make([]cty.Value, len(matches))
+			for i, s := range matches {
+				vals[i] = cty.StringVal(s)
+			}
+			return cty.SetVal(vals), nil
+		},
+	}),
+	"endswith":    stringTest(strings.HasSuffix),
+	"startswith":  stringTest(strings.HasPrefix),
+	"strcontains": stringTest(strings.Contains),
 	"tostring": function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType, AllowNull: true}},
 		Type:   function.StaticReturnType(cty.String),
@@ -202,6 +234,17 @@ var functions = map[string]function.Function{
 			return convert.Convert(args[0], cty.String)
 		},
 	}),
+}
+
+// stringTest is a Terraform function f(s, x) returning a bool.
+func stringTest(f func(s, x string) bool) function.Function {
+	return function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "s", Type: cty.String}, {Name: "x", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.Bool),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			return cty.BoolVal(f(args[0].AsString(), args[1].AsString())), nil
+		},
+	})
 }
 
 // --- Expression helpers -----------------------------------------------------------------------

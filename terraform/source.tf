@@ -1,24 +1,35 @@
-# The function source: one zip of the module root, shared by the three functions. The Go
-# buildpack builds only the root package (functions.go and the packages it imports), so tooling,
-# fixtures and tests stay out of the upload. The object name carries the zip's hash: a code change
-# uploads a new object and redeploys the functions; an unchanged tree is a no-op.
+# The function source: one zip shared by the three functions, holding exactly what the Go
+# buildpack builds: the root package (functions.go), functions/ and shared/ (the packages it
+# imports), go.mod and go.sum. It is an allow-list, so nothing else a checkout accumulates (bin/,
+# docs/, the harness, test files and their data) reaches the upload or changes the zip's hash.
+# The object name carries that hash: a code change uploads a new object and redeploys the
+# functions; a rebuild, a benchmark run or a README edit is a no-op. The offline drift test
+# (drift_test.go) fails when the list holds anything else, or lacks a file the build reads.
+
+locals {
+  source_root = "${path.module}/.."
+  source_files = sort([
+    for f in setunion(
+      fileset(local.source_root, "*.go"),
+      fileset(local.source_root, "functions/**/*.go"),
+      fileset(local.source_root, "shared/**/*.go"),
+      ["go.mod", "go.sum"],
+    ) : f if !endswith(f, "_test.go") && !strcontains("/${f}", "/testdata/")
+  ])
+}
 
 data "archive_file" "source" {
   type             = "zip"
-  source_dir       = "${path.module}/.."
   output_path      = "${path.module}/.build/oncesync-source.zip"
   output_file_mode = "0644" # the same tree hashes the same on every machine
 
-  excludes = [
-    ".git", ".git/**",
-    ".ci", ".ci/**",
-    "harness", "harness/**",
-    "terraform", "terraform/**",
-    "fixtures", "fixtures/**",
-    "**/testdata", "**/testdata/**",
-    "**/*_test.go",
-    "oncesync", # the operator binary `go build ./harness/cmd/oncesync` leaves in the root
-  ]
+  dynamic "source" {
+    for_each = local.source_files
+    content {
+      filename = source.value
+      content  = file("${local.source_root}/${source.value}")
+    }
+  }
 }
 
 resource "google_storage_bucket" "source" {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -90,8 +91,28 @@ func (c Components) gate(fn string) *delivery.Gate {
 	return &delivery.Gate{Function: fn, Project: c.Config.Project, Logger: c.Logger, Sink: c.DeadLetters, MaxAge: c.Config.MaxDeliveryAge, Now: c.Now}
 }
 
-// Handler returns entry point fn's handler, decoding and deciding deliveries through a Gate.
+// Handler returns entry point fn's handler as a CloudEvent function, decoding and deciding
+// deliveries through a Gate (what the harness calls in process).
 func (c Components) Handler(fn string) (CloudEventFunc, error) {
+	h, err := c.handler(fn)
+	if err != nil {
+		return nil, err
+	}
+	return c.gate(fn).CloudEvent(h), nil
+}
+
+// HTTPHandler returns entry point fn's handler behind the Gate's HTTP front (what is deployed):
+// requests the functions framework would reject before any CloudEvent exists are dead-lettered
+// too (see delivery.Gate.HTTP).
+func (c Components) HTTPHandler(fn string) (http.Handler, error) {
+	h, err := c.handler(fn)
+	if err != nil {
+		return nil, err
+	}
+	return c.gate(fn).HTTP(h), nil
+}
+
+func (c Components) handler(fn string) (delivery.Handler, error) {
 	var h delivery.Handler
 	switch fn {
 	case config.Scheduler:
@@ -124,7 +145,7 @@ func (c Components) Handler(fn string) (CloudEventFunc, error) {
 	default:
 		return nil, fmt.Errorf("app: unknown entry point %q", fn)
 	}
-	return c.gate(fn).CloudEvent(h), nil
+	return h, nil
 }
 
 // Entry is the production entry points. Each builds its handler from the environment on its
@@ -133,41 +154,38 @@ func (c Components) Handler(fn string) (CloudEventFunc, error) {
 type Entry struct {
 	getenv func(string) string
 	mu     sync.Mutex
-	built  map[string]CloudEventFunc
+	built  map[string]http.Handler
 	fs     *firestore.Client
 	ps     *pubsub.Client
 	pub    *bus.PubSub
 }
 
 // NewEntry returns entry points reading the process environment.
-func NewEntry() *Entry { return &Entry{getenv: os.Getenv, built: map[string]CloudEventFunc{}} }
+func NewEntry() *Entry { return &Entry{getenv: os.Getenv, built: map[string]http.Handler{}} }
 
 // Scheduler is the Scheduler entry point.
-func (e *Entry) Scheduler(ctx context.Context, ev event.Event) error {
-	return e.call(ctx, config.Scheduler, ev)
-}
+func (e *Entry) Scheduler(w http.ResponseWriter, r *http.Request) { e.serve(config.Scheduler, w, r) }
 
 // Expander is the Expander entry point.
-func (e *Entry) Expander(ctx context.Context, ev event.Event) error {
-	return e.call(ctx, config.Expander, ev)
-}
+func (e *Entry) Expander(w http.ResponseWriter, r *http.Request) { e.serve(config.Expander, w, r) }
 
 // Importer is the Importer entry point.
-func (e *Entry) Importer(ctx context.Context, ev event.Event) error {
-	return e.call(ctx, config.Importer, ev)
-}
+func (e *Entry) Importer(w http.ResponseWriter, r *http.Request) { e.serve(config.Importer, w, r) }
 
-func (e *Entry) call(ctx context.Context, fn string, ev event.Event) error {
-	h, err := e.handler(ctx, fn)
+// serve answers 500 while the function cannot be built (bad configuration, a client that cannot
+// start): Pub/Sub redelivers, and the message is not lost.
+func (e *Entry) serve(fn string, w http.ResponseWriter, r *http.Request) {
+	h, err := e.handler(r.Context(), fn)
 	if err != nil {
 		logging.New(os.Stderr, slog.LevelInfo).Error("function cannot start", slog.String(logging.Function, fn),
-			slog.String(logging.MessageID, ev.ID()), slog.String("error", err.Error()))
-		return err
+			slog.String(logging.MessageID, r.Header.Get("Ce-Id")), slog.String("error", err.Error()))
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
 	}
-	return h(ctx, ev)
+	h.ServeHTTP(w, r)
 }
 
-func (e *Entry) handler(ctx context.Context, fn string) (CloudEventFunc, error) {
+func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if h, ok := e.built[fn]; ok {
@@ -202,7 +220,7 @@ func (e *Entry) handler(ctx context.Context, fn string) (CloudEventFunc, error) 
 	if err != nil {
 		return nil, err
 	}
-	h, err := comps.Handler(fn)
+	h, err := comps.HTTPHandler(fn)
 	if err != nil {
 		return nil, err
 	}

@@ -1,22 +1,23 @@
 package app
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/oncesync/oncesync/shared/config"
 )
 
 func TestEntryFailsClearlyWithoutConfiguration(t *testing.T) {
-	e := &Entry{getenv: func(string) string { return "" }, built: map[string]CloudEventFunc{}}
-	ev := event.New()
-	ev.SetID("1")
-	for name, fn := range map[string]CloudEventFunc{config.Scheduler: e.Scheduler, config.Expander: e.Expander, config.Importer: e.Importer} {
-		err := fn(t.Context(), ev)
-		if err == nil || !strings.Contains(err.Error(), config.EnvProject) {
-			t.Errorf("%s without configuration: %v, want an error naming %s (and a redelivery)", name, err, config.EnvProject)
+	e := &Entry{getenv: func(string) string { return "" }, built: map[string]http.Handler{}}
+	for name, fn := range map[string]http.HandlerFunc{config.Scheduler: e.Scheduler, config.Expander: e.Expander, config.Importer: e.Importer} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("{}"))
+		r.Header.Set("Ce-Id", "1")
+		fn(w, r)
+		if w.Code != http.StatusInternalServerError || !strings.Contains(w.Body.String(), config.EnvProject) {
+			t.Errorf("%s without configuration: %d %q, want 500 (a redelivery) naming %s", name, w.Code, w.Body.String(), config.EnvProject)
 		}
 	}
 	if len(e.built) != 0 {

@@ -129,15 +129,24 @@ func New(cfg Config) (*Handler, error) {
 	return &Handler{cfg: cfg}, nil
 }
 
+// decode reads an expand message. Errors are poison.
+func decode(m delivery.Message) (model.ExpandMessage, error) {
+	var em model.ExpandMessage
+	if err := delivery.DecodeJSON(m, &em); err != nil {
+		return em, err
+	}
+	if em.JobID == "" || em.TenantID == "" {
+		return em, delivery.Poison("missing_field", "expand message %s needs jobId and tenantId", m.ID)
+	}
+	return em, nil
+}
+
 // Handle handles one expand message.
 func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	started := h.cfg.Elapsed()
-	var em model.ExpandMessage
-	if err := delivery.DecodeJSON(m, &em); err != nil {
+	em, err := decode(m)
+	if err != nil {
 		return err
-	}
-	if em.JobID == "" || em.TenantID == "" {
-		return delivery.Poison("missing_field", "expand message %s needs jobId and tenantId", m.ID)
 	}
 	key := idem.ExpandKey(em.JobID).WithPayload(em)
 	ctx = logging.With(ctx, slog.String(logging.Tenant, em.TenantID), slog.String(logging.Job, em.JobID), slog.String(logging.Key, key.String()))

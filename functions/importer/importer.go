@@ -74,20 +74,29 @@ func New(cfg Config) (*Handler, error) {
 	return &Handler{cfg: cfg}, nil
 }
 
-// Handle handles one chunk message.
-func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
+// decode reads a chunk message. Errors are poison.
+func decode(m delivery.Message) (model.ChunkMessage, error) {
 	var cm model.ChunkMessage
 	if err := delivery.DecodeJSON(m, &cm); err != nil {
-		return err
+		return cm, err
 	}
 	if cm.JobID == "" || cm.TenantID == "" || cm.Chunk < 0 {
-		return delivery.Poison("missing_field", "chunk message %s needs jobId, tenantId and a chunk index >= 0", m.ID)
+		return cm, delivery.Poison("missing_field", "chunk message %s needs jobId, tenantId and a chunk index >= 0", m.ID)
+	}
+	return cm, nil
+}
+
+// Handle handles one chunk message.
+func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
+	cm, err := decode(m)
+	if err != nil {
+		return err
 	}
 	key := idem.ChunkKey(cm.JobID, cm.Chunk).WithPayload(cm)
 	ctx = logging.With(ctx, slog.String(logging.Tenant, cm.TenantID), slog.String(logging.Job, cm.JobID),
 		slog.String(logging.Chunk, strconv.Itoa(cm.Chunk)), slog.String(logging.Key, key.String()))
 	labels := map[string]string{"tenant": cm.TenantID, "job": cm.JobID, "chunk": strconv.Itoa(cm.Chunk), "messageId": m.ID}
-	err := h.cfg.Guard.Run(ctx, key, "Importer/"+m.ID+"/"+uuid.NewString(), labels, func(ctx context.Context, _ *idem.Lease) error {
+	err = h.cfg.Guard.Run(ctx, key, "Importer/"+m.ID+"/"+uuid.NewString(), labels, func(ctx context.Context, _ *idem.Lease) error {
 		h.cfg.Probe.At(ctx, StepClaimed)
 		if err := h.importChunk(ctx, cm); err != nil {
 			return err

@@ -94,12 +94,13 @@ func New(cfg Config) (*Handler, error) {
 	return &Handler{cfg: cfg}, nil
 }
 
-// Handle handles one tick message.
-func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
+// decode reads a tick: Cloud Scheduler's body may be empty, and then the message ID and publish
+// time stand in for the tick's ID and time. Errors are poison.
+func decode(m delivery.Message) (model.TickMessage, error) {
 	var tick model.TickMessage
 	if len(bytes.TrimSpace(m.Data)) > 0 {
 		if err := delivery.DecodeJSON(m, &tick); err != nil {
-			return err
+			return tick, err
 		}
 	}
 	if tick.TickID == "" {
@@ -109,7 +110,16 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 		tick.At = m.PublishTime
 	}
 	if tick.At.IsZero() {
-		return delivery.Poison("malformed_message", "tick %s has no time and no publish time", tick.TickID)
+		return tick, delivery.Poison("malformed_message", "tick %s has no time and no publish time", tick.TickID)
+	}
+	return tick, nil
+}
+
+// Handle handles one tick message.
+func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
+	tick, err := decode(m)
+	if err != nil {
+		return err
 	}
 	key := idem.TickKey(tick.TickID)
 	ctx = logging.With(ctx, slog.String(logging.Key, key.String()))

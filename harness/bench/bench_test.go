@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/xml"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
@@ -172,17 +172,14 @@ func TestWriteReport(t *testing.T) {
 func TestMeterAttributesDeliveries(t *testing.T) {
 	m := newMeter(false)
 	var seen []string
-	h := m.wrap(config.Importer, func(ctx context.Context, _ event.Event) error {
-		seen = append(seen, keyOf(ctx))
-		m.update(keyOf(ctx), func(c *Counts) { c.SourceCalls++ })
-		return nil
-	})
-	ev := event.New()
-	ev.SetID("m1")
+	h := m.wrap(config.Importer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, keyOf(r.Context()))
+		m.update(keyOf(r.Context()), func(c *Counts) { c.SourceCalls++ })
+	}))
 	for range 3 {
-		if err := h(context.Background(), ev); err != nil {
-			t.Fatal(err)
-		}
+		r := httptest.NewRequest(http.MethodPost, "/Importer", nil)
+		r.Header.Set("Ce-Id", "m1")
+		h.ServeHTTP(httptest.NewRecorder(), r)
 	}
 	want := []string{"Importer/first", "Importer/repeat", "Importer/repeat"}
 	if strings.Join(seen, ",") != strings.Join(want, ",") {

@@ -21,7 +21,6 @@ import (
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
-	"github.com/cloudevents/sdk-go/v2/event"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -290,36 +289,49 @@ func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // wrap tags each delivery of entry point fn and counts it.
-func (m *meter) wrap(fn string, h app.CloudEventFunc) app.CloudEventFunc {
-	return func(ctx context.Context, ev event.Event) error {
+func (m *meter) wrap(fn string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("Ce-Id")
 		m.mu.Lock()
-		m.seen[fn+"\x00"+ev.ID()]++
+		m.seen[fn+"\x00"+id]++
 		class := First
-		if m.seen[fn+"\x00"+ev.ID()] > 1 {
+		if m.seen[fn+"\x00"+id] > 1 {
 			class = Repeat
 		}
 		m.mu.Unlock()
 		key := fn + "/" + class
 		start := time.Now()
-		err := h(context.WithValue(ctx, tagKey{}, tag{key}), ev)
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), tagKey{}, tag{key})))
 		busy := time.Since(start)
+		failed := sw.code >= 300
 		m.update(key, func(c *Counts) {
 			c.Deliveries++
 			c.Busy += busy
 			c.Longest = max(c.Longest, busy)
-			if err != nil {
+			if failed {
 				c.Failed++
 			}
 		})
-		if err == nil && fn == config.Importer && class == First {
+		if !failed && fn == config.Importer && class == First {
 			m.mu.Lock()
 			if m.first.IsZero() {
 				m.first = time.Now()
 			}
 			m.mu.Unlock()
 		}
-		return err
-	}
+	})
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // Snapshot returns the counts so far.
@@ -421,11 +433,11 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		comps.Keys = Unguarded{Client: fs, Lease: cfg.Lease}
 	}
 	for _, fn := range config.EntryPoints {
-		h, err := comps.Handler(fn)
+		h, err := comps.HTTPHandler(fn)
 		if err != nil {
 			return err
 		}
-		if err := funcframework.RegisterCloudEventFunctionContext(ctx, PathPrefix+"/"+fn, m.wrap(fn, h)); err != nil {
+		if err := funcframework.RegisterHTTPFunctionContext(ctx, PathPrefix+"/"+fn, m.wrap(fn, h).ServeHTTP); err != nil {
 			return err
 		}
 	}

@@ -51,6 +51,7 @@ func (s *Store) DeadLetter(ctx context.Context, d model.DeadLetter) error {
 	}
 	full := d.Data
 	d = fitted(d)
+	d.Published = false
 	ref := s.Client.Collection(model.DeadLetters).Doc(d.ID)
 	_, err := ref.Create(ctx, d)
 	if status.Code(err) == codes.AlreadyExists {
@@ -62,29 +63,49 @@ func (s *Store) DeadLetter(ctx context.Context, d model.DeadLetter) error {
 		if err != nil {
 			return fmt.Errorf("deadletter: update %s: %w", d.ID, err)
 		}
-		return nil
-	}
-	if err != nil {
+		if s.Publisher == nil || s.Topic == "" {
+			return nil
+		}
+		// Published already, unless the first recording failed to publish (and so was redelivered).
+		snap, err := ref.Get(ctx)
+		if err != nil {
+			return fmt.Errorf("deadletter: read %s: %w", d.ID, err)
+		}
+		if published, _ := snap.DataAt("published"); published == true {
+			return nil
+		}
+	} else if err != nil {
 		return fmt.Errorf("deadletter: create %s: %w", d.ID, err)
 	}
-	if s.Publisher != nil && s.Topic != "" {
-		attrs := map[string]string{"deadLetter": d.ID, "kind": d.Kind, "function": d.Function, "reason": d.Reason}
-		for k, v := range d.Attributes {
-			if _, taken := attrs[k]; !taken {
-				attrs[k] = v
-			}
+	return s.publish(ctx, ref, d, full)
+}
+
+// publish puts d on the dead-letter topic, then marks it published. A failure returns an error,
+// so the delivery is retried and the next recording of the same failure publishes it: the topic
+// gets every dead letter at least once.
+func (s *Store) publish(ctx context.Context, ref *firestore.DocumentRef, d model.DeadLetter, full []byte) error {
+	if s.Publisher == nil || s.Topic == "" {
+		return nil
+	}
+	attrs := map[string]string{"deadLetter": d.ID, "kind": d.Kind, "function": d.Function, "reason": d.Reason}
+	for k, v := range d.Attributes {
+		if _, taken := attrs[k]; !taken {
+			attrs[k] = v
 		}
-		data := full
-		if d.Kind != model.DeadMessage {
-			m, err := bus.JSON(d, nil)
-			if err != nil {
-				return err
-			}
-			data = m.Data
+	}
+	data := full
+	if d.Kind != model.DeadMessage {
+		m, err := bus.JSON(d, nil)
+		if err != nil {
+			return err
 		}
-		if _, err := s.Publisher.Publish(ctx, s.Topic, bus.Message{Data: data, Attributes: attrs}); err != nil {
-			return fmt.Errorf("deadletter: publish %s: %w", d.ID, err)
-		}
+		data = m.Data
+	}
+	if _, err := s.Publisher.Publish(ctx, s.Topic, bus.Message{Data: data, Attributes: attrs}); err != nil {
+		return fmt.Errorf("deadletter: publish %s: %w", d.ID, err)
+	}
+	if _, err := ref.Update(ctx, []firestore.Update{{Path: "published", Value: true}}); err != nil {
+		return fmt.Errorf("deadletter: mark %s published: %w", d.ID, err)
 	}
 	return nil
 }

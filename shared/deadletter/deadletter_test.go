@@ -3,6 +3,7 @@ package deadletter_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -93,4 +94,46 @@ func stored(t *testing.T, fs *firestore.Client, id string) model.DeadLetter {
 		t.Fatal(err)
 	}
 	return got
+}
+
+// failing fails its first n publishes.
+type failing struct {
+	recorder
+	n int
+}
+
+func (f *failing) Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error) {
+	if f.n > 0 {
+		f.n--
+		return nil, errors.New("pubsub unavailable")
+	}
+	return f.recorder.Publish(ctx, topic, msgs...)
+}
+
+// A dead letter whose publication fails is published when the same failure is recorded again
+// (the delivery failed, so it comes back), and only then: the topic gets every dead letter.
+func TestDeadLetterUnpublishedIsPublishedOnTheNextRecording(t *testing.T) {
+	t.Parallel()
+	fs := emu.Firestore(t, emu.ProjectID(t))
+	pub := &failing{n: 1}
+	s := &deadletter.Store{Client: fs, Publisher: pub, Topic: "dead"}
+	ctx := t.Context()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := model.DeadLetter{ID: model.DocID("Importer", "m9"), Kind: model.DeadMessage, Function: "Importer", Reason: "unknown_job",
+		Error: "e", MessageID: "m9", Data: []byte(`{"x":1}`), FirstAt: t0, LastAt: t0, Attempts: 1}
+	if err := s.DeadLetter(ctx, d); err == nil {
+		t.Fatal("a failed publication reported success: the delivery would be acked with nothing on the topic")
+	}
+	if got := stored(t, fs, d.ID); got.Published {
+		t.Fatalf("marked published after a failed publication: %+v", got)
+	}
+	for range 2 {
+		if err := s.DeadLetter(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := stored(t, fs, d.ID)
+	if !got.Published || got.Attempts != 3 || len(pub.data) != 1 || string(pub.data[0]) != `{"x":1}` {
+		t.Errorf("published=%v attempts=%d, on the topic %d times (%q); want published once, 3 attempts", got.Published, got.Attempts, len(pub.data), pub.data)
+	}
 }

@@ -102,9 +102,12 @@ type pushBody struct {
 	DeliveryAttempt int    `json:"deliveryAttempt"`
 }
 
+// messagePublished is the CloudEvent type of a Pub/Sub message.
+const messagePublished = "google.cloud.pubsub.topic.v1.messagePublished"
+
 // Decode extracts the Pub/Sub message from a messagePublished CloudEvent. Errors wrap ErrPoison.
 func Decode(e event.Event) (Message, error) {
-	if e.Type() != "" && e.Type() != "google.cloud.pubsub.topic.v1.messagePublished" {
+	if e.Type() != "" && e.Type() != messagePublished {
 		return Message{}, Poison("malformed_event", "event type %q is not a Pub/Sub messagePublished event", e.Type())
 	}
 	var b pushBody
@@ -125,9 +128,7 @@ func Decode(e event.Event) (Message, error) {
 	if m.ID == "" {
 		return Message{}, Poison("malformed_event", "event has no message ID")
 	}
-	if src := e.Source(); strings.Contains(src, "/topics/") {
-		m.Topic = src[strings.LastIndex(src, "/topics/")+len("/topics/"):]
-	}
+	m.Topic = topicOf(e.Source())
 	if tp, ok := e.Extensions()["traceparent"].(string); ok {
 		m.TraceID, m.SpanID = parseTraceparent(tp)
 	}
@@ -178,7 +179,7 @@ func (g *Gate) CloudEvent(h Handler) func(context.Context, event.Event) error {
 		))
 		m, err := Decode(e)
 		if err != nil {
-			raw := Message{ID: e.ID(), Data: e.Data(), PublishTime: e.Time()}
+			raw := Message{ID: e.ID(), Topic: topicOf(e.Source()), Data: e.Data(), PublishTime: e.Time()}
 			return g.decide(logging.With(ctx, slog.String(logging.MessageID, e.ID())), raw, err)
 		}
 		return g.Deliver(ctx, m, h)

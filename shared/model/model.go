@@ -294,6 +294,9 @@ type DeadLetter struct {
 	FirstAt       time.Time         `firestore:"firstAt" json:"firstAt"`
 	LastAt        time.Time         `firestore:"lastAt" json:"lastAt"`
 	Attempts      int               `firestore:"attempts" json:"attempts"`
-	ReplayedAt    time.Time         `firestore:"replayedAt" json:"replayedAt"`
-	Replays       int               `firestore:"replays" json:"replays"`
+	// Published is set once the dead letter is on the dead-letter topic; one whose publication
+	// failed is published again when the same failure is recorded again (its redelivery).
+	Published  bool      `firestore:"published" json:"published,omitempty"`
+	ReplayedAt time.Time `firestore:"replayedAt" json:"replayedAt"`
+	Replays    int       `firestore:"replays" json:"replays"`
 }

@@ -241,6 +241,11 @@ func (c *Client) page(ctx context.Context, u string) (*queryResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodePage(body)
+}
+
+// decodePage decodes one query response body.
+func decodePage(body []byte) (*queryResult, error) {
 	var res queryResult
 	if err := json.Unmarshal(body, &res); err != nil {
 		return nil, permanentf("response is not a query result: %v (body %q)", err, snippet(body))
