@@ -672,8 +672,15 @@ func (m *module) checkConfigLoad(code Code, fns map[string]*deployment) {
 		for name := range fn.secretEnv {
 			env[name] = "placeholder-secret"
 		}
-		if _, err := config.Load(ep, func(k string) string { return env[k] }); err != nil {
+		cfg, err := config.Load(ep, func(k string) string { return env[k] })
+		if err != nil {
 			m.add("config-load", fn.addr(), &fn.rng, "the deployed environment fails config.Load(%q): %v", ep, err)
+			continue
+		}
+		if ep == config.Expander && code.SourceCheck != nil {
+			if err := code.SourceCheck(cfg); err != nil {
+				m.add("config-load", fn.addr(), &fn.rng, "the connector refuses the deployed source settings: %v", err)
+			}
 		}
 	}
 }

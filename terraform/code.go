@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/mod/modfile"
 
+	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
 )
@@ -31,6 +32,9 @@ type Code struct {
 	TTLCollections    []string
 	TTLField          string
 	Indexes           []model.Index
+	// SourceCheck builds the connector a configuration names, as the expander does at cold
+	// start (app.NewSource): the deployed source settings must be ones the connector accepts.
+	SourceCheck func(config.Config) error
 }
 
 // Functions-framework import path and the registration functions whose first argument is an
@@ -67,6 +71,10 @@ func LoadCode(root string) (Code, error) {
 		TTLCollections:    slices.Clone(model.TTLCollections),
 		TTLField:          model.ExpireAtField,
 		Indexes:           slices.Clone(model.CompositeIndexes),
+		SourceCheck: func(c config.Config) error {
+			_, err := app.NewSource(c, app.SourceTuning{})
+			return err
+		},
 	}, nil
 }
 

@@ -212,6 +212,8 @@ resource "google_secret_manager_secret_version" "source_token" {
 		{"a package the build imports left out", "source.tf", replaceOnce(`fileset(local.source_root, "shared/**/*.go"),`, `fileset(local.source_root, "shared/idem/*.go"),`), "source", "lacks shared/delivery/delivery.go"},
 		{"the whole tree zipped", "source.tf", replaceOnce(`  type             = "zip"`, `  type             = "zip"
   source_dir       = "${path.module}/.."`), "source", "source_dir"},
+		{"page size the connector refuses", "functions.tf", replaceOnce(`ONCESYNC_PAGE_SIZE        = tostring(var.page_size)`, `ONCESYNC_PAGE_SIZE        = "100"`), "config-load", "page size 100"},
+		{"a connector oncesync does not have", "functions.tf", replaceOnce(`ONCESYNC_SOURCE_KIND      = var.source_kind`, `ONCESYNC_SOURCE_KIND      = "hubspot"`), "config-load", "hubspot"},
 		{"value the code rejects", "functions.tf", replaceOnce(`ONCESYNC_LEASE             = "${var.lease_minutes}m"`, `ONCESYNC_LEASE             = "${var.lease_minutes} minutes"`), "config-load", config.EnvLease},
 		{"variable without description", "variables.tf", replaceOnce(`  description = "IANA time zone the schedule is read in."`+"\n", ""), "variable-doc", "time_zone"},
 		{"required variable missing from the example", "terraform.tfvars.example", replaceOnce(`source_url = "https://example.my.salesforce.com"`, ""), "tfvars-example", "source_url"},

@@ -117,6 +117,7 @@ resource "google_cloudfunctions2_function" "expander" {
     environment_variables = merge(local.common_env, {
       ONCESYNC_TOPIC_EXPAND     = google_pubsub_topic.expand.name
       ONCESYNC_TOPIC_CHUNKS     = google_pubsub_topic.chunks.name
+      ONCESYNC_SOURCE_KIND      = var.source_kind
       ONCESYNC_SOURCE_URL       = var.source_url
       ONCESYNC_PAGE_SIZE        = tostring(var.page_size)
       ONCESYNC_SOURCE_TIMEOUT   = "${var.source_timeout_seconds}s"

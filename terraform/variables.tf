@@ -110,6 +110,17 @@ variable "source_token_version" {
   }
 }
 
+variable "source_kind" {
+  description = "The connector the expander searches with."
+  type        = string
+  default     = "salesforce"
+
+  validation {
+    condition     = contains(["salesforce"], var.source_kind)
+    error_message = "source_kind must be a connector oncesync has: salesforce."
+  }
+}
+
 variable "page_size" {
   description = "Records per source page the expander requests."
   type        = number

@@ -11,9 +11,8 @@ terraform {
       version = "~> 8.0" # validate and plan -refresh=false pass with 8.0.0 built from source
     }
     archive = {
-      source = "hashicorp/archive"
-      # 2.5.0 added glob patterns to archive_file's excludes.
-      version = "~> 2.5"
+      source  = "hashicorp/archive"
+      version = "~> 2.8" # the schema the offline checks hold the configuration against
     }
   }
 }

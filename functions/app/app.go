@@ -26,7 +26,6 @@ import (
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/logging"
 	"github.com/oncesync/oncesync/shared/probe"
-	"github.com/oncesync/oncesync/shared/source"
 	"github.com/oncesync/oncesync/shared/store"
 	"github.com/oncesync/oncesync/shared/target"
 )
@@ -210,7 +209,7 @@ func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 	}
 	var src Source
 	if fn == config.Expander {
-		c, err := source.New(source.Config{BaseURL: cfg.SourceURL, Token: cfg.SourceToken, PageSize: cfg.PageSize, Timeout: cfg.SourceTimeout})
+		c, err := NewSource(cfg, SourceTuning{})
 		if err != nil {
 			return nil, err
 		}

@@ -77,10 +77,8 @@ type Store interface {
 	FinishPlan(ctx context.Context, l *idem.Lease, job model.Job, chunks, rows, invalid int) (model.Job, error)
 }
 
-// Source runs a paged search.
-type Source interface {
-	Search(ctx context.Context, q source.Query, fn func(ctx context.Context, p source.Page) error) error
-}
+// Source runs a paged search: any connector (see package source).
+type Source = source.Source
 
 // Publisher publishes messages.
 type Publisher interface {
@@ -89,7 +87,6 @@ type Publisher interface {
 
 var (
 	_ Store     = store.Planner{}
-	_ Source    = (*source.Client)(nil)
 	_ Publisher = (*bus.PubSub)(nil)
 )
 
@@ -292,13 +289,14 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		readyBytes int
 		wrote      bool
 	)
-	cut := func() {
+	rule := model.ChunkRule{Size: job.ChunkSize, MaxBytes: h.cfg.MaxChunkBytes}
+	cut := func(by string) {
 		if len(cur) == 0 {
 			return
 		}
 		lastRow := cur[len(cur)-1]
 		ready = append(ready, model.Chunk{
-			Index: next, JobID: job.ID, TenantID: job.TenantID, Status: model.ChunkPending, Records: cur, Count: len(cur),
+			Index: next, JobID: job.ID, TenantID: job.TenantID, Status: model.ChunkPending, Records: cur, Count: len(cur), CutBy: by,
 			LastModstamp: lastRow.Modstamp, LastID: lastRow.ID, PlannedAt: h.cfg.Now().UTC(),
 		})
 		next++
@@ -327,16 +325,16 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		}
 		for _, r := range p.Records {
 			row := model.ChunkRecord{ID: r.ID, Modstamp: r.Modstamp.UTC(), Fields: r.Fields}
-			n, err := encodedSize(row)
-			if err != nil || n > h.cfg.MaxChunkBytes {
+			n, err := model.EncodedSize(row)
+			if err != nil || rule.TooLarge(n) {
 				raw, _ := json.Marshal(row)
 				if err := h.deadRow(ctx, job, raw, "record_too_large", fmt.Sprintf("row %s: %d bytes encoded (%v)", r.ID, n, err)); err != nil {
 					return err
 				}
 				continue
 			}
-			if len(cur) == job.ChunkSize || size+n > h.cfg.MaxChunkBytes {
-				cut()
+			if by, ok := rule.CutBefore(len(cur), size, n); ok {
+				cut(by)
 				if len(ready) >= maxChunksPerWrite || readyBytes >= maxBytesPerWrite {
 					if err := write(ctx); err != nil {
 						return err
@@ -360,7 +358,7 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		return nil
 	})
 	if err == nil {
-		cut()
+		cut(model.CutEnd)
 		err = write(ctx)
 	}
 	if errors.Is(err, errBudget) {
@@ -437,10 +435,4 @@ func (h *Handler) deadRow(ctx context.Context, job model.Job, raw []byte, reason
 	logging.From(ctx).Warn("bad source row dead-lettered", slog.String(logging.Event, "row_dead_lettered"),
 		slog.String("reason", reason), slog.String("detail", detail))
 	return nil
-}
-
-// encodedSize estimates a row's size inside a chunk document.
-func encodedSize(r model.ChunkRecord) (int, error) {
-	b, err := json.Marshal(r.Fields)
-	return len(b) + len(r.ID) + 64, err
 }

@@ -303,6 +303,14 @@ func TestChunksAreCutByBytesAndOversizedRowsDeadLettered(t *testing.T) {
 	if !slices.Equal(counts, []int{2, 2}) {
 		t.Errorf("chunk sizes %v, want [2 2]: cut by bytes, not by the chunk size of 100", counts)
 	}
+	// The plan passes the rule the audit and the chaos checker hold it to, bytes included.
+	rule := model.ChunkRule{Size: 100, MaxBytes: 200}
+	if len(w.chunks) != 2 || w.chunks[0].CutBy != model.CutBytes || w.chunks[1].CutBy != model.CutEnd {
+		t.Errorf("chunks cut by %q and %q, want %q then %q", w.chunks[0].CutBy, w.chunks[1].CutBy, model.CutBytes, model.CutEnd)
+	}
+	if v := rule.CheckPlan(w.chunks); len(v) != 0 {
+		t.Errorf("the plan breaks the chunk rule: %v", v)
+	}
 	var reasons []string
 	for _, d := range w.dead {
 		reasons = append(reasons, d.Reason)

@@ -33,7 +33,6 @@ import (
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
-	"github.com/oncesync/oncesync/shared/source"
 )
 
 // PathPrefix is where the bench-mode functions are served: /bench/Scheduler, /bench/Expander,
@@ -418,10 +417,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	defer ps.Close()
 	pub := bus.New(ps)
 	defer pub.Close()
-	src, err := source.New(source.Config{
-		BaseURL: cfg.SourceURL, Token: cfg.SourceToken, PageSize: cfg.PageSize, Timeout: cfg.SourceTimeout,
-		HTTPClient: &http.Client{Transport: countingTransport{m: m, next: http.DefaultTransport}},
-	})
+	src, err := app.NewSource(cfg, app.SourceTuning{HTTPClient: &http.Client{Transport: countingTransport{m: m, next: http.DefaultTransport}}})
 	if err != nil {
 		return err
 	}

@@ -54,10 +54,6 @@ type Run struct {
 	PeakRSS   int64
 	CPU       CPU // CPU seconds used during the run, per process
 
-	// IdleCount is how long the importer's count of DONE chunks takes on the settled emulator,
-	// for comparison with the time it took during the run (median of 5).
-	IdleCount time.Duration
-
 	Posts, Copies, FailedPosts int64  // local Eventarc
 	Profile                    string // CPU profile of the functions process, if taken
 }
@@ -189,15 +185,6 @@ func runPipeline(ctx context.Context, o runOptions) (r Run, err error) {
 	if err := countTargets(ctx, s.FS, &r); err != nil {
 		return r, err
 	}
-	var lat []float64
-	for range 5 {
-		t0 := time.Now()
-		if _, err := countQuery(ctx, s.FS.Collection(model.Jobs).Doc(jobID).Collection(model.Chunks).Where("status", "==", model.ChunkDone)); err != nil {
-			return r, err
-		}
-		lat = append(lat, time.Since(t0).Seconds())
-	}
-	r.IdleCount = time.Duration(median(lat) * float64(time.Second))
 	return r, nil
 }
 

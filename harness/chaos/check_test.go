@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/model"
 )
 
@@ -20,6 +21,7 @@ type ExtraReport struct {
 	CounterErrors  int // settings whose imported counts are outside what the data allows
 	SearchCounter  int // Jobs whose searches counter differs from the searches they ran
 	ForeignDead    int // message dead letters that are not poison the generator made
+	AuditFindings  int // findings of the operator's audit that the case's injections do not explain
 	Violations     []string
 }
 
@@ -187,4 +189,43 @@ func first(s []string, n int) []string {
 		return append(s[:n:n], fmt.Sprintf("… %d more", len(s)-n))
 	}
 	return s
+}
+
+// auditCase runs the operator's audit (oncesync-ops audit job) on every Job of the case: the audit
+// is a checker too, and must find nothing but what the generator injected on purpose — rows made
+// bad (rejected_row) and poison messages (dead_letter).
+func (h *Harness) auditCase(ctx context.Context, c *Case, r *ExtraReport) error {
+	e := h.Env
+	jobs, err := e.Jobs(ctx)
+	if err != nil {
+		return err
+	}
+	bad := map[string]bool{} // settings whose object has bad rows
+	for _, st := range c.Settings {
+		if c.Objects[st.Object].Bad > 0 {
+			bad[st.ID] = true
+		}
+	}
+	a := audit.New(e.FS)
+	a.Now = e.Clock.Now
+	for _, j := range jobs {
+		rep, err := a.Job(ctx, j.ID)
+		if err != nil {
+			return fmt.Errorf("chaos: audit job %s: %w", j.ID, err)
+		}
+		for _, f := range rep.Findings {
+			switch {
+			case f.Kind == audit.RejectedRow && bad[j.SettingID]:
+			case f.Kind == audit.DeadLetter && len(c.Poison) > 0:
+			default:
+				r.AuditFindings++
+				r.violate("audit of job %s: %s: %s", j.ID, f.Kind, f.Detail)
+			}
+		}
+		for kind, n := range rep.Omitted {
+			r.AuditFindings += n
+			r.violate("audit of job %s: %d more %s findings", j.ID, n, kind)
+		}
+	}
+	return nil
 }

@@ -201,6 +201,9 @@ func (h *Harness) checkHTTP(t *testing.T, c *Case, data *world, st *caseState) *
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := h.auditCase(ctx, c, &extra); err != nil {
+		t.Fatal(err)
+	}
 	res := &Result{Report: rep, Extra: extra}
 	res.Violations = append(append(res.Violations, rep.Violations...), extra.Violations...)
 	if res.Suppressed, err = suppressed(ctx, h.Env); err != nil {

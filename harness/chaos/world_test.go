@@ -67,7 +67,7 @@ func NewHarness(t *testing.T, m Mutation) *Harness {
 			h.Pub = sim.NewFaultyPublisher(p)
 			return h.Pub
 		},
-		Source:  func(c *source.Client) app.Source { return noticingSource{c: c, h: h} },
+		Source:  func(c app.Source) app.Source { return noticingSource{c: c, h: h} },
 		Observe: h.observe,
 	}
 	if m.Keys != nil {
@@ -258,7 +258,7 @@ func (h *Harness) observe(ctx context.Context, step string) {
 // an injected fault when the fixture injected one while it ran (a timeout's error does not say
 // so).
 type noticingSource struct {
-	c *source.Client
+	c app.Source
 	h *Harness
 }
 
@@ -377,6 +377,9 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	}
 	extra, err := h.checkMore(ctx, &c, data, st, true)
 	if err != nil {
+		return nil, err
+	}
+	if err := h.auditCase(ctx, &c, &extra); err != nil {
 		return nil, err
 	}
 	res.Report, res.Stats, res.Extra = rep, stats, extra

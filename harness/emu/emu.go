@@ -38,7 +38,7 @@ import (
 // Environment variables the Google Cloud client libraries read to find the emulators.
 const (
 	FirestoreEnv = "FIRESTORE_EMULATOR_HOST"
-	PubSubEnv    = "PUBSUB_EMULATOR_HOST"
+	pubSubEnv    = "PUBSUB_EMULATOR_HOST"
 )
 
 const (
@@ -349,7 +349,7 @@ func (e *Emulators) Env() []string {
 		env = append(env, FirestoreEnv+"="+e.FirestoreHost)
 	}
 	if e.PubSubHost != "" {
-		env = append(env, PubSubEnv+"="+e.PubSubHost)
+		env = append(env, pubSubEnv+"="+e.PubSubHost)
 	}
 	return env
 }

@@ -69,10 +69,10 @@ func (f *fakeTB) Fatalf(format string, args ...any) {
 
 func TestRequireFailsWithoutEmulators(t *testing.T) {
 	t.Setenv(FirestoreEnv, "")
-	t.Setenv(PubSubEnv, "127.0.0.1:1")
+	t.Setenv(pubSubEnv, "127.0.0.1:1")
 	f := &fakeTB{TB: t}
 	Require(f)
-	if !strings.Contains(f.fatal, FirestoreEnv) || strings.Contains(f.fatal, PubSubEnv) || !strings.Contains(f.fatal, "emulators --") {
+	if !strings.Contains(f.fatal, FirestoreEnv) || strings.Contains(f.fatal, pubSubEnv) || !strings.Contains(f.fatal, "emulators --") {
 		t.Errorf("Require with %s unset: Fatalf(%q), want a message naming it and how to run the tests", FirestoreEnv, f.fatal)
 	}
 	t.Setenv(FirestoreEnv, "127.0.0.1:1")
@@ -96,7 +96,7 @@ func TestStartStop(t *testing.T) {
 	t.Logf("both emulators ready in %v", time.Since(t0).Round(time.Millisecond))
 	t.Cleanup(func() { e.Stop() })
 
-	want := []string{FirestoreEnv + "=" + e.FirestoreHost, PubSubEnv + "=" + e.PubSubHost}
+	want := []string{FirestoreEnv + "=" + e.FirestoreHost, pubSubEnv + "=" + e.PubSubHost}
 	if got := e.Env(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("Env() = %q, want %q", got, want)
 	}
@@ -168,7 +168,7 @@ func TestRun(t *testing.T) {
 	}
 	// The command sees a new PUBSUB_EMULATOR_HOST, not the one these tests may run under.
 	code, err := Run(t.Context(), Options{PubSub: true}, []string{"sh", "-c",
-		`test -n "$PUBSUB_EMULATOR_HOST" && test "$PUBSUB_EMULATOR_HOST" != "$1" && exit 7`, "sh", os.Getenv(PubSubEnv)})
+		`test -n "$PUBSUB_EMULATOR_HOST" && test "$PUBSUB_EMULATOR_HOST" != "$1" && exit 7`, "sh", os.Getenv(pubSubEnv)})
 	if err != nil || code != 7 {
 		t.Errorf("Run(exit 7) = %d, %v; want 7, nil", code, err)
 	}
@@ -243,7 +243,7 @@ func TestPubSubHelpers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sub.GetAckDeadlineSeconds() != 20 || sub.GetTopic() != TopicName(c, "things") || sub.GetPushConfig().GetPushEndpoint() != "" {
+	if sub.GetAckDeadlineSeconds() != 20 || sub.GetTopic() != topicName(c, "things") || sub.GetPushConfig().GetPushEndpoint() != "" {
 		t.Errorf("subscription = %v, want a pull subscription of things with a 20s ack deadline", sub)
 	}
 

@@ -31,7 +31,7 @@ const cleanupTimeout = 30 * time.Second
 func Require(t testing.TB) {
 	t.Helper()
 	var missing []string
-	for _, k := range []string{FirestoreEnv, PubSubEnv} {
+	for _, k := range []string{FirestoreEnv, pubSubEnv} {
 		if os.Getenv(k) == "" {
 			missing = append(missing, k)
 		}
@@ -188,16 +188,16 @@ func deletePubSub(ctx context.Context, c *pubsub.Client) error {
 	return errors.Join(errs...)
 }
 
-// TopicName returns the full resource name of a topic of the client's project; a name that is
+// topicName returns the full resource name of a topic of the client's project; a name that is
 // already full ("projects/…") is returned unchanged.
-func TopicName(c *pubsub.Client, topic string) string {
+func topicName(c *pubsub.Client, topic string) string {
 	if strings.HasPrefix(topic, "projects/") {
 		return topic
 	}
 	return "projects/" + c.Project() + "/topics/" + topic
 }
 
-// SubscriptionName is TopicName for subscriptions.
+// SubscriptionName is topicName for subscriptions.
 func SubscriptionName(c *pubsub.Client, sub string) string {
 	if strings.HasPrefix(sub, "projects/") {
 		return sub
@@ -207,7 +207,7 @@ func SubscriptionName(c *pubsub.Client, sub string) string {
 
 // EnsureTopic creates the topic (an ID of the client's project, or a full name) unless it exists.
 func EnsureTopic(ctx context.Context, c *pubsub.Client, topicID string) error {
-	_, err := c.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: TopicName(c, topicID)})
+	_, err := c.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topicName(c, topicID)})
 	if err != nil && status.Code(err) != codes.AlreadyExists {
 		return fmt.Errorf("emu: create topic %q: %w", topicID, err)
 	}
@@ -225,7 +225,7 @@ func EnsureSubscription(ctx context.Context, c *pubsub.Client, subID, topicID st
 	}
 	_, err := c.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
 		Name:               SubscriptionName(c, subID),
-		Topic:              TopicName(c, topicID),
+		Topic:              topicName(c, topicID),
 		AckDeadlineSeconds: secs,
 	})
 	if err != nil && status.Code(err) != codes.AlreadyExists {

@@ -346,10 +346,10 @@ func (e *Env) extend(ctx context.Context, d Delivery) error {
 
 // Attributes of a message dead-lettered after Policy.MaxAttempts, as Pub/Sub sets them.
 const (
-	AttrDeliveryCount      = "CloudPubSubDeadLetterSourceDeliveryCount"
-	AttrSourceSubscription = "CloudPubSubDeadLetterSourceSubscription"
-	AttrSourceMessageID    = "SimSourceMessageId"
-	AttrSourceTopic        = "SimSourceTopic"
+	attrDeliveryCount      = "CloudPubSubDeadLetterSourceDeliveryCount"
+	attrSourceSubscription = "CloudPubSubDeadLetterSourceSubscription"
+	attrSourceMessageID    = "SimSourceMessageId"
+	attrSourceTopic        = "SimSourceTopic"
 )
 
 // deadLetter publishes d's message to TopicDead, as Pub/Sub's dead-letter policy does.
@@ -358,10 +358,10 @@ func (e *Env) deadLetter(ctx context.Context, d Delivery) error {
 	for k, v := range d.Message.GetAttributes() {
 		attrs[k] = v
 	}
-	attrs[AttrDeliveryCount] = strconv.Itoa(d.Attempt)
-	attrs[AttrSourceSubscription] = "sim-" + d.Topic
-	attrs[AttrSourceMessageID] = d.Message.GetMessageId()
-	attrs[AttrSourceTopic] = d.Topic
+	attrs[attrDeliveryCount] = strconv.Itoa(d.Attempt)
+	attrs[attrSourceSubscription] = "sim-" + d.Topic
+	attrs[attrSourceMessageID] = d.Message.GetMessageId()
+	attrs[attrSourceTopic] = d.Topic
 	if _, err := e.Pub.Publish(ctx, TopicDead, bus.Message{Data: d.Message.GetData(), Attributes: attrs}); err != nil {
 		return fmt.Errorf("sim: dead-letter %s: %w", d, err)
 	}

@@ -39,7 +39,6 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/logging"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/source"
 )
 
 // Topic IDs in every Env.
@@ -66,7 +65,7 @@ type Options struct {
 	Publisher func(app.Publisher) app.Publisher
 	Keys      func(app.Keys) app.Keys
 	Committer func(importer.Committer) importer.Committer
-	Source    func(*source.Client) app.Source
+	Source    func(app.Source) app.Source
 	OnStep    func(ctx context.Context, step string) // called at every probe step
 	Log       io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
 	PageSize  int                                    // fixture server page size (default 2000)
@@ -144,6 +143,10 @@ func New(t testing.TB, opts Options) *Env {
 	cfg.Project, cfg.TopicExpand, cfg.TopicChunks, cfg.TopicDead = e.Project, TopicExpand, TopicChunks, TopicDead
 	cfg.SourceURL, cfg.SourceToken = srv.URL, Token
 	cfg.WindowLag = 0
+	if opts.SourceTimeout <= 0 {
+		opts.SourceTimeout = 10 * time.Second
+	}
+	cfg.SourceTimeout = opts.SourceTimeout
 	if opts.Config != nil {
 		opts.Config(&cfg)
 	}
@@ -151,13 +154,7 @@ func New(t testing.TB, opts Options) *Env {
 		t.Fatalf("sim: config: %v", err)
 	}
 	e.Config = cfg
-	if opts.SourceTimeout <= 0 {
-		opts.SourceTimeout = 10 * time.Second
-	}
-	src, err := source.New(source.Config{
-		BaseURL: cfg.SourceURL, Token: cfg.SourceToken, PageSize: cfg.PageSize, Timeout: opts.SourceTimeout,
-		MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
-	})
+	src, err := app.NewSource(cfg, app.SourceTuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("sim: source client: %v", err)
 	}
@@ -165,7 +162,7 @@ func New(t testing.TB, opts Options) *Env {
 	if opts.Publisher != nil {
 		pub = opts.Publisher(pub)
 	}
-	var s app.Source = src
+	s := src
 	if opts.Source != nil {
 		s = opts.Source(src)
 	}

@@ -36,10 +36,10 @@ import (
 
 // Topic IDs of the local deployment (terraform names them the same way, with a prefix).
 const (
-	TopicTicks  = "oncesync-ticks"
-	TopicExpand = "oncesync-expand"
-	TopicChunks = "oncesync-chunks"
-	TopicDead   = "oncesync-deadletters"
+	topicTicks  = "oncesync-ticks"
+	topicExpand = "oncesync-expand"
+	topicChunks = "oncesync-chunks"
+	topicDead   = "oncesync-deadletters"
 	Token       = "local-token"
 )
 
@@ -128,13 +128,13 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("stack: pubsub: %w", err)
 	}
 	s.Pub = bus.New(s.PS)
-	for _, t := range []string{TopicTicks, TopicExpand, TopicChunks, TopicDead} {
+	for _, t := range []string{topicTicks, topicExpand, topicChunks, topicDead} {
 		if err := emu.EnsureTopic(ctx, s.PS, t); err != nil {
 			return nil, err
 		}
 	}
 	// The retaining subscription on the dead-letter topic, as terraform declares it.
-	if err := emu.EnsureSubscription(ctx, s.PS, TopicDead+"-retained", TopicDead, 60*time.Second); err != nil {
+	if err := emu.EnsureSubscription(ctx, s.PS, topicDead+"-retained", topicDead, 60*time.Second); err != nil {
 		return nil, err
 	}
 
@@ -150,9 +150,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.funcs = exec.Command(opts.Binary, append([]string{"run", "--addr", "127.0.0.1:" + strconv.Itoa(port)}, opts.RunArgs...)...)
 	s.funcs.Env = append(append(env,
 		config.EnvProject+"="+opts.Project,
-		config.EnvTopicExpand+"="+TopicExpand,
-		config.EnvTopicChunks+"="+TopicChunks,
-		config.EnvTopicDead+"="+TopicDead,
+		config.EnvTopicExpand+"="+topicExpand,
+		config.EnvTopicChunks+"="+topicChunks,
+		config.EnvTopicDead+"="+topicDead,
 		config.EnvSourceURL+"="+s.SourceURL,
 		config.EnvSourceToken+"="+Token,
 	), opts.ExtraEnv...)
@@ -174,12 +174,12 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.Eventarc, err = eventarc.New(eventarc.Config{
 		Client: s.PS, Project: opts.Project,
 		Routes: []eventarc.Route{
-			{Topic: TopicTicks, Subscription: "eventarc-scheduler", URL: fnURL + "/Scheduler"},
-			{Topic: TopicExpand, Subscription: "eventarc-expander", URL: fnURL + "/Expander"},
-			{Topic: TopicChunks, Subscription: "eventarc-importer", URL: fnURL + "/Importer"},
+			{Topic: topicTicks, Subscription: "eventarc-scheduler", URL: fnURL + "/Scheduler"},
+			{Topic: topicExpand, Subscription: "eventarc-expander", URL: fnURL + "/Expander"},
+			{Topic: topicChunks, Subscription: "eventarc-importer", URL: fnURL + "/Importer"},
 		},
 		Concurrency: opts.Concurrency, MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second,
-		AckDeadline: 600 * time.Second, MaxAttempts: 50, DeadLetterTopic: TopicDead, Faults: opts.Faults,
+		AckDeadline: 600 * time.Second, MaxAttempts: 50, DeadLetterTopic: topicDead, Faults: opts.Faults,
 	})
 	if err != nil {
 		return nil, err
@@ -206,7 +206,7 @@ func (s *Stack) Seed(ctx context.Context, st model.SyncSetting, rows []fixture.R
 // Tick publishes a tick as Cloud Scheduler does (an empty JSON object) and returns its message ID,
 // which is the tick's identity.
 func (s *Stack) Tick(ctx context.Context) (string, error) {
-	ids, err := s.Pub.Publish(ctx, TopicTicks, bus.Message{Data: []byte("{}")})
+	ids, err := s.Pub.Publish(ctx, topicTicks, bus.Message{Data: []byte("{}")})
 	if err != nil {
 		return "", err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/audit/audittest"
+	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
 )
@@ -158,6 +159,35 @@ func TestCleanJobAuditsClean(t *testing.T) {
 			t.Errorf("%s: no reads counted", tg)
 		}
 		t.Logf("%s: %d documents read for %d rows in %d chunks", tg, rep.Reads, j.RecordCount, j.ChunkCount)
+	}
+}
+
+// Chunks cut short by the byte limit: the audit and the simulator's checker hold the plan to the
+// same rule (model.ChunkRule) and both find it clean.
+func TestByteCutPlanIsCleanToAuditAndChecker(t *testing.T) {
+	t.Parallel()
+	e := newWorld(t, 150, 100, sim.Options{Config: func(c *config.Config) { c.MaxChunkBytes = 10_000 }})
+	js := run(t, e, sim.Policy{})
+	rep, err := e.Check(t.Context(), sim.Expect{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PlanErrors != 0 {
+		t.Errorf("the checker finds plan errors in a byte-cut plan: %v", rep.Violations)
+	}
+	cut := 0
+	for tg, j := range js {
+		r := auditJob(t, auditor(e), j.ID)
+		if !r.Clean() {
+			t.Errorf("%s: byte-cut Job has findings:\n%s", tg, jobText(t, r))
+		}
+		if r.Plan.Expected >= j.ChunkCount && r.Plan.ShortChunks > 0 {
+			t.Errorf("%s: plan %+v: byte cuts without more chunks than rows alone need", tg, r.Plan)
+		}
+		cut += r.Plan.ShortChunks
+	}
+	if cut == 0 {
+		t.Fatal("no chunk was cut by bytes: the test does not test the byte cut")
 	}
 }
 

@@ -48,7 +48,7 @@ type Plan struct {
 	Found       int `json:"found"`       // chunk documents
 	Rows        int `json:"rows"`        // rows held by the planned chunks
 	Done        int `json:"done"`        // planned chunks DONE
-	ShortChunks int `json:"shortChunks"` // chunks before the last cut short by the byte limit
+	ShortChunks int `json:"shortChunks"` // chunks cut short by the byte limit (model.CutBytes)
 	Searches    int `json:"searches"`    // source searches started
 	Imported    int `json:"imported"`    // sums over the planned chunks
 	Unchanged   int `json:"unchanged"`
@@ -81,6 +81,7 @@ type ChunkReport struct {
 	DocID     string            `json:"docId"`
 	Status    model.ChunkStatus `json:"status"`
 	Count     int               `json:"count"`
+	CutBy     string            `json:"cutBy,omitempty"` // model.CutRows, CutBytes or CutEnd
 	Imported  int               `json:"imported"`
 	Unchanged int               `json:"unchanged"`
 	PlannedAt time.Time         `json:"plannedAt,omitzero"`
@@ -97,7 +98,7 @@ type Event struct {
 }
 
 // chunkFields are the chunk fields an audit reads; records only when it checks them.
-var chunkFields = []string{"index", "jobId", "status", "count", "plannedAt", "doneAt", "imported", "unchanged"}
+var chunkFields = []string{"index", "jobId", "status", "count", "cutBy", "plannedAt", "doneAt", "imported", "unchanged"}
 
 // Job audits one Job. It returns ErrNotFound when the Job does not exist.
 func (a *Auditor) Job(ctx context.Context, id string) (JobReport, error) {
@@ -268,7 +269,7 @@ func (a *Auditor) chunks(ctx context.Context, rd *reads, fs *findings, job model
 					return fmt.Errorf("audit: decode %s: %w", snap.Ref.Path, err)
 				}
 				cr := &ChunkReport{
-					Index: c.Index, DocID: snap.Ref.ID, Status: c.Status, Count: c.Count, Imported: c.Imported, Unchanged: c.Unchanged,
+					Index: c.Index, DocID: snap.Ref.ID, Status: c.Status, Count: c.Count, CutBy: c.CutBy, Imported: c.Imported, Unchanged: c.Unchanged,
 					PlannedAt: c.PlannedAt, DoneAt: c.DoneAt,
 					Planned: snap.Ref.ID == model.ChunkID(c.Index) && (!planned || c.Index < job.ChunkCount),
 				}
@@ -586,7 +587,6 @@ func (a *Auditor) canonical(ctx context.Context, rd *reads, job model.Job, ids [
 func (a *Auditor) planFindings(fs *findings, job model.Job, chunks []ChunkReport, keys map[int]KeyReport, planned bool, p *Plan) {
 	p.Found = len(chunks)
 	have := map[int]bool{}
-	last := -1
 	for _, c := range chunks {
 		if !c.Planned {
 			if planned || c.DocID != model.ChunkID(c.Index) {
@@ -596,7 +596,6 @@ func (a *Auditor) planFindings(fs *findings, job model.Job, chunks []ChunkReport
 			continue
 		}
 		have[c.Index] = true
-		last = max(last, c.Index)
 		p.Rows += c.Count
 		p.Imported += c.Imported
 		p.Unchanged += c.Unchanged
@@ -604,13 +603,25 @@ func (a *Auditor) planFindings(fs *findings, job model.Job, chunks []ChunkReport
 			p.Done++
 		}
 	}
+	var plan []model.Chunk // the planned chunks, in index order, for the cut rule
 	for _, c := range chunks {
-		if c.Planned && c.Index < last && job.ChunkSize > 0 && c.Count < job.ChunkSize {
-			p.ShortChunks++
+		if c.Planned {
+			plan = append(plan, model.Chunk{Index: c.Index, Count: c.Count, CutBy: c.CutBy})
+			if c.CutBy == model.CutBytes {
+				p.ShortChunks++
+			}
 		}
 	}
 	if !planned {
 		return
+	}
+	slices.SortFunc(plan, func(a, b model.Chunk) int { return a.Index - b.Index })
+	if job.ChunkSize > 0 {
+		// The byte limit is the deployment's (ONCESYNC_MAX_CHUNK_BYTES), not the Job's: the audit
+		// checks the cuts it can see without it.
+		for _, v := range (model.ChunkRule{Size: job.ChunkSize}).CheckPlan(plan) {
+			fs.add(Finding{Severity: Error, Kind: PlanMismatch, Job: job.ID, Detail: "the plan breaks the chunk rule: " + v})
+		}
 	}
 	for i := range job.ChunkCount {
 		if !have[i] {
@@ -622,7 +633,7 @@ func (a *Auditor) planFindings(fs *findings, job model.Job, chunks []ChunkReport
 	case p.Rows != job.RecordCount:
 		fs.add(Finding{Severity: Error, Kind: PlanMismatch, Job: job.ID,
 			Detail: fmt.Sprintf("the planned chunks hold %d rows; the Job says the search returned %d", p.Rows, job.RecordCount)})
-	case job.ChunkCount < p.Expected || (job.ChunkCount > p.Expected && p.ShortChunks == 0):
+	case job.ChunkCount < p.Expected:
 		fs.add(Finding{Severity: Error, Kind: PlanMismatch, Job: job.ID,
 			Detail: fmt.Sprintf("%d rows in chunks of %d need %d chunks; the plan has %d", job.RecordCount, job.ChunkSize, p.Expected, job.ChunkCount)})
 	}

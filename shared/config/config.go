@@ -35,6 +35,7 @@ const (
 	EnvDatabase       = "ONCESYNC_DATABASE"
 	EnvTopicExpand    = "ONCESYNC_TOPIC_EXPAND"
 	EnvTopicChunks    = "ONCESYNC_TOPIC_CHUNKS"
+	EnvSourceKind     = "ONCESYNC_SOURCE_KIND"
 	EnvSourceURL      = "ONCESYNC_SOURCE_URL"
 	EnvSourceToken    = "ONCESYNC_SOURCE_TOKEN"
 	EnvPageSize       = "ONCESYNC_PAGE_SIZE"
@@ -67,9 +68,10 @@ var Vars = []Var{
 	{EnvDatabase, all(), false, false, "Firestore database ID (default \"(default)\")."},
 	{EnvTopicExpand, []string{Scheduler, Expander}, false, true, "Topic ID expand messages are published to (scheduler; expander's continuations)."},
 	{EnvTopicChunks, []string{Scheduler, Expander}, false, true, "Topic ID chunk messages are published to (expander; scheduler's recovery sweep)."},
+	{EnvSourceKind, []string{Expander}, false, false, "Which connector the expander searches with (default \"salesforce\", the only one so far; see app.NewSource)."},
 	{EnvSourceURL, []string{Expander}, false, true, "Base URL of the source API (a Salesforce instance URL)."},
 	{EnvSourceToken, []string{Expander}, true, true, "Bearer token for the source API (Secret Manager)."},
-	{EnvPageSize, []string{Expander}, false, false, "Records per source page requested (default 2000)."},
+	{EnvPageSize, []string{Expander}, false, false, "Records per source page requested (default 2000; the connector checks its own bounds, Salesforce's are 200..2000)."},
 	{EnvChunkSize, []string{Scheduler}, false, false, "Chunk size for sync settings that do not set one (default 500)."},
 	{EnvLease, all(), false, false, "In-progress lease on an idempotency key (default 15m; must exceed the function timeout)."},
 	{EnvKeyRetention, all(), false, false, "How long idempotency keys live before TTL deletion (default 192h)."},
@@ -103,6 +105,7 @@ type Config struct {
 	Database       string
 	TopicExpand    string
 	TopicChunks    string
+	SourceKind     string
 	SourceURL      string
 	SourceToken    string
 	PageSize       int
@@ -129,6 +132,7 @@ func (c Config) Budget() time.Duration { return c.Timeout * time.Duration(c.Budg
 func Default() Config {
 	return Config{
 		Database:       "(default)",
+		SourceKind:     "salesforce",
 		PageSize:       2000,
 		ChunkSize:      500,
 		Lease:          15 * time.Minute,
@@ -179,6 +183,7 @@ func Load(fn string, getenv func(string) string) (Config, error) {
 	str(EnvDatabase, &c.Database)
 	str(EnvTopicExpand, &c.TopicExpand)
 	str(EnvTopicChunks, &c.TopicChunks)
+	str(EnvSourceKind, &c.SourceKind)
 	str(EnvSourceURL, &c.SourceURL)
 	str(EnvSourceToken, &c.SourceToken)
 	num(EnvPageSize, &c.PageSize)
@@ -215,8 +220,8 @@ func orAll(fn string) string {
 // Validate reports settings that cannot work.
 func (c Config) Validate() error {
 	var errs []error
-	if c.PageSize < 200 || c.PageSize > 2000 {
-		errs = append(errs, fmt.Errorf("config: page size %d outside Salesforce's 200..2000", c.PageSize))
+	if c.PageSize < 1 {
+		errs = append(errs, fmt.Errorf("config: page size %d is not positive", c.PageSize))
 	}
 	if c.ChunkSize < 1 || c.ChunkSize > 5000 {
 		errs = append(errs, fmt.Errorf("config: chunk size %d outside 1..5000", c.ChunkSize))

@@ -30,7 +30,7 @@ func TestLoad(t *testing.T) {
 	for name, kv := range map[string]map[string]string{
 		"bad duration":          {config.EnvProject: "p", config.EnvLease: "15 minutes"},
 		"bad number":            {config.EnvProject: "p", config.EnvPageSize: "lots"},
-		"page size":             {config.EnvProject: "p", config.EnvPageSize: "5000"},
+		"page size":             {config.EnvProject: "p", config.EnvPageSize: "0"},
 		"retention below lease": {config.EnvProject: "p", config.EnvKeyRetention: "1m"},
 	} {
 		if _, err := config.Load(config.Importer, env(kv)); err == nil {

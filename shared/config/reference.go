@@ -43,6 +43,8 @@ func defaultText(name string) string {
 	switch name {
 	case EnvDatabase:
 		return "`" + d.Database + "`"
+	case EnvSourceKind:
+		return "`" + d.SourceKind + "`"
 	case EnvPageSize:
 		return fmt.Sprint(d.PageSize)
 	case EnvChunkSize:

@@ -364,13 +364,6 @@ func (s *Store) Abandon(ctx context.Context, l *Lease) error {
 	return nil
 }
 
-// Abandoner deletes a key after a permanent failure (Store.Abandon), or, when it cannot, releases
-// it (Store.Release).
-type Abandoner interface {
-	Abandon(ctx context.Context, l *Lease) error
-	Release(ctx context.Context, l *Lease) error
-}
-
 // GiveUp abandons l after the permanent failure cause (which wraps delivery.ErrPoison) and returns
 // cause, to be dead-lettered and acked. When the key cannot be deleted, GiveUp returns a transient
 // error instead, which does not wrap cause: dead-lettering the message then would leave the key
@@ -379,13 +372,13 @@ type Abandoner interface {
 // tries again — instead of waiting out the lease, which, with a dead-letter policy of few
 // attempts, would let Pub/Sub dead-letter the message first, with no record of ours.
 // A lost lease counts as given up: the key is another owner's now.
-func GiveUp(ctx context.Context, a Abandoner, l *Lease, cause error) error {
-	err := a.Abandon(ctx, l)
+func GiveUp(ctx context.Context, k Keys, l *Lease, cause error) error {
+	err := k.Abandon(ctx, l)
 	if err == nil || errors.Is(err, ErrLeaseLost) {
 		return cause
 	}
 	released := "released for the retry"
-	if rerr := a.Release(ctx, l); rerr != nil {
+	if rerr := k.Release(ctx, l); rerr != nil {
 		released = "not released either: " + rerr.Error()
 	}
 	return fmt.Errorf("%w (key %s); not dead-lettered yet, for the permanent failure (%v) must not leave the key held", err, released, cause)

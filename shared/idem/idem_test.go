@@ -241,7 +241,7 @@ func TestAbandonLetsAReplayClaimAgain(t *testing.T) {
 	}
 }
 
-// failingAbandon is an Abandoner whose delete fails (the Firestore write that cannot be made) and
+// failingAbandon is a Keys whose delete fails (the Firestore write that cannot be made) and
 // whose release goes to the real store.
 type failingAbandon struct {
 	*idem.Store

@@ -184,6 +184,7 @@ type Chunk struct {
 	Status       ChunkStatus   `firestore:"status" json:"status"`
 	Records      []ChunkRecord `firestore:"records" json:"records,omitempty"`
 	Count        int           `firestore:"count" json:"count"`
+	CutBy        string        `firestore:"cutBy" json:"cutBy,omitempty"`     // CutRows, CutBytes or CutEnd (see ChunkRule)
 	LastModstamp time.Time     `firestore:"lastModstamp" json:"lastModstamp"` // resume point of the search
 	LastID       string        `firestore:"lastId" json:"lastId"`
 	PlannedAt    time.Time     `firestore:"plannedAt" json:"plannedAt"`

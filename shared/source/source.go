@@ -1,66 +1,86 @@
-// Package source reads records from Salesforce with the REST query API: one search over a fixed
-// window of SystemModstamp, delivered page by page in (SystemModstamp, Id) order.
+// Package source is the contract between oncesync and the external service it imports from: the
+// neutral types of a search and the Source interface a connector implements. The expander, the
+// audit and the harness use only this package; a connector (package salesforce below it, or a
+// later one) is chosen in one place from configuration (app.NewSource), and every connector
+// passes the conformance suite in package sourcetest.
 //
-// # Searches
+// # The contract
 //
-// Search sends one SOQL query (see Query.SOQL) and follows nextRecordsUrl until Salesforce says
-// done, handing each page to a callback before it fetches the next, so memory is bounded by one
-// page. A search can be resumed after any record with Query.After (keyset paging): resuming after
-// the last record of a page returns what the rest of the original search would have returned,
-// give or take records changed in between.
+// A Search is one query over a fixed window [From, To) of the records' modification stamps,
+// delivered page by page in (Modstamp, ID) order, each page handed to the callback before the
+// next is fetched (memory is bounded by one page), and the callback called at least once (an
+// empty window is one empty page). A search resumes strictly after any Key with Query.After
+// (keyset paging): resuming after the last record of a page returns what the rest of the original
+// search would have returned, give or take records changed in between.
 //
-// # Rows
+// Each row is checked before it becomes a Record: a row with no ID, no parsable stamp, a stamp
+// outside the window (or not after After), or a key not after the previous valid row's is bad
+// source data, reported in Page.Invalid with its raw form and a reason, and never stops the
+// search. The same ID may appear twice with different stamps (a record updated while the search
+// was paging); both are kept.
 //
-// Each row of a page is checked before it becomes a Record. A row with no Id, no parsable
-// SystemModstamp, a SystemModstamp outside the window (or not after Query.After), or a key not
-// after the previous valid row's is bad source data: it is reported in Page.Invalid with its raw
-// JSON and a reason, and never stops the search. The same Id may legitimately appear twice with
-// different SystemModstamps (a record updated while the search was paging); both are kept.
-//
-// Record.Fields holds the requested fields under the names the Query spelled them (Salesforce
-// answers with its own spelling; SOQL names are case-insensitive), decoded as encoding/json
-// decodes into any: strings, float64, bool, nil, maps and slices. A field missing from a row is
-// missing from Fields; a JSON null is a nil value.
+// Record.Fields holds the requested fields under the names the Query spelled them, decoded as
+// encoding/json decodes into any. A field missing from a row is missing from Fields.
 //
 // # Errors
 //
-// Search returns an error wrapped with the page and object ("source: page 3 of Contact: …", or
-// "source: search of Contact: invalid query: …" before any request):
-//
-//   - ErrPermanent (check with errors.Is or IsPermanent) when repeating the search cannot help: an
-//     invalid Query, a 4xx answer such as 400 MALFORMED_QUERY or 401 INVALID_SESSION_ID, or a 200
-//     whose body is not a query result. The *APIError it wraps has the Salesforce errorCode.
-//   - A transient error otherwise: 429 and 5xx answers (and 4xx QUERY_TIMEOUT and
-//     REQUEST_LIMIT_EXCEEDED), network errors and timed-out requests, once MaxAttempts attempts
-//     with exponential backoff have failed; also, without retries, 400 INVALID_QUERY_LOCATOR (an
-//     expired nextRecordsUrl). Repeat the search later, resuming after the last record handled.
-//   - ctx's error, wrapped, when ctx ends.
-//   - The callback's error, as is.
+// Search returns ErrPermanent (check with IsPermanent) when repeating the search cannot help (an
+// invalid Query, a rejected token, a refused query); a transient error otherwise, once the
+// connector's own retries are spent; ctx's error, wrapped, when ctx ends; the callback's error as
+// is.
 package source
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"math/rand/v2"
-	"net/http"
-	"net/url"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 )
 
-// Record is one valid row of a search.
-type Record struct {
-	ID       string         // Salesforce Id
-	Modstamp time.Time      // SystemModstamp (UTC)
-	Fields   map[string]any // the requested fields besides Id/SystemModstamp, as decoded JSON (no "attributes")
+// Source runs searches. A connector implements it.
+type Source interface {
+	Search(ctx context.Context, q Query, fn func(ctx context.Context, p Page) error) error
 }
 
-// Key returns r's position in (SystemModstamp, Id) order.
+// Query is one search: the records of Object whose stamp is in [From, To), in (Modstamp, ID)
+// order, optionally resumed strictly after a Key.
+type Query struct {
+	Object string   // the source's object name, e.g. Salesforce's "Contact" or "Engagement__c"
+	Fields []string // fields to read besides the ID and the stamp (always read)
+	From   time.Time
+	To     time.Time
+	After  *Key // resume strictly after this key (keyset paging); nil starts at From
+}
+
+// Key is a position in (Modstamp, ID) order, the order Search returns records in.
+type Key struct {
+	Modstamp time.Time
+	ID       string
+}
+
+// Compare returns -1, 0 or +1 as k sorts before, at or after o: by Modstamp, then by ID compared
+// byte by byte.
+func (k Key) Compare(o Key) int {
+	if c := k.Modstamp.Compare(o.Modstamp); c != 0 {
+		return c
+	}
+	return strings.Compare(k.ID, o.ID)
+}
+
+// String formats k as "(2024-01-01T00:00:00.000Z, 003…)".
+func (k Key) String() string {
+	return "(" + k.Modstamp.UTC().Format("2006-01-02T15:04:05.000Z07:00") + ", " + k.ID + ")"
+}
+
+// Record is one valid row of a search.
+type Record struct {
+	ID       string         // the source's record ID
+	Modstamp time.Time      // its modification stamp (UTC)
+	Fields   map[string]any // the requested fields besides the ID and stamp, as decoded JSON
+}
+
+// Key returns r's position in (Modstamp, ID) order.
 func (r Record) Key() Key { return Key{Modstamp: r.Modstamp, ID: r.ID} }
 
 // Invalid is a row that is bad source data.
@@ -69,299 +89,16 @@ type Invalid struct {
 	Reason string          // why it is not a Record
 }
 
-// Page is one page of a search, in the order Salesforce returned it.
+// Page is one page of a search, in the order the source returned it.
 type Page struct {
 	Records []Record
 	Invalid []Invalid
 	Number  int // 1-based
 }
 
-// Config configures a Client. Zero values mean the defaults.
-type Config struct {
-	BaseURL     string        // Salesforce instance URL, e.g. "https://acme.my.salesforce.com" (required)
-	Token       string        // OAuth access token, sent as "Authorization: Bearer …" (required)
-	APIVersion  string        // REST API version; default "v60.0"
-	PageSize    int           // records per page asked for (Sforce-Query-Options batchSize), 200..2000; default 2000
-	Timeout     time.Duration // deadline of one request, body included; default 60s
-	MaxAttempts int           // attempts per page before a transient failure is returned; default 6
-	MinBackoff  time.Duration // first retry delay (before jitter); default 500ms
-	MaxBackoff  time.Duration // longest retry delay (before Retry-After); default 30s
-	HTTPClient  *http.Client  // default: a client with no overall timeout (each request has its own)
-	// Sleep waits d or until ctx ends (returning ctx's error); tests inject one that does not
-	// wait. Default: a real timer.
-	Sleep func(ctx context.Context, d time.Duration) error
-}
+// ErrPermanent marks failures that repeating the search cannot fix: a rejected query or token, a
+// missing resource, a response that is not a search result. Check with errors.Is or IsPermanent.
+var ErrPermanent = errors.New("source: permanent failure")
 
-// Defaults.
-const (
-	DefaultAPIVersion  = "v60.0"
-	DefaultPageSize    = 2000
-	DefaultTimeout     = 60 * time.Second
-	DefaultMaxAttempts = 6
-	DefaultMinBackoff  = 500 * time.Millisecond
-	DefaultMaxBackoff  = 30 * time.Second
-)
-
-var apiVersion = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]$`)
-
-// Validate reports settings that cannot work.
-func (c Config) Validate() error {
-	var errs []error
-	if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
-		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		errs = append(errs, fmt.Errorf("source: base URL %q is not an http(s) URL with a host and no query", c.BaseURL))
-	}
-	if c.Token == "" {
-		errs = append(errs, errors.New("source: token is empty"))
-	}
-	if c.APIVersion != "" && !apiVersion.MatchString(c.APIVersion) {
-		errs = append(errs, fmt.Errorf("source: API version %q is not like %q", c.APIVersion, DefaultAPIVersion))
-	}
-	if c.PageSize != 0 && (c.PageSize < 200 || c.PageSize > 2000) {
-		errs = append(errs, fmt.Errorf("source: page size %d outside Salesforce's 200..2000", c.PageSize))
-	}
-	if c.Timeout < 0 || c.MaxAttempts < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 {
-		errs = append(errs, errors.New("source: timeout, attempts and backoffs must not be negative"))
-	}
-	if c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
-		errs = append(errs, fmt.Errorf("source: min backoff %v exceeds max backoff %v", c.MinBackoff, c.MaxBackoff))
-	}
-	return errors.Join(errs...)
-}
-
-func (c Config) withDefaults() Config {
-	if c.APIVersion == "" {
-		c.APIVersion = DefaultAPIVersion
-	}
-	if c.PageSize == 0 {
-		c.PageSize = DefaultPageSize
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = DefaultMaxAttempts
-	}
-	if c.MinBackoff == 0 {
-		c.MinBackoff = DefaultMinBackoff
-		if c.MaxBackoff > 0 {
-			c.MinBackoff = min(DefaultMinBackoff, c.MaxBackoff)
-		}
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
-	}
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{}
-	}
-	if c.Sleep == nil {
-		c.Sleep = sleep
-	}
-	return c
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// Client searches one Salesforce org. It is safe for concurrent use.
-type Client struct {
-	cfg      Config
-	base     string // BaseURL without a trailing slash
-	queryURL string
-}
-
-// New returns a Client for cfg, after validating it.
-func New(cfg Config) (*Client, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.withDefaults()
-	base := strings.TrimRight(cfg.BaseURL, "/")
-	return &Client{cfg: cfg, base: base, queryURL: base + "/services/data/" + cfg.APIVersion + "/query"}, nil
-}
-
-// maxBody bounds one response body; a full page of 2000 wide records is far below it.
-const maxBody = 256 << 20
-
-// Search runs q and calls fn with each page, in order, before fetching the next; fn is called
-// for every page Salesforce returns, even an empty one, so at least once. See the package
-// documentation for row checks and errors.
-func (c *Client) Search(ctx context.Context, q Query, fn func(ctx context.Context, p Page) error) error {
-	if err := q.Validate(); err != nil {
-		return fmt.Errorf("source: search of %s: %w", q.Object, err)
-	}
-	q = q.normalized()
-	chk := newChecker(q)
-	next := c.queryURL + "?q=" + url.QueryEscape(q.SOQL())
-	for n := 1; ; n++ {
-		res, err := c.page(ctx, next)
-		if err != nil {
-			return fmt.Errorf("source: page %d of %s: %w", n, q.Object, err)
-		}
-		p := Page{Number: n}
-		for _, raw := range *res.Records {
-			if rec, reason := chk.row(raw); reason != "" {
-				p.Invalid = append(p.Invalid, Invalid{Raw: raw, Reason: reason})
-			} else {
-				p.Records = append(p.Records, rec)
-			}
-		}
-		if err := fn(ctx, p); err != nil {
-			return err
-		}
-		if *res.Done {
-			return nil
-		}
-		u, err := c.nextURL(res.NextRecordsURL, next)
-		if err != nil {
-			return fmt.Errorf("source: page %d of %s: %w", n, q.Object, err)
-		}
-		next = u
-	}
-}
-
-// queryResult is the body of a query response; pointers tell absent from empty.
-type queryResult struct {
-	Done           *bool              `json:"done"`
-	NextRecordsURL string             `json:"nextRecordsUrl"`
-	Records        *[]json.RawMessage `json:"records"`
-}
-
-// page fetches and decodes one page.
-func (c *Client) page(ctx context.Context, u string) (*queryResult, error) {
-	body, err := c.get(ctx, u)
-	if err != nil {
-		return nil, err
-	}
-	return decodePage(body)
-}
-
-// decodePage decodes one query response body.
-func decodePage(body []byte) (*queryResult, error) {
-	var res queryResult
-	if err := json.Unmarshal(body, &res); err != nil {
-		return nil, permanentf("response is not a query result: %v (body %q)", err, snippet(body))
-	}
-	switch {
-	case res.Done == nil || res.Records == nil:
-		return nil, permanentf("response is not a query result: no done flag or records array (body %q)", snippet(body))
-	case !*res.Done && res.NextRecordsURL == "":
-		return nil, permanentf("response is not done but has no nextRecordsUrl")
-	}
-	return &res, nil
-}
-
-// nextURL resolves nextRecordsUrl, a path relative to the base URL. Anything that would leave
-// the instance (and take the token with it) is refused.
-func (c *Client) nextURL(next, current string) (string, error) {
-	u, err := url.Parse(next)
-	if err != nil || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || u.Scheme != "" || u.Host != "" {
-		return "", permanentf("nextRecordsUrl %q is not a path on the instance", next)
-	}
-	abs := c.base + next
-	if abs == current {
-		return "", permanentf("nextRecordsUrl %q repeats the page just read", next)
-	}
-	return abs, nil
-}
-
-// get fetches u, retrying transient failures with exponential backoff and jitter.
-func (c *Client) get(ctx context.Context, u string) ([]byte, error) {
-	for attempt := 1; ; attempt++ {
-		body, err := c.once(ctx, u)
-		if err == nil {
-			return body, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w (attempt %d: %v)", ctx.Err(), attempt, err)
-		}
-		var wait time.Duration
-		var ae *APIError
-		switch {
-		case errors.As(err, &ae):
-			switch classify(ae.Status, ae.Code) {
-			case permanent, transient:
-				return nil, err
-			}
-			wait = ae.RetryAfter
-		case errors.As(err, new(*attemptError)):
-		default:
-			return nil, err
-		}
-		if attempt >= c.cfg.MaxAttempts {
-			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
-		}
-		d := max(c.backoff(attempt), wait)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-			return nil, fmt.Errorf("gave up after %d attempts, the next in %v would be past the deadline: %w", attempt, d, err)
-		}
-		if serr := c.cfg.Sleep(ctx, d); serr != nil {
-			return nil, fmt.Errorf("%w (waiting to retry after attempt %d: %v)", serr, attempt, err)
-		}
-	}
-}
-
-// backoff returns the delay before attempt+1: MinBackoff doubled per attempt, capped at
-// MaxBackoff, with "equal jitter" (a random point in its upper half).
-func (c *Client) backoff(attempt int) time.Duration {
-	d := c.cfg.MinBackoff
-	for i := 1; i < attempt && d < c.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, c.cfg.MaxBackoff)
-	half := d / 2
-	return d - half + rand.N(half+1)
-}
-
-// once makes one request with its own deadline.
-func (c *Client) once(ctx context.Context, u string) ([]byte, error) {
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, permanentf("request: %v", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-	req.Header.Set("Sforce-Query-Options", "batchSize="+strconv.Itoa(c.cfg.PageSize))
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return nil, c.attemptErr(rctx, stripURL(err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return nil, apiError(resp, body)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	if err != nil {
-		return nil, c.attemptErr(rctx, fmt.Errorf("reading response: %w", err))
-	}
-	if len(body) > maxBody {
-		return nil, permanentf("response larger than %d bytes", maxBody)
-	}
-	return body, nil
-}
-
-func (c *Client) attemptErr(rctx context.Context, err error) error {
-	if errors.Is(rctx.Err(), context.DeadlineExceeded) {
-		err = fmt.Errorf("request timed out after %v: %w", c.cfg.Timeout, err)
-	}
-	return &attemptError{err: err}
-}
-
-// stripURL drops the request URL (the whole SOQL) from a transport error, keeping the cause.
-func stripURL(err error) error {
-	if ue, ok := errors.AsType[*url.Error](err); ok {
-		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
-	}
-	return err
-}
+// IsPermanent reports whether err is (or wraps) a permanent failure.
+func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }

@@ -240,12 +240,6 @@ func (s *Store) CountDeadRows(ctx context.Context, jobID string) (int, error) {
 	return count(ctx, q, "dead rows of job "+jobID)
 }
 
-// DoneChunks counts the Job's chunks that are DONE.
-func (s *Store) DoneChunks(ctx context.Context, jobID string) (int, error) {
-	q := s.JobRef(jobID).Collection(model.Chunks).Where("status", "==", model.ChunkDone)
-	return count(ctx, q, "done chunks of job "+jobID)
-}
-
 func count(ctx context.Context, q firestore.Query, what string) (int, error) {
 	res, err := q.NewAggregationQuery().WithCount("n").Get(ctx)
 	if err != nil {

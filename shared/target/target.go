@@ -219,7 +219,7 @@ func (c *Committer) Commit(ctx context.Context, job model.Job, index int) (Resul
 	ref := c.Client.Collection(model.Jobs).Doc(job.ID).Collection(model.Chunks).Doc(model.ChunkID(index))
 	for attempt := 0; ; attempt++ {
 		res, err := c.commitOnce(ctx, t, ref, job, index)
-		if err == nil || !Conflict(err) || attempt+1 >= commitAttempts {
+		if err == nil || !conflict(err) || attempt+1 >= commitAttempts {
 			if err != nil {
 				return Result{}, fmt.Errorf("target: commit chunk %d of job %s (attempt %d): %w", index, job.ID, attempt+1, err)
 			}
@@ -235,9 +235,9 @@ func (c *Committer) Commit(ctx context.Context, job model.Job, index int) (Resul
 // delivery fails and is redelivered.
 const commitAttempts = 10
 
-// Conflict reports whether a commit failed only because another writer changed what it read: a
+// conflict reports whether a commit failed only because another writer changed what it read: a
 // failed precondition, a create that met an existing document, a contended commit.
-func Conflict(err error) bool {
+func conflict(err error) bool {
 	switch status.Code(err) { // status.Code finds a wrapped status too
 	case codes.FailedPrecondition, codes.AlreadyExists, codes.Aborted, codes.NotFound:
 		return true
@@ -286,15 +286,15 @@ func (c *Committer) commitOnce(ctx context.Context, t Target, ref *firestore.Doc
 		return Result{}, err
 	}
 	st.Unchanged += len(ch.Records) - len(rows) // older copies of a row within the chunk
-	b.Update(ref, DoneUpdates(st, now), firestore.LastUpdateTime(snap.UpdateTime))
+	b.Update(ref, doneUpdates(st, now), firestore.LastUpdateTime(snap.UpdateTime))
 	if _, err := b.Commit(ctx); err != nil {
 		return Result{}, err
 	}
 	return Result{Stats: st, Rows: len(ch.Records)}, nil
 }
 
-// DoneUpdates are the fields of a chunk's DONE transition.
-func DoneUpdates(st Stats, now time.Time) []firestore.Update {
+// doneUpdates are the fields of a chunk's DONE transition.
+func doneUpdates(st Stats, now time.Time) []firestore.Update {
 	return []firestore.Update{
 		{Path: "status", Value: model.ChunkDone},
 		{Path: "doneAt", Value: now},

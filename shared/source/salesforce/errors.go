@@ -1,23 +1,17 @@
-package source
+package salesforce
 
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/oncesync/oncesync/shared/source"
 )
-
-// ErrPermanent marks failures that repeating the search cannot fix: a rejected query or token, a
-// missing resource, a response that is not a query result. Check with errors.Is or IsPermanent.
-var ErrPermanent = errors.New("source: permanent failure")
-
-// IsPermanent reports whether err is (or wraps) a permanent failure.
-func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
 
 // APIError is an error response from the Salesforce REST API.
 type APIError struct {
@@ -42,7 +36,7 @@ func (e *APIError) Error() string {
 // 4xx except 429, QUERY_TIMEOUT, REQUEST_LIMIT_EXCEEDED and INVALID_QUERY_LOCATOR.
 func (e *APIError) Unwrap() error {
 	if classify(e.Status, e.Code) == permanent {
-		return ErrPermanent
+		return source.ErrPermanent
 	}
 	return nil
 }
@@ -155,7 +149,7 @@ func snippet(body []byte) string {
 type permanentError struct{ msg string }
 
 func (e *permanentError) Error() string { return e.msg }
-func (e *permanentError) Unwrap() error { return ErrPermanent }
+func (e *permanentError) Unwrap() error { return source.ErrPermanent }
 
 func permanentf(format string, args ...any) error {
 	return &permanentError{msg: fmt.Sprintf(format, args...)}

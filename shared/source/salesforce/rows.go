@@ -1,65 +1,67 @@
-package source
+package salesforce
 
 import (
 	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/oncesync/oncesync/shared/source"
 )
 
 // checker turns raw rows into Records, or reasons they are bad source data.
 type checker struct {
-	q    Query // normalized
-	prev *Key  // the last valid row's key
+	q    source.Query // normalized
+	prev *source.Key  // the last valid row's key
 }
 
-func newChecker(q Query) *checker { return &checker{q: q} }
+func newChecker(q source.Query) *checker { return &checker{q: q} }
 
 // row checks one raw row. It returns the Record, or a non-empty reason.
-func (c *checker) row(raw json.RawMessage) (Record, string) {
+func (c *checker) row(raw json.RawMessage) (source.Record, string) {
 	// One decoding pass: encoding/json validates the whole input before each Unmarshal, so
 	// decoding fields one by one would read the row again for each.
 	var obj map[string]any
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-		return Record{}, "row is not a JSON object"
+		return source.Record{}, "row is not a JSON object"
 	}
 	id, isString := obj["Id"].(string)
 	switch v, ok := obj["Id"]; {
 	case !ok:
-		return Record{}, "missing Id"
+		return source.Record{}, "missing Id"
 	case !isString:
-		return Record{}, fmt.Sprintf("Id %s is not a string", jsonText(v))
+		return source.Record{}, fmt.Sprintf("Id %s is not a string", jsonText(v))
 	case id == "":
-		return Record{}, "empty Id"
+		return source.Record{}, "empty Id"
 	}
 	stamp, isString := obj["SystemModstamp"].(string)
 	switch v, ok := obj["SystemModstamp"]; {
 	case !ok:
-		return Record{}, "missing SystemModstamp"
+		return source.Record{}, "missing SystemModstamp"
 	case v == nil:
-		return Record{}, "SystemModstamp is null"
+		return source.Record{}, "SystemModstamp is null"
 	case !isString:
-		return Record{}, fmt.Sprintf("SystemModstamp %s is not a string", jsonText(v))
+		return source.Record{}, fmt.Sprintf("SystemModstamp %s is not a string", jsonText(v))
 	}
 	t, err := ParseTime(stamp)
 	if err != nil {
-		return Record{}, fmt.Sprintf("unparsable SystemModstamp %q", stamp)
+		return source.Record{}, fmt.Sprintf("unparsable SystemModstamp %q", stamp)
 	}
-	k := Key{Modstamp: t, ID: id}
+	k := source.Key{Modstamp: t, ID: id}
 	switch {
 	case !t.Equal(t.Truncate(time.Millisecond)):
-		return Record{}, fmt.Sprintf("SystemModstamp %q is finer than a millisecond", stamp)
+		return source.Record{}, fmt.Sprintf("SystemModstamp %q is finer than a millisecond", stamp)
 	case t.Before(c.q.From) || !t.Before(c.q.To):
-		return Record{}, fmt.Sprintf("SystemModstamp %s outside the window [%s, %s)",
+		return source.Record{}, fmt.Sprintf("SystemModstamp %s outside the window [%s, %s)",
 			t.Format(soqlTime), c.q.From.Format(soqlTime), c.q.To.Format(soqlTime))
 	case c.q.After != nil && k.Compare(*c.q.After) <= 0:
-		return Record{}, fmt.Sprintf("key %v not after the resume key %v", k, *c.q.After)
+		return source.Record{}, fmt.Sprintf("key %v not after the resume key %v", k, *c.q.After)
 	case c.prev != nil && k.Compare(*c.prev) < 0:
-		return Record{}, fmt.Sprintf("out of order: key %v sorts before the previous row's %v", k, *c.prev)
+		return source.Record{}, fmt.Sprintf("out of order: key %v sorts before the previous row's %v", k, *c.prev)
 	case c.prev != nil && k.Compare(*c.prev) == 0:
-		return Record{}, fmt.Sprintf("repeats the previous row's key %v", k)
+		return source.Record{}, fmt.Sprintf("repeats the previous row's key %v", k)
 	}
-	rec := Record{ID: id, Modstamp: t, Fields: make(map[string]any, len(c.q.Fields))}
+	rec := source.Record{ID: id, Modstamp: t, Fields: make(map[string]any, len(c.q.Fields))}
 	for _, f := range c.q.Fields {
 		v, ok := obj[f]
 		if !ok {
@@ -96,7 +98,7 @@ func ParseTime(s string) (time.Time, error) {
 	if err != nil {
 		var err2 error
 		if t, err2 = time.Parse(time.RFC3339, s); err2 != nil {
-			return time.Time{}, fmt.Errorf("source: %q is not a Salesforce datetime", s)
+			return time.Time{}, fmt.Errorf("salesforce: %q is not a Salesforce datetime", s)
 		}
 	}
 	return t.UTC(), nil

@@ -1,4 +1,4 @@
-package source_test
+package salesforce_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/oncesync/oncesync/shared/source"
+	"github.com/oncesync/oncesync/shared/source/salesforce"
 )
 
 // A search over January 2024, one page at a time; a real client points BaseURL at the
@@ -20,7 +21,7 @@ func ExampleClient_Search() {
 	}))
 	defer srv.Close()
 
-	c, err := source.New(source.Config{BaseURL: srv.URL, Token: "00D…"})
+	c, err := salesforce.New(salesforce.Config{BaseURL: srv.URL, Token: "00D…"})
 	if err != nil {
 		panic(err)
 	}
@@ -30,7 +31,7 @@ func ExampleClient_Search() {
 		From:   time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC),
 		To:     time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC),
 	}
-	fmt.Println(q.SOQL())
+	fmt.Println(salesforce.SOQL(q))
 	err = c.Search(context.Background(), q, func(ctx context.Context, p source.Page) error {
 		for _, r := range p.Records {
 			fmt.Println("record", r.ID, r.Modstamp.Format(time.RFC3339), r.Fields["Email"])

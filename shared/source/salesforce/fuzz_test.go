@@ -1,9 +1,11 @@
-package source
+package salesforce
 
 import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/oncesync/oncesync/shared/source"
 )
 
 // FuzzPageRows feeds arbitrary response bodies through the page decoder and the row checks. A
@@ -17,12 +19,12 @@ func FuzzPageRows(f *testing.F) {
 	f.Add([]byte(`{"done":true,"records":[{"Id":"003C","SystemModstamp":"2026-01-01T00:00:02.0001Z","name":"case"}]}`))
 	f.Add([]byte(`not json`))
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	after := Key{Modstamp: from.Add(time.Second), ID: "003A"}
-	q := Query{Object: "Contact", Fields: []string{"Name"}, From: from, To: from.Add(time.Hour), After: &after}.normalized()
+	after := source.Key{Modstamp: from.Add(time.Second), ID: "003A"}
+	q := normalized(source.Query{Object: "Contact", Fields: []string{"Name"}, From: from, To: from.Add(time.Hour), After: &after})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		res, err := decodePage(body)
 		if err != nil {
-			if !IsPermanent(err) {
+			if !source.IsPermanent(err) {
 				t.Fatalf("a body that is no query result is not a permanent error: %v", err)
 			}
 			return
@@ -31,7 +33,7 @@ func FuzzPageRows(f *testing.F) {
 			t.Fatal("accepted a page that is not done and has no next page")
 		}
 		chk := newChecker(q)
-		var prev *Key
+		var prev *source.Key
 		for _, raw := range *res.Records {
 			rec, reason := chk.row(raw)
 			if reason != "" {
@@ -40,7 +42,7 @@ func FuzzPageRows(f *testing.F) {
 				}
 				continue
 			}
-			k := Key{Modstamp: rec.Modstamp, ID: rec.ID}
+			k := source.Key{Modstamp: rec.Modstamp, ID: rec.ID}
 			switch {
 			case rec.ID == "":
 				t.Fatalf("row %s: a record without an ID", raw)
@@ -70,7 +72,7 @@ func FuzzNextURL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, next string) {
 		abs, err := c.nextURL(next, c.queryURL)
 		if err != nil {
-			if !IsPermanent(err) {
+			if !source.IsPermanent(err) {
 				t.Fatalf("refusal is not permanent: %v", err)
 			}
 			return

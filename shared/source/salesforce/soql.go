@@ -1,4 +1,4 @@
-package source
+package salesforce
 
 import (
 	"errors"
@@ -6,43 +6,9 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/oncesync/oncesync/shared/source"
 )
-
-// Key is a position in (SystemModstamp, Id) order, the order Search returns records in.
-type Key struct {
-	Modstamp time.Time
-	ID       string
-}
-
-// Compare returns -1, 0 or +1 as k sorts before, at or after o: by Modstamp, then by ID compared
-// byte by byte (the order of Salesforce's case-sensitive IDs).
-func (k Key) Compare(o Key) int {
-	if c := k.Modstamp.Compare(o.Modstamp); c != 0 {
-		return c
-	}
-	return strings.Compare(k.ID, o.ID)
-}
-
-// String formats k as "(2024-01-01T00:00:00.000Z, 003…)".
-func (k Key) String() string {
-	return "(" + k.Modstamp.UTC().Format(soqlTime) + ", " + k.ID + ")"
-}
-
-// Query is one search: the records of Object whose SystemModstamp is in [From, To), in
-// (SystemModstamp, Id) order, optionally resumed strictly after a Key.
-//
-// Salesforce stores SystemModstamp to the millisecond. From and To are rounded up to the next
-// whole millisecond, which selects exactly the same records; After.Modstamp must be a whole
-// millisecond already (keys come from records, and records are). A From before 1700, the start
-// of Salesforce's datetime range (the zero time, say, for "from the beginning"), searches from
-// 1700-01-01.
-type Query struct {
-	Object string   // sObject API name, e.g. "Contact" or "Engagement__c"
-	Fields []string // fields to read besides Id and SystemModstamp (always read)
-	From   time.Time
-	To     time.Time
-	After  *Key // resume strictly after this key (keyset paging); nil starts at From
-}
 
 // soqlTime is the SOQL datetime literal layout the client emits (always UTC).
 const soqlTime = "2006-01-02T15:04:05.000Z07:00"
@@ -54,7 +20,7 @@ var (
 )
 
 // SOQL returns the query text Search sends. It does not validate q: an invalid query (see
-// Validate) yields text that must not be sent anywhere.
+// ValidateQuery) yields text that must not be sent anywhere.
 //
 //	SELECT Id, SystemModstamp, F1, F2 FROM Obj
 //	WHERE SystemModstamp >= <From> AND SystemModstamp < <To>
@@ -62,8 +28,8 @@ var (
 //	ORDER BY SystemModstamp, Id
 //
 // (on one line, with single spaces).
-func (q Query) SOQL() string {
-	q = q.normalized()
+func SOQL(q source.Query) string {
+	q = normalized(q)
 	var b strings.Builder
 	b.WriteString("SELECT Id, SystemModstamp")
 	for _, f := range q.Fields {
@@ -90,11 +56,11 @@ func (q Query) SOQL() string {
 	return b.String()
 }
 
-// Validate reports why q cannot be sent: names that are not SOQL identifiers (the only defence
+// ValidateQuery reports why q cannot be sent: names that are not SOQL identifiers (the only defence
 // against injection a query needs, since every other part is formatted by SOQL), repeated or
 // reserved fields, and times outside Salesforce's range or out of order. The error wraps
 // ErrPermanent.
-func (q Query) Validate() error {
+func ValidateQuery(q source.Query) error {
 	var errs []error
 	if !IsIdentifier(q.Object) {
 		errs = append(errs, fmt.Errorf("object %q is not a SOQL identifier", q.Object))
@@ -118,7 +84,7 @@ func (q Query) Validate() error {
 		}
 	}
 	inRange("To", q.To)
-	if n := q.normalized(); n.To.Before(n.From) {
+	if n := normalized(q); n.To.Before(n.From) {
 		errs = append(errs, fmt.Errorf("window [%s, %s) ends before it starts", q.From.Format(time.RFC3339Nano), q.To.Format(time.RFC3339Nano)))
 	}
 	if a := q.After; a != nil {
@@ -141,14 +107,20 @@ func (q Query) Validate() error {
 
 // normalized returns q in the form SOQL and row validation use: times in UTC, From and To
 // rounded up to whole milliseconds, From no earlier than 1700.
-func (q Query) normalized() Query {
+//
+// Salesforce stores SystemModstamp to the millisecond. From and To are rounded up to the next
+// whole millisecond, which selects exactly the same records; After.Modstamp must be a whole
+// millisecond already (keys come from records, and records are). A From before 1700, the start
+// of Salesforce's datetime range (the zero time, say, for "from the beginning"), searches from
+// 1700-01-01.
+func normalized(q source.Query) source.Query {
 	q.From = ceilMilli(q.From)
 	if q.From.Before(minTime) {
 		q.From = minTime
 	}
 	q.To = ceilMilli(q.To)
 	if q.After != nil {
-		a := Key{Modstamp: q.After.Modstamp.UTC(), ID: q.After.ID}
+		a := source.Key{Modstamp: q.After.Modstamp.UTC(), ID: q.After.ID}
 		q.After = &a
 	}
 	return q

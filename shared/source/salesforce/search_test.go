@@ -1,4 +1,4 @@
-package source_test
+package salesforce_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/oncesync/oncesync/shared/source"
+	"github.com/oncesync/oncesync/shared/source/salesforce"
 )
 
 const queryPath = "/services/data/v60.0/query"
@@ -43,10 +44,10 @@ func (s *sleeps) all() []time.Duration {
 }
 
 // newClient returns a client of the server at url that never waits between attempts.
-func newClient(t *testing.T, url string, mod func(c *source.Config)) (*source.Client, *sleeps) {
+func newClient(t *testing.T, url string, mod func(c *salesforce.Config)) (*salesforce.Client, *sleeps) {
 	t.Helper()
 	s := &sleeps{}
-	cfg := source.Config{
+	cfg := salesforce.Config{
 		BaseURL:     url,
 		Token:       "tok",
 		MaxAttempts: 4,
@@ -58,7 +59,7 @@ func newClient(t *testing.T, url string, mod func(c *source.Config)) (*source.Cl
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := source.New(cfg)
+	c, err := salesforce.New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -103,7 +104,7 @@ func writeJSON(w http.ResponseWriter, status int, body string) {
 }
 
 // collect runs a search and returns its pages.
-func collect(t *testing.T, c *source.Client, q source.Query) ([]source.Page, error) {
+func collect(t *testing.T, c *salesforce.Client, q source.Query) ([]source.Page, error) {
 	t.Helper()
 	var pages []source.Page
 	err := c.Search(t.Context(), q, func(ctx context.Context, p source.Page) error {
@@ -186,7 +187,7 @@ func TestSearchFollowsPages(t *testing.T) {
 			t.Errorf("request %d: Sforce-Query-Options = %q, want %q", i, got, want)
 		}
 	}
-	if got, want := reqs[0].URL.Query().Get("q"), contactQuery.SOQL(); got != want {
+	if got, want := reqs[0].URL.Query().Get("q"), salesforce.SOQL(contactQuery); got != want {
 		t.Errorf("q = %q, want %q", got, want)
 	}
 }
@@ -197,7 +198,7 @@ func TestSearchOptions(t *testing.T) {
 		got = append(got, r.URL.Path, r.Header.Get("Sforce-Query-Options"))
 		writeJSON(w, 200, page(0, ""))
 	})
-	c, _ := newClient(t, srv.URL+"/sf", func(c *source.Config) { c.APIVersion = "v58.0"; c.PageSize = 200 })
+	c, _ := newClient(t, srv.URL+"/sf", func(c *salesforce.Config) { c.APIVersion = "v58.0"; c.PageSize = 200 })
 	pages, err := collect(t, c, contactQuery)
 	if err != nil {
 		t.Fatalf("Search: %v", err)
@@ -326,7 +327,7 @@ func TestSearchRetries(t *testing.T) {
 			writeJSON(w, s, `[{"message":"try later","errorCode":"SERVER_UNAVAILABLE"}]`)
 		}
 	})
-	c, sl := newClient(t, srv.URL, func(c *source.Config) { c.MaxAttempts = 5 })
+	c, sl := newClient(t, srv.URL, func(c *salesforce.Config) { c.MaxAttempts = 5 })
 	pages, err := collect(t, c, contactQuery)
 	if err != nil {
 		t.Fatalf("Search: %v", err)
@@ -355,7 +356,7 @@ func TestSearchBackoffIsCapped(t *testing.T) {
 	srv, n := server(t, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 502, `<html>bad gateway</html>`)
 	})
-	c, sl := newClient(t, srv.URL, func(c *source.Config) {
+	c, sl := newClient(t, srv.URL, func(c *salesforce.Config) {
 		c.MaxAttempts = 8
 		c.MinBackoff = 100 * time.Millisecond
 		c.MaxBackoff = 300 * time.Millisecond
@@ -364,11 +365,11 @@ func TestSearchBackoffIsCapped(t *testing.T) {
 	if err == nil || source.IsPermanent(err) {
 		t.Fatalf("Search = %v, want a transient error", err)
 	}
-	want := "source: page 1 of Contact: gave up after 8 attempts: HTTP 502: <html>bad gateway</html>"
+	want := "salesforce: page 1 of Contact: gave up after 8 attempts: HTTP 502: <html>bad gateway</html>"
 	if err.Error() != want {
 		t.Errorf("error = %q, want %q", err, want)
 	}
-	var ae *source.APIError
+	var ae *salesforce.APIError
 	if !errors.As(err, &ae) || ae.Status != 502 {
 		t.Errorf("errors.As(%v, *APIError) = %+v, want status 502", err, ae)
 	}
@@ -391,16 +392,16 @@ func TestSearchPermanentErrors(t *testing.T) {
 		wantErr  string
 	}{
 		{"malformed query", 400, `[{"message":"unexpected token: FROM","errorCode":"MALFORMED_QUERY"}]`, "MALFORMED_QUERY",
-			"source: page 1 of Contact: HTTP 400 MALFORMED_QUERY: unexpected token: FROM"},
+			"salesforce: page 1 of Contact: HTTP 400 MALFORMED_QUERY: unexpected token: FROM"},
 		{"bad session", 401, `[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]`, "INVALID_SESSION_ID",
-			"source: page 1 of Contact: HTTP 401 INVALID_SESSION_ID: Session expired or invalid"},
+			"salesforce: page 1 of Contact: HTTP 401 INVALID_SESSION_ID: Session expired or invalid"},
 		{"several errors", 400, `[{"message":"No such column 'Foo'","errorCode":"INVALID_FIELD"},{"message":"x","errorCode":"Y"}]`, "INVALID_FIELD",
-			"source: page 1 of Contact: HTTP 400 INVALID_FIELD: No such column 'Foo' (and 1 more errors)"},
+			"salesforce: page 1 of Contact: HTTP 400 INVALID_FIELD: No such column 'Foo' (and 1 more errors)"},
 		{"not found, not JSON", 404, "<html>\n<body>Not here</body></html>", "",
-			"source: page 1 of Contact: HTTP 404: <html> <body>Not here</body></html>"},
-		{"forbidden, empty body", 403, "", "", "source: page 1 of Contact: HTTP 403: Forbidden"},
+			"salesforce: page 1 of Contact: HTTP 404: <html> <body>Not here</body></html>"},
+		{"forbidden, empty body", 403, "", "", "salesforce: page 1 of Contact: HTTP 403: Forbidden"},
 		{"oauth shape", 401, `{"error":"invalid_token","error_description":"expired"}`, "invalid_token",
-			"source: page 1 of Contact: HTTP 401 invalid_token: expired"},
+			"salesforce: page 1 of Contact: HTTP 401 invalid_token: expired"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -414,7 +415,7 @@ func TestSearchPermanentErrors(t *testing.T) {
 			if err.Error() != tt.wantErr {
 				t.Errorf("error = %q, want %q", err, tt.wantErr)
 			}
-			var ae *source.APIError
+			var ae *salesforce.APIError
 			if !errors.As(err, &ae) || ae.Status != tt.status || ae.Code != tt.wantCode {
 				t.Errorf("APIError = %+v, want status %d code %q", ae, tt.status, tt.wantCode)
 			}
@@ -438,7 +439,7 @@ func TestSearchExpiredLocatorIsTransientWithoutRetry(t *testing.T) {
 	if err == nil || source.IsPermanent(err) {
 		t.Fatalf("Search = %v, want a transient error", err)
 	}
-	if want := "source: page 2 of Contact: HTTP 400 INVALID_QUERY_LOCATOR: invalid query locator"; err.Error() != want {
+	if want := "salesforce: page 2 of Contact: HTTP 400 INVALID_QUERY_LOCATOR: invalid query locator"; err.Error() != want {
 		t.Errorf("error = %q, want %q", err, want)
 	}
 	if len(pages) != 1 || n.Load() != 2 {
@@ -480,7 +481,7 @@ func TestSearchBadResponses(t *testing.T) {
 			if !source.IsPermanent(err) {
 				t.Fatalf("Search = %v, want a permanent error", err)
 			}
-			if !strings.HasPrefix(err.Error(), "source: page 2 of Contact: ") || !strings.Contains(err.Error(), tt.want) {
+			if !strings.HasPrefix(err.Error(), "salesforce: page 2 of Contact: ") || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error = %q, want page 2 and %q", err, tt.want)
 			}
 			if n.Load() != 2 {
@@ -499,7 +500,7 @@ func TestSearchNetworkErrors(t *testing.T) {
 	if err == nil || source.IsPermanent(err) {
 		t.Fatalf("Search = %v, want a transient error", err)
 	}
-	if !strings.HasPrefix(err.Error(), "source: page 1 of Contact: gave up after 4 attempts: ") || strings.Contains(err.Error(), "SELECT") {
+	if !strings.HasPrefix(err.Error(), "salesforce: page 1 of Contact: gave up after 4 attempts: ") || strings.Contains(err.Error(), "SELECT") {
 		t.Errorf("error = %q, want it to say it gave up, without the query", err)
 	}
 	if got := len(sl.all()); got != 3 {
@@ -538,7 +539,7 @@ func TestSearchRequestTimeout(t *testing.T) {
 		}
 		writeJSON(w, 200, page(1, "", row("003A", "2024-01-05T00:00:00.000+0000")))
 	})
-	c, sl := newClient(t, srv.URL, func(c *source.Config) { c.Timeout = 50 * time.Millisecond })
+	c, sl := newClient(t, srv.URL, func(c *salesforce.Config) { c.Timeout = 50 * time.Millisecond })
 	pages, err := collect(t, c, contactQuery)
 	if err != nil {
 		t.Fatalf("Search: %v", err)
@@ -549,7 +550,7 @@ func TestSearchRequestTimeout(t *testing.T) {
 
 	// A server that always hangs: every attempt times out.
 	hang, _ := server(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-	c, _ = newClient(t, hang.URL, func(c *source.Config) { c.Timeout = 20 * time.Millisecond; c.MaxAttempts = 2 })
+	c, _ = newClient(t, hang.URL, func(c *salesforce.Config) { c.Timeout = 20 * time.Millisecond; c.MaxAttempts = 2 })
 	_, err = collect(t, c, contactQuery)
 	if err == nil || source.IsPermanent(err) || !errors.Is(err, context.DeadlineExceeded) ||
 		!strings.Contains(err.Error(), "gave up after 2 attempts: request timed out after 20ms") {
@@ -578,7 +579,7 @@ func TestSearchContextCanceled(t *testing.T) {
 	t.Run("while waiting to retry", func(t *testing.T) {
 		srv, n := server(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 503, "") })
 		ctx, cancel := context.WithCancel(t.Context())
-		c, _ := newClient(t, srv.URL, func(c *source.Config) {
+		c, _ := newClient(t, srv.URL, func(c *salesforce.Config) {
 			c.Sleep = func(ctx context.Context, d time.Duration) error { cancel(); return ctx.Err() }
 		})
 		err := c.Search(ctx, contactQuery, func(context.Context, source.Page) error { return nil })
@@ -596,7 +597,7 @@ func TestSearchContextCanceled(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		c, _ := newClient(t, srv.URL, nil)
 		err := c.Search(ctx, contactQuery, func(context.Context, source.Page) error { cancel(); return nil })
-		if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "source: page 2 of Contact: context canceled") {
+		if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "salesforce: page 2 of Contact: context canceled") {
 			t.Errorf("Search = %v, want context.Canceled on page 2", err)
 		}
 		if n.Load() != 1 {
@@ -642,7 +643,7 @@ func TestSearchInvalidQuery(t *testing.T) {
 	q := contactQuery
 	q.Fields = []string{"Name", "Email FROM User"}
 	_, err := collect(t, c, q)
-	want := `source: search of Contact: invalid query: field "Email FROM User" is not a SOQL identifier`
+	want := `salesforce: search of Contact: invalid query: field "Email FROM User" is not a SOQL identifier`
 	if !source.IsPermanent(err) || err.Error() != want {
 		t.Errorf("Search = %v, want permanent %q", err, want)
 	}
@@ -652,34 +653,34 @@ func TestSearchInvalidQuery(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	good := source.Config{BaseURL: "https://acme.my.salesforce.com", Token: "t"}
+	good := salesforce.Config{BaseURL: "https://acme.my.salesforce.com", Token: "t"}
 	tests := []struct {
 		name string
-		mod  func(c *source.Config)
+		mod  func(c *salesforce.Config)
 		want string
 	}{
-		{"defaults", func(c *source.Config) {}, ""},
-		{"all set", func(c *source.Config) {
-			*c = source.Config{BaseURL: "http://127.0.0.1:8080/sf/", Token: "t", APIVersion: "v61.0", PageSize: 200,
+		{"defaults", func(c *salesforce.Config) {}, ""},
+		{"all set", func(c *salesforce.Config) {
+			*c = salesforce.Config{BaseURL: "http://127.0.0.1:8080/sf/", Token: "t", APIVersion: "v61.0", PageSize: 200,
 				Timeout: time.Second, MaxAttempts: 1, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
 		}, ""},
-		{"no base URL", func(c *source.Config) { c.BaseURL = "" }, `base URL "" is not`},
-		{"relative base URL", func(c *source.Config) { c.BaseURL = "acme.my.salesforce.com" }, "is not an http(s) URL"},
-		{"ftp", func(c *source.Config) { c.BaseURL = "ftp://acme" }, "is not an http(s) URL"},
-		{"query in base URL", func(c *source.Config) { c.BaseURL = "https://acme/?x=1" }, "is not an http(s) URL"},
-		{"user in base URL", func(c *source.Config) { c.BaseURL = "https://u:p@acme/" }, "is not an http(s) URL"},
-		{"no token", func(c *source.Config) { c.Token = "" }, "token is empty"},
-		{"bad version", func(c *source.Config) { c.APIVersion = "60" }, `API version "60"`},
-		{"page too small", func(c *source.Config) { c.PageSize = 7 }, "page size 7 outside"},
-		{"page too big", func(c *source.Config) { c.PageSize = 2001 }, "page size 2001 outside"},
-		{"negative timeout", func(c *source.Config) { c.Timeout = -1 }, "must not be negative"},
-		{"backoffs reversed", func(c *source.Config) { c.MinBackoff, c.MaxBackoff = time.Second, time.Millisecond }, "exceeds max backoff"},
+		{"no base URL", func(c *salesforce.Config) { c.BaseURL = "" }, `base URL "" is not`},
+		{"relative base URL", func(c *salesforce.Config) { c.BaseURL = "acme.my.salesforce.com" }, "is not an http(s) URL"},
+		{"ftp", func(c *salesforce.Config) { c.BaseURL = "ftp://acme" }, "is not an http(s) URL"},
+		{"query in base URL", func(c *salesforce.Config) { c.BaseURL = "https://acme/?x=1" }, "is not an http(s) URL"},
+		{"user in base URL", func(c *salesforce.Config) { c.BaseURL = "https://u:p@acme/" }, "is not an http(s) URL"},
+		{"no token", func(c *salesforce.Config) { c.Token = "" }, "token is empty"},
+		{"bad version", func(c *salesforce.Config) { c.APIVersion = "60" }, `API version "60"`},
+		{"page too small", func(c *salesforce.Config) { c.PageSize = 7 }, "page size 7 outside"},
+		{"page too big", func(c *salesforce.Config) { c.PageSize = 2001 }, "page size 2001 outside"},
+		{"negative timeout", func(c *salesforce.Config) { c.Timeout = -1 }, "must not be negative"},
+		{"backoffs reversed", func(c *salesforce.Config) { c.MinBackoff, c.MaxBackoff = time.Second, time.Millisecond }, "exceeds max backoff"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := good
 			tt.mod(&cfg)
-			c, err := source.New(cfg)
+			c, err := salesforce.New(cfg)
 			if tt.want == "" {
 				if err != nil || c == nil {
 					t.Fatalf("New = %v, %v; want a client", c, err)
@@ -689,7 +690,7 @@ func TestNew(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "source: ") {
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "salesforce: ") {
 				t.Errorf("New = %v, want an error containing %q", err, tt.want)
 			}
 		})
@@ -699,22 +700,22 @@ func TestNew(t *testing.T) {
 func TestSearchDefaultRetries(t *testing.T) {
 	srv, n := server(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 500, "") })
 	sl := &sleeps{}
-	c, err := source.New(source.Config{BaseURL: srv.URL, Token: "tok", Sleep: sl.sleep})
+	c, err := salesforce.New(salesforce.Config{BaseURL: srv.URL, Token: "tok", Sleep: sl.sleep})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := collect(t, c, contactQuery); err == nil || source.IsPermanent(err) {
 		t.Fatalf("Search = %v, want a transient error", err)
 	}
-	if n.Load() != source.DefaultMaxAttempts {
-		t.Errorf("requests = %d, want %d", n.Load(), source.DefaultMaxAttempts)
+	if n.Load() != salesforce.DefaultMaxAttempts {
+		t.Errorf("requests = %d, want %d", n.Load(), salesforce.DefaultMaxAttempts)
 	}
 	got := sl.all()
-	if len(got) != source.DefaultMaxAttempts-1 {
-		t.Fatalf("sleeps = %v, want %d", got, source.DefaultMaxAttempts-1)
+	if len(got) != salesforce.DefaultMaxAttempts-1 {
+		t.Fatalf("sleeps = %v, want %d", got, salesforce.DefaultMaxAttempts-1)
 	}
 	for k, d := range got {
-		b := min(source.DefaultMinBackoff<<k, source.DefaultMaxBackoff)
+		b := min(salesforce.DefaultMinBackoff<<k, salesforce.DefaultMaxBackoff)
 		if d < b/2 || d > b {
 			t.Errorf("sleep %d = %v, want within [%v, %v]", k+1, d, b/2, b)
 		}

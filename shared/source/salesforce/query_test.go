@@ -1,4 +1,4 @@
-package source_test
+package salesforce_test
 
 import (
 	"strings"
@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/oncesync/oncesync/shared/source"
+	"github.com/oncesync/oncesync/shared/source/salesforce"
 )
 
 var (
@@ -60,10 +61,10 @@ func TestQuerySOQL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.q.Validate(); err != nil {
+			if err := salesforce.ValidateQuery(tt.q); err != nil {
 				t.Fatalf("Validate() = %v, want nil", err)
 			}
-			if got := tt.q.SOQL(); got != tt.want {
+			if got := salesforce.SOQL(tt.q); got != tt.want {
 				t.Errorf("SOQL() =\n%s\nwant\n%s", got, tt.want)
 			}
 		})
@@ -111,7 +112,7 @@ func TestQueryValidate(t *testing.T) {
 			q := ok
 			q.Fields = append([]string(nil), ok.Fields...)
 			tt.mod(&q)
-			err := q.Validate()
+			err := salesforce.ValidateQuery(q)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("Validate() = %v, want nil", err)
@@ -136,13 +137,13 @@ func TestParseTime(t *testing.T) {
 		"2024-03-05T07:08:09.123Z",
 		"2024-03-05T02:08:09.123-05:00",
 	} {
-		got, err := source.ParseTime(s)
+		got, err := salesforce.ParseTime(s)
 		if err != nil || !got.Equal(want) || got.Location() != time.UTC {
 			t.Errorf("ParseTime(%q) = %v, %v; want %v in UTC", s, got, err, want)
 		}
 	}
 	for _, s := range []string{"", "yesterday", "2024-03-05", "2024-03-05 07:08:09", "2024-13-05T07:08:09.123+0000"} {
-		if got, err := source.ParseTime(s); err == nil {
+		if got, err := salesforce.ParseTime(s); err == nil {
 			t.Errorf("ParseTime(%q) = %v, want an error", s, got)
 		}
 	}
