@@ -221,27 +221,7 @@ resource "google_secret_manager_secret_version" "source_token" {
 	}
 
 	for _, mu := range mutations {
-		t.Run(mu.name, func(t *testing.T) {
-			dir := copyConfig(t)
-			path := filepath.Join(dir, mu.file)
-			src, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mutated := mu.edit(t, string(src))
-			if mutated == string(src) {
-				t.Fatal("the mutation changed nothing")
-			}
-			write(t, dir, mu.file, mutated)
-
-			got := Check(dir, code)
-			t.Logf("findings:\n%s", list(got))
-			if !slices.ContainsFunc(got, func(f Finding) bool {
-				return f.Check == mu.check && strings.Contains(f.Subject+" "+f.Message, mu.about)
-			}) {
-				t.Errorf("no %q finding about %q; got:\n%s", mu.check, mu.about, list(got))
-			}
-		})
+		t.Run(mu.name, func(t *testing.T) { mu.run(t, func(dir string) []Finding { return Check(dir, code) }) })
 	}
 }
 
@@ -290,6 +270,29 @@ func TestCheckCatchesCodeChanges(t *testing.T) {
 // --- Helpers ------------------------------------------------------------------------------------
 
 // copyConfig copies this directory's configuration into a temporary directory.
+// run applies mu to a copy of the configuration and asserts that check, run on the copy, reports
+// mu's finding.
+func (mu mutation) run(t *testing.T, check func(dir string) []Finding) {
+	t.Helper()
+	dir := copyConfig(t)
+	src, err := os.ReadFile(filepath.Join(dir, mu.file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutated := mu.edit(t, string(src))
+	if mutated == string(src) {
+		t.Fatal("the mutation changed nothing")
+	}
+	write(t, dir, mu.file, mutated)
+	got := check(dir)
+	t.Logf("findings:\n%s", list(got))
+	if !slices.ContainsFunc(got, func(f Finding) bool {
+		return f.Check == mu.check && strings.Contains(f.Subject+" "+f.Message, mu.about)
+	}) {
+		t.Errorf("no %q finding about %q; got:\n%s", mu.check, mu.about, list(got))
+	}
+}
+
 func copyConfig(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()

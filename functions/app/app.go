@@ -63,6 +63,10 @@ type Components struct {
 	Now         func() time.Time
 	Elapsed     func() time.Time // the expander's time-budget clock (nil: real time)
 	Probe       probe.Func
+	// ExpanderStore and ImporterStore, when set, wrap the stores the expander and importer are
+	// built with (the chaos harness's mutants change what a function does with its store).
+	ExpanderStore func(expander.Store) expander.Store
+	ImporterStore func(importer.Store) importer.Store
 }
 
 // Defaults returns the production components on the given clients. src may be nil for functions
@@ -126,8 +130,12 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 		}
 		h = s.Handle
 	case config.Expander:
+		var es expander.Store = store.Planner{Store: c.Store, Fence: c.Keys}
+		if c.ExpanderStore != nil {
+			es = c.ExpanderStore(es)
+		}
 		e, err := expander.New(expander.Config{
-			Store: store.Planner{Store: c.Store, Fence: c.Keys}, Guard: idem.Guard{Keys: c.Keys}, Source: c.Source,
+			Store: es, Guard: idem.Guard{Keys: c.Keys}, Source: c.Source,
 			Publisher: c.Publisher, DeadLetters: c.DeadLetters, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks,
 			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(), Now: c.Now, Elapsed: c.Elapsed, Probe: c.Probe,
 		})
@@ -136,7 +144,11 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 		}
 		h = e.Handle
 	case config.Importer:
-		i, err := importer.New(importer.Config{Store: c.Store, Guard: idem.Guard{Keys: c.Keys}, Committer: c.Committer, Probe: c.Probe})
+		var is importer.Store = c.Store
+		if c.ImporterStore != nil {
+			is = c.ImporterStore(is)
+		}
+		i, err := importer.New(importer.Config{Store: is, Guard: idem.Guard{Keys: c.Keys}, Committer: c.Committer, Probe: c.Probe})
 		if err != nil {
 			return nil, err
 		}

@@ -150,6 +150,8 @@ func (r *Result) CaughtBy() []string {
 	add(rep.SearchOveruse, "source searches")
 	add(rep.OpenLeases, "lease left in progress")
 	add(x.ForeignDead, "dead letter of a good message")
+	add(x.AuditFindings, "audit findings")
+	add(x.NeededSweep, "needed the recovery sweep")
 	add(rep.Jobs-rep.Completed, "jobs not completed")
 	if len(out) == 0 && len(r.Violations) > 0 {
 		out = append(out, "other")

@@ -3,12 +3,15 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"sort"
 	"time"
 
+	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/audit"
+	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
 )
 
@@ -22,6 +25,7 @@ type ExtraReport struct {
 	SearchCounter  int // Jobs whose searches counter differs from the searches they ran
 	ForeignDead    int // message dead letters that are not poison the generator made
 	AuditFindings  int // findings of the operator's audit that the case's injections do not explain
+	NeededSweep    int // cases whose Jobs finished only through the recovery sweep, with no message lost
 	Violations     []string
 }
 
@@ -192,9 +196,27 @@ func first(s []string, n int) []string {
 }
 
 // auditCase runs the operator's audit (oncesync-ops audit job) on every Job of the case: the audit
-// is a checker too, and must find nothing but what the generator injected on purpose — rows made
-// bad (rejected_row) and poison messages (dead_letter).
-func (h *Harness) auditCase(ctx context.Context, c *Case, r *ExtraReport) error {
+// is a checker too, and must find nothing but what the schedule injected on purpose — rows made
+// bad (rejected_row), poison messages (dead_letter), and keys left IN_PROGRESS because Pub/Sub
+// gave up on their message after the maximum attempts (expired_lease: no delivery is left to
+// finish them, as the key checker allows too).
+func (h *Harness) auditCase(ctx context.Context, c *Case, r *ExtraReport, givenUp []sim.Delivery) error {
+	abandoned := map[string]bool{} // keys of the messages Pub/Sub gave up on
+	for _, d := range givenUp {
+		data := d.Message.GetData()
+		switch d.Topic {
+		case sim.TopicChunks:
+			var m model.ChunkMessage
+			if json.Unmarshal(data, &m) == nil {
+				abandoned[idem.ChunkKey(m.JobID, m.Chunk).String()] = true
+			}
+		case sim.TopicExpand:
+			var m model.ExpandMessage
+			if json.Unmarshal(data, &m) == nil {
+				abandoned[idem.ExpandKey(m.JobID).String()] = true
+			}
+		}
+	}
 	e := h.Env
 	jobs, err := e.Jobs(ctx)
 	if err != nil {
@@ -217,6 +239,7 @@ func (h *Harness) auditCase(ctx context.Context, c *Case, r *ExtraReport) error 
 			switch {
 			case f.Kind == audit.RejectedRow && bad[j.SettingID]:
 			case f.Kind == audit.DeadLetter && len(c.Poison) > 0:
+			case f.Kind == audit.ExpiredLease && abandoned[f.Key]:
 			default:
 				r.AuditFindings++
 				r.violate("audit of job %s: %s: %s", j.ID, f.Kind, f.Detail)

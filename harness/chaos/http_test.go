@@ -201,7 +201,7 @@ func (h *Harness) checkHTTP(t *testing.T, c *Case, data *world, st *caseState) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.auditCase(ctx, c, &extra); err != nil {
+	if err := h.auditCase(ctx, c, &extra, nil); err != nil {
 		t.Fatal(err)
 	}
 	res := &Result{Report: rep, Extra: extra}

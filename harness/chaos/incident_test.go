@@ -8,6 +8,7 @@ import (
 
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
 )
@@ -34,14 +35,14 @@ func incidentCase(faults ...DeliveryFault) Case {
 // first, while the first is writing its chunk plan.
 var expandTwice = DeliveryFault{
 	Target: Target{Function: config.Expander, Setting: -1, Tick: -1, Chunk: -1}, Nth: 1,
-	Fault: Fault{CopyAt: expander.StepChunkWritten, CopyDelay: 2 * time.Second},
+	Plan: sim.Plan{CopyAt: expander.StepChunkWritten, CopyDelay: 2 * time.Second},
 }
 
 // chunkTwice delivers every chunk message a second time 2 s after the first, at step.
 func chunkTwice(step string) DeliveryFault {
 	return DeliveryFault{
 		Target: Target{Function: config.Importer, Setting: -1, Tick: -1, Chunk: -1}, Nth: 1,
-		Fault: Fault{CopyAt: step, CopyDelay: 2 * time.Second},
+		Plan: sim.Plan{CopyAt: step, CopyDelay: 2 * time.Second},
 	}
 }
 

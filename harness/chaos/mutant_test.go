@@ -17,7 +17,9 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/oncesync/oncesync/functions/app"
+	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
@@ -50,6 +52,25 @@ var (
 		},
 		Steps: pipelineSteps.with(config.Importer, StepRecordsCommitted, StepRecordsCommitted),
 	}
+	// MutantNoRepublish is "a takeover re-publishes nothing" (streaming publication): an expansion
+	// that takes over a crashed one's key does not publish the chunks its predecessor wrote, so a
+	// chunk written just before the crash has no message.
+	MutantNoRepublish = Mutation{
+		Name:          "a takeover re-publishes no written chunk",
+		ExpanderStore: func(_ *Harness, s expander.Store) expander.Store { return noPending{s} },
+	}
+	// MutantNoContinuation is "a hand-off publishes no continuation": the expansion releases its
+	// key at the time budget, and the rest of the window waits for nobody.
+	MutantNoContinuation = Mutation{
+		Name:      "a hand-off publishes no continuation",
+		Publisher: func(_ *Harness, p app.Publisher) app.Publisher { return dropContinuations{p} },
+	}
+	// MutantNoImporterCompletion is "the last import does not complete the Job" (the completion
+	// rule's other half): only an expansion that finishes after every chunk is DONE completes it.
+	MutantNoImporterCompletion = Mutation{
+		Name:          "the last chunk's import does not complete the Job",
+		ImporterStore: func(_ *Harness, s importer.Store) importer.Store { return noCompletion{s} },
+	}
 	// MutantBoth is both: the pipeline before the fix, as far as wrappers can rebuild it.
 	MutantBoth = Mutation{
 		Name:      "every claim succeeds + chunk commit not atomic",
@@ -58,6 +79,33 @@ var (
 		Steps:     MutantSplit.Steps,
 	}
 )
+
+// noPending is MutantNoRepublish's expander store: no chunk is ever pending for a takeover.
+type noPending struct{ expander.Store }
+
+func (noPending) PendingChunks(context.Context, string) ([]int, error) { return nil, nil }
+
+// dropContinuations is MutantNoContinuation's publisher: continuation messages vanish.
+type dropContinuations struct{ app.Publisher }
+
+func (d dropContinuations) Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error) {
+	var kept []bus.Message
+	for _, m := range msgs {
+		if m.Attributes["continuation"] == "" {
+			kept = append(kept, m)
+		}
+	}
+	ids := make([]string, len(msgs))
+	if len(kept) == 0 {
+		return ids, nil
+	}
+	return d.Publisher.Publish(ctx, topic, kept...)
+}
+
+// noCompletion is MutantNoImporterCompletion's importer store.
+type noCompletion struct{ importer.Store }
+
+func (noCompletion) CompleteIfDone(context.Context, string) (bool, error) { return false, nil }
 
 // StepRecordsCommitted is MutantSplit's step between its two commits.
 const StepRecordsCommitted = "mutant.records_committed"
@@ -176,6 +224,12 @@ func TestMutantClaimAlwaysSucceeds(t *testing.T) { testMutant(t, MutantClaim) }
 func TestMutantChunkDoneCommittedApart(t *testing.T) { testMutant(t, MutantDoneApart) }
 
 func TestMutantChunkCommitNotAtomic(t *testing.T) { testMutant(t, MutantSplit) }
+
+func TestMutantTakeoverRepublishesNothing(t *testing.T) { testMutant(t, MutantNoRepublish) }
+
+func TestMutantHandOffWithoutContinuation(t *testing.T) { testMutant(t, MutantNoContinuation) }
+
+func TestMutantImportDoesNotComplete(t *testing.T) { testMutant(t, MutantNoImporterCompletion) }
 
 // testMutant runs the main property against a mutation, on a recorder instead of t, and asserts
 // that rapid found a counterexample made of property violations (not a harness error).

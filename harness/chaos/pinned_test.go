@@ -37,7 +37,7 @@ func TestChaosPinned(t *testing.T) {
 		c := smallCase()
 		c.Faults.Deliveries = []DeliveryFault{{
 			Target: Target{Function: config.Importer, Setting: -1, Tick: -1, Chunk: 0}, Nth: 1,
-			Fault: Fault{CopyAt: importer.StepCommitted, CopyDelay: h.Env.Config.Lease + time.Second, CopyCrashAt: importer.StepCommitted},
+			Plan: sim.Plan{CopyAt: importer.StepCommitted, CopyDelay: h.Env.Config.Lease + time.Second, CopyPlan: &sim.Plan{CrashAt: importer.StepCommitted}},
 		}}
 		res := runPinned(t, h, c)
 		if len(res.Violations) > 0 {

@@ -105,66 +105,11 @@ func (t Target) matches(o Target) bool {
 type DeliveryFault struct {
 	Target
 	Nth int
-	Fault
+	sim.Plan
 }
 
 func (d DeliveryFault) String() string {
-	return fmt.Sprintf("delivery #%d of %s: %s", d.Nth, d.Target, d.Fault)
-}
-
-// Fault is what happens around one delivery; it becomes a sim.Plan.
-type Fault struct {
-	CrashAt     string        // the instance is killed at this step
-	CopyAt      string        // a duplicate (same message ID) runs when the delivery reaches this step
-	CopyDelay   time.Duration // simulated time before that duplicate arrives
-	CopyCrashAt string        // the duplicate's own instance is killed at this step
-	Concurrent  int           // duplicates started at the same instant
-	CopyAfter   bool          // a duplicate after the delivery completed, before its ack
-	LoseAck     bool          // the function succeeds but the ack is lost: redelivered
-	Hold        int           // the delivery is held back this many rounds (later messages overtake it)
-	BudgetAt    string        // the delivery's time budget runs out at this step (an expansion hands off)
-}
-
-func (f Fault) String() string {
-	var parts []string
-	if f.CrashAt != "" {
-		parts = append(parts, "crash at "+f.CrashAt)
-	}
-	if f.CopyAt != "" {
-		s := fmt.Sprintf("duplicate at %s after %v", f.CopyAt, f.CopyDelay)
-		if f.CopyCrashAt != "" {
-			s += ", the duplicate crashes at " + f.CopyCrashAt
-		}
-		parts = append(parts, s)
-	}
-	if f.Concurrent > 0 {
-		parts = append(parts, fmt.Sprintf("%d concurrent duplicate(s)", f.Concurrent))
-	}
-	if f.CopyAfter {
-		parts = append(parts, "duplicate after completion")
-	}
-	if f.LoseAck {
-		parts = append(parts, "ack lost")
-	}
-	if f.Hold > 0 {
-		parts = append(parts, fmt.Sprintf("held back %d round(s)", f.Hold))
-	}
-	if f.BudgetAt != "" {
-		parts = append(parts, "time budget spent at "+f.BudgetAt)
-	}
-	if len(parts) == 0 {
-		return "nothing"
-	}
-	return strings.Join(parts, "; ")
-}
-
-func (f Fault) plan() sim.Plan {
-	p := sim.Plan{CrashAt: f.CrashAt, CopyAt: f.CopyAt, CopyDelay: f.CopyDelay, Concurrent: f.Concurrent,
-		CopyAfter: f.CopyAfter, LoseAck: f.LoseAck, Hold: f.Hold, BudgetAt: f.BudgetAt}
-	if f.CopyCrashAt != "" {
-		p.CopyPlan = &sim.Plan{CrashAt: f.CopyCrashAt}
-	}
-	return p
+	return fmt.Sprintf("delivery #%d of %s: %s", d.Nth, d.Target, d.Plan)
 }
 
 // SourceFault makes the source API misbehave on one page of one object's searches.
@@ -384,7 +329,7 @@ func (g gen) drawSchedule(t *rapid.T, c *Case) Schedule {
 		// while the first delivery is writing the chunk plan.
 		s.Deliveries = append(s.Deliveries, DeliveryFault{
 			Target: Target{Function: config.Expander, Setting: -1, Tick: -1, Chunk: -1}, Nth: 1,
-			Fault: Fault{CopyAt: expander.StepChunkWritten, CopyDelay: rapid.SampledFrom([]time.Duration{2 * time.Second, 0, g.Lease + time.Second}).Draw(t, "copyDelay")},
+			Plan: sim.Plan{CopyAt: expander.StepChunkWritten, CopyDelay: rapid.SampledFrom([]time.Duration{2 * time.Second, 0, g.Lease + time.Second}).Draw(t, "copyDelay")},
 		})
 	}
 	for range rapid.IntRange(0, 2).Draw(t, "firestoreFaults") {
@@ -425,6 +370,61 @@ func (g gen) drawSchedule(t *rapid.T, c *Case) Schedule {
 	return s
 }
 
+// deliveryFault is one kind of fault around a delivery, drawn with its weight. Adding a kind of
+// delivery fault is a field of sim.Plan (what the simulator does) and a row here (how often the
+// generator draws it, and with what parameters).
+type deliveryFault struct {
+	name   string
+	weight int
+	draw   func(t *rapid.T, g gen, steps []string, p *sim.Plan)
+}
+
+type faultTable []deliveryFault
+
+func (ft faultTable) total() int {
+	n := 0
+	for _, f := range ft {
+		n += f.weight
+	}
+	return n
+}
+
+// pick returns the kind that draw k (in [0, total)) falls on.
+func (ft faultTable) pick(k int) deliveryFault {
+	for _, f := range ft {
+		if k < f.weight {
+			return f
+		}
+		k -= f.weight
+	}
+	return ft[len(ft)-1]
+}
+
+// deliveryFaults are the kinds of delivery faults, by weight (out of 20). The order and weights
+// are part of replaying committed fail files: append new kinds at the end.
+var deliveryFaults = faultTable{
+	{"ack lost", 2, func(_ *rapid.T, _ gen, _ []string, p *sim.Plan) { p.LoseAck = true }},
+	{"duplicate after completion", 2, func(t *rapid.T, _ gen, _ []string, p *sim.Plan) {
+		p.CopyAfter = true
+		p.LoseAck = chance(t, "andLoseAck", 50)
+	}},
+	{"held back", 2, func(t *rapid.T, _ gen, _ []string, p *sim.Plan) { p.Hold = rapid.IntRange(1, 3).Draw(t, "rounds") }},
+	{"crash", 5, func(t *rapid.T, _ gen, steps []string, p *sim.Plan) {
+		p.CrashAt = rapid.SampledFrom(steps).Draw(t, "crashAt")
+	}},
+	{"duplicate at a step", 8, func(t *rapid.T, g gen, steps []string, p *sim.Plan) {
+		p.CopyAt = rapid.SampledFrom(steps).Draw(t, "copyAt")
+		p.CopyDelay = rapid.SampledFrom([]time.Duration{0, 2 * time.Second, g.Lease + time.Second}).Draw(t, "copyDelay")
+		if chance(t, "copyCrashes", 20) {
+			p.CopyPlan = &sim.Plan{CrashAt: rapid.SampledFrom(steps).Draw(t, "copyCrashAt")}
+		}
+		p.CopyAfter = chance(t, "andAfterCompletion", 20) // N-fold: the same message three times
+	}},
+	{"concurrent duplicates", 1, func(t *rapid.T, _ gen, _ []string, p *sim.Plan) {
+		p.Concurrent = rapid.IntRange(1, 2).Draw(t, "concurrent")
+	}},
+}
+
 func (g gen) drawDeliveryFault(t *rapid.T, c *Case) DeliveryFault {
 	fn := rapid.SampledFrom(functions).Draw(t, "function")
 	d := DeliveryFault{Target: Target{Function: fn, Setting: -1, Tick: -1, Chunk: -1}, Nth: 1}
@@ -441,26 +441,8 @@ func (g gen) drawDeliveryFault(t *rapid.T, c *Case) DeliveryFault {
 		d.Nth = rapid.IntRange(2, 3).Draw(t, "nth")
 	}
 	steps := g.Steps[fn]
-	switch k := rapid.IntRange(0, 19).Draw(t, "kind"); {
-	case k < 2:
-		d.LoseAck = true
-	case k < 4:
-		d.CopyAfter = true
-		d.LoseAck = chance(t, "andLoseAck", 50)
-	case k < 6:
-		d.Hold = rapid.IntRange(1, 3).Draw(t, "rounds")
-	case k < 11:
-		d.CrashAt = rapid.SampledFrom(steps).Draw(t, "crashAt")
-	case k < 19:
-		d.CopyAt = rapid.SampledFrom(steps).Draw(t, "copyAt")
-		d.CopyDelay = rapid.SampledFrom([]time.Duration{0, 2 * time.Second, g.Lease + time.Second}).Draw(t, "copyDelay")
-		if chance(t, "copyCrashes", 20) {
-			d.CopyCrashAt = rapid.SampledFrom(steps).Draw(t, "copyCrashAt")
-		}
-		d.CopyAfter = chance(t, "andAfterCompletion", 20) // N-fold: the same message three times
-	default:
-		d.Concurrent = rapid.IntRange(1, 2).Draw(t, "concurrent")
-	}
+	k := rapid.IntRange(0, deliveryFaults.total()-1).Draw(t, "kind")
+	deliveryFaults.pick(k).draw(t, g, steps, &d.Plan)
 	// Independently of the fault above, an expansion may run out of its time budget after a chunk
 	// write: it hands off, and a continuation (a new message) resumes the plan.
 	if fn == config.Expander && chance(t, "budgetSpent", 30) {

@@ -38,10 +38,13 @@ const (
 // Mutation replaces parts of the pipeline with broken ones (see mutant_test.go). The zero
 // Mutation is the pipeline as deployed.
 type Mutation struct {
-	Name      string
-	Keys      func(h *Harness, k app.Keys) app.Keys
-	Committer func(h *Harness, c importer.Committer) importer.Committer
-	Steps     Steps // step boundaries the mutated pipeline exposes (default pipelineSteps)
+	Name          string
+	Keys          func(h *Harness, k app.Keys) app.Keys
+	Committer     func(h *Harness, c importer.Committer) importer.Committer
+	ExpanderStore func(h *Harness, s expander.Store) expander.Store
+	ImporterStore func(h *Harness, s importer.Store) importer.Store
+	Publisher     func(h *Harness, p app.Publisher) app.Publisher // under the fault injector
+	Steps         Steps                                           // step boundaries the mutated pipeline exposes (default pipelineSteps)
 }
 
 // Harness runs cases, one after another, on one Env that it resets between them: Env creation
@@ -64,6 +67,9 @@ func NewHarness(t *testing.T, m Mutation) *Harness {
 		Start:         simStart,
 		SourceTimeout: sourceTimeout,
 		Publisher: func(p app.Publisher) app.Publisher {
+			if m.Publisher != nil {
+				p = m.Publisher(h, p)
+			}
 			h.Pub = sim.NewFaultyPublisher(p)
 			return h.Pub
 		},
@@ -75,6 +81,12 @@ func NewHarness(t *testing.T, m Mutation) *Harness {
 	}
 	if m.Committer != nil {
 		opts.Committer = func(c importer.Committer) importer.Committer { return m.Committer(h, c) }
+	}
+	if m.ExpanderStore != nil {
+		opts.ExpanderStore = func(s expander.Store) expander.Store { return m.ExpanderStore(h, s) }
+	}
+	if m.ImporterStore != nil {
+		opts.ImporterStore = func(s importer.Store) importer.Store { return m.ImporterStore(h, s) }
 	}
 	h.Env = sim.New(t, opts)
 	steps := m.Steps
@@ -194,7 +206,7 @@ func (st *caseState) plan(d sim.Delivery) sim.Plan {
 	st.mu.Unlock()
 	for _, f := range st.c.Faults.Deliveries {
 		if f.Nth == n && f.matches(t) {
-			return f.plan()
+			return f.Plan
 		}
 	}
 	return sim.Plan{}
@@ -379,8 +391,17 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := h.auditCase(ctx, &c, &extra); err != nil {
+	if err := h.auditCase(ctx, &c, &extra, stats.DeadLettered); err != nil {
 		return nil, err
+	}
+	// Liveness: once the faults stop, delivering what is in flight to quiescence finishes every
+	// Job. The recovery sweep exists for messages Pub/Sub gave up on (dead-lettered after the
+	// maximum attempts); a case that lost none must not need it, or the sweep would hide a
+	// protocol that strands work (a takeover that does not re-publish, a hand-off without its
+	// continuation, a completion nobody makes).
+	if s.Sweeps > 0 && len(stats.DeadLettered) == 0 {
+		extra.NeededSweep++
+		extra.violate("liveness: Jobs were unfinished after the faults stopped and every message was delivered to quiescence, and no message was lost; only %d recovery sweep(s) finished them", s.Sweeps)
 	}
 	res.Report, res.Stats, res.Extra = rep, stats, extra
 	res.Violations = append(res.Violations, rep.Violations...)

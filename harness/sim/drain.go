@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +33,40 @@ type Plan struct {
 	// later messages overtake it). Its ack deadline is extended meanwhile, so Pub/Sub does not
 	// redeliver it, and it is one delivery attempt.
 	Hold int
+}
+
+// String describes p for a case's printout.
+func (p Plan) String() string {
+	var parts []string
+	if p.CrashAt != "" {
+		parts = append(parts, "crash at "+p.CrashAt)
+	}
+	if p.CopyAt != "" {
+		s := fmt.Sprintf("duplicate at %s after %v", p.CopyAt, p.CopyDelay)
+		if p.CopyPlan != nil {
+			s += ", the duplicate: " + p.CopyPlan.String()
+		}
+		parts = append(parts, s)
+	}
+	if p.Concurrent > 0 {
+		parts = append(parts, fmt.Sprintf("%d concurrent duplicate(s)", p.Concurrent))
+	}
+	if p.CopyAfter {
+		parts = append(parts, "duplicate after completion")
+	}
+	if p.LoseAck {
+		parts = append(parts, "ack lost")
+	}
+	if p.Hold > 0 {
+		parts = append(parts, fmt.Sprintf("held back %d round(s)", p.Hold))
+	}
+	if p.BudgetAt != "" {
+		parts = append(parts, "time budget spent at "+p.BudgetAt)
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Policy plans each delivery; Order may reorder a pulled batch. Both are optional.
@@ -65,6 +100,9 @@ type Stats struct {
 	// DeadLettered are the messages given up after Policy.MaxAttempts, as delivered last.
 	DeadLettered []Delivery
 	Held         int // deliveries held back by Plan.Hold
+	// Sweeps is how many recovery sweeps SettleAll ran because Jobs were unfinished after a
+	// drain to quiescence.
+	Sweeps int
 }
 
 // Add adds the counts of o to s: the stats of several drains as one.
@@ -76,6 +114,7 @@ func (s *Stats) Add(o Stats) {
 		s.ByFunction[k] += v
 	}
 	s.Deliveries += o.Deliveries
+	s.Sweeps += o.Sweeps
 	s.Acked += o.Acked
 	s.Nacked += o.Nacked
 	s.Crashes += o.Crashes
@@ -393,6 +432,7 @@ func (e *Env) SettleAll(ctx context.Context, p Policy, sweeps int) (Stats, error
 		if unfinished == 0 || i >= sweeps {
 			return total, nil
 		}
+		total.Sweeps++
 		e.Clock.Advance(e.Config.StuckAfter + time.Minute)
 		if err := e.Tick(ctx, fmt.Sprintf("sweep-%d-%d", i, e.Clock.Now().UnixNano())); err != nil {
 			return total, err

@@ -32,6 +32,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/oncesync/oncesync/functions/app"
+	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/functions/importer"
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/harness/fixture"
@@ -65,10 +66,13 @@ type Options struct {
 	Publisher func(app.Publisher) app.Publisher
 	Keys      func(app.Keys) app.Keys
 	Committer func(importer.Committer) importer.Committer
-	Source    func(app.Source) app.Source
-	OnStep    func(ctx context.Context, step string) // called at every probe step
-	Log       io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
-	PageSize  int                                    // fixture server page size (default 2000)
+	// ExpanderStore and ImporterStore wrap the functions' stores (app.Components).
+	ExpanderStore func(expander.Store) expander.Store
+	ImporterStore func(importer.Store) importer.Store
+	Source        func(app.Source) app.Source
+	OnStep        func(ctx context.Context, step string) // called at every probe step
+	Log           io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
+	PageSize      int                                    // fixture server page size (default 2000)
 	// Observe is called at every probe step before the delivery's Plan acts there (before a
 	// duplicate runs or the instance crashes), so it sees the step as the delivery reached it.
 	Observe func(ctx context.Context, step string)
@@ -183,6 +187,7 @@ func New(t testing.TB, opts Options) *Env {
 	if opts.Committer != nil {
 		comps.Committer = opts.Committer(comps.Committer)
 	}
+	comps.ExpanderStore, comps.ImporterStore = opts.ExpanderStore, opts.ImporterStore
 	comps.Probe = e.probe
 	comps.Elapsed = e.Budget.Now
 	e.Comps = comps
