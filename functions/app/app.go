@@ -63,10 +63,11 @@ type Components struct {
 	Now         func() time.Time
 	Elapsed     func() time.Time // the expander's time-budget clock (nil: real time)
 	Probe       probe.Func
-	// ExpanderStore and ImporterStore, when set, wrap the stores the expander and importer are
-	// built with (the chaos harness's mutants change what a function does with its store).
-	ExpanderStore func(expander.Store) expander.Store
-	ImporterStore func(importer.Store) importer.Store
+	// SchedulerStore, ExpanderStore and ImporterStore, when set, wrap the stores the functions
+	// are built with (the chaos harness's mutants change what a function does with its store).
+	SchedulerStore func(scheduler.Store) scheduler.Store
+	ExpanderStore  func(expander.Store) expander.Store
+	ImporterStore  func(importer.Store) importer.Store
 }
 
 // Defaults returns the production components on the given clients. src may be nil for functions
@@ -119,8 +120,12 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 	var h delivery.Handler
 	switch fn {
 	case config.Scheduler:
+		var ss scheduler.Store = c.Store
+		if c.SchedulerStore != nil {
+			ss = c.SchedulerStore(ss)
+		}
 		s, err := scheduler.New(scheduler.Config{
-			Store: c.Store, Guard: idem.Guard{Keys: c.Keys}, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
+			Store: ss, Guard: idem.Guard{Keys: c.Keys}, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
 			TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks, ChunkSize: c.Config.ChunkSize,
 			WindowLag: c.Config.WindowLag, StuckAfter: c.Config.StuckAfter, SweepLimit: c.Config.SweepLimit,
 			Now: c.Now, Probe: c.Probe,

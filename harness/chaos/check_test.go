@@ -26,6 +26,7 @@ type ExtraReport struct {
 	ForeignDead    int // message dead letters that are not poison the generator made
 	AuditFindings  int // findings of the operator's audit that the case's injections do not explain
 	NeededSweep    int // cases whose Jobs finished only through the recovery sweep, with no message lost
+	JobsPerTick    int // settings with more than one Job for one tick
 	Violations     []string
 }
 
@@ -62,6 +63,17 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 		end      time.Time
 	}
 	bySetting := map[int]*totals{}
+	// Exactly one Job per setting per tick, however often the tick was delivered (the incident's
+	// first suspect: "was the Job record created twice?").
+	perTick := map[[2]string][]string{}
+	for _, j := range jobs {
+		k := [2]string{j.SettingID, j.TickID}
+		perTick[k] = append(perTick[k], j.ID)
+		if len(perTick[k]) == 2 {
+			r.JobsPerTick++
+			r.violate("setting %s has more than one Job for tick %s: %v", j.SettingID, j.TickID, perTick[k])
+		}
+	}
 	for _, j := range jobs {
 		si, ok := setting[j.SettingID]
 		if !ok {

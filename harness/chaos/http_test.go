@@ -97,7 +97,7 @@ func (h *Harness) runHTTP(t *testing.T, c Case, inj eventarc.Injector) (*Result,
 	t.Helper()
 	ctx := t.Context()
 	e := h.Env
-	st := newCaseState(&c)
+	st := newCaseState(&c, h.Env.Config.Lease)
 	h.cur.Store(st)
 	defer h.cur.Store(nil)
 	data, err := h.seed(ctx, &c)
@@ -188,11 +188,11 @@ func (h *Harness) runHTTP(t *testing.T, c Case, inj eventarc.Injector) (*Result,
 func (h *Harness) checkHTTP(t *testing.T, c *Case, data *world, st *caseState) *Result {
 	t.Helper()
 	ctx := t.Context()
-	takeovers, err := expandTakeovers(ctx, h.Env)
+	var err error
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := data.expect(st, sim.Stats{}, takeovers, false)
+	x := data.expect(st, sim.Stats{}, false)
 	rep, err := h.Env.Check(ctx, x)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/functions/scheduler"
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
@@ -71,6 +72,18 @@ var (
 		Name:          "the last chunk's import does not complete the Job",
 		ImporterStore: func(_ *Harness, s importer.Store) importer.Store { return noCompletion{s} },
 	}
+	// MutantLiveTakeover is "a duplicate takes over a live lease" (the incident's own symptom: the
+	// source searched twice): an expansion's claim that finds the key IN_PROGRESS under a lease
+	// that has not run out takes it over anyway, as if it had expired. Fencing still holds (the
+	// first owner's writes are refused), so only the search allowance, computed from the
+	// schedule, can tell.
+	MutantLiveTakeover = Mutation{Name: "a duplicate takes over a live lease", Keys: func(h *Harness, k app.Keys) app.Keys { return takeLive{Keys: k, h: h} }}
+	// MutantSecondJob is "a redelivered tick creates its Job again" (the incident's first
+	// suspect): when the tick's Job exists already, another one is created for the same window.
+	MutantSecondJob = Mutation{
+		Name:           "a redelivered tick creates a second Job",
+		SchedulerStore: func(h *Harness, s scheduler.Store) scheduler.Store { return secondJob{Store: s, h: h} },
+	}
 	// MutantBoth is both: the pipeline before the fix, as far as wrappers can rebuild it.
 	MutantBoth = Mutation{
 		Name:      "every claim succeeds + chunk commit not atomic",
@@ -79,6 +92,47 @@ var (
 		Steps:     MutantSplit.Steps,
 	}
 )
+
+// takeLive is MutantLiveTakeover's Keys: an expand key IN_PROGRESS under someone else's live lease
+// is rewritten to the claimant, whose Claim then finds it as its own.
+type takeLive struct {
+	app.Keys
+	h *Harness
+}
+
+func (k takeLive) Claim(ctx context.Context, key idem.Key, owner string, labels map[string]string) (*idem.Lease, error) {
+	l, err := k.Keys.Claim(ctx, key, owner, labels)
+	if key.Scope != idem.ExpandKey("").Scope || !errors.Is(err, idem.ErrInProgress) {
+		return l, err
+	}
+	e := k.h.Env
+	if _, uerr := e.FS.Collection(model.Keys).Doc(key.DocID()).Update(ctx, []firestore.Update{
+		{Path: "owner", Value: owner}, {Path: "leaseUntil", Value: e.Clock.Now().Add(e.Config.Lease)},
+		{Path: "attempts", Value: firestore.Increment(1)},
+	}); uerr != nil {
+		return l, err
+	}
+	return k.Keys.Claim(ctx, key, owner, labels)
+}
+
+// secondJob is MutantSecondJob's scheduler store.
+type secondJob struct {
+	scheduler.Store
+	h *Harness
+}
+
+func (s secondJob) CreateJob(ctx context.Context, settingID, tickID string, to time.Time, chunkSize int) (model.Job, bool, error) {
+	job, created, err := s.Store.CreateJob(ctx, settingID, tickID, to, chunkSize)
+	if err != nil || created || job.Status != model.JobPending {
+		return job, created, err
+	}
+	again := job
+	again.ID = job.ID + "-again-" + strconv.FormatInt(s.h.Env.Clock.Now().UnixNano(), 36)
+	if _, err := s.h.Env.FS.Collection(model.Jobs).Doc(again.ID).Create(ctx, again); err != nil {
+		return job, created, err
+	}
+	return again, true, nil
+}
 
 // noPending is MutantNoRepublish's expander store: no chunk is ever pending for a takeover.
 type noPending struct{ expander.Store }
@@ -230,6 +284,10 @@ func TestMutantTakeoverRepublishesNothing(t *testing.T) { testMutant(t, MutantNo
 func TestMutantHandOffWithoutContinuation(t *testing.T) { testMutant(t, MutantNoContinuation) }
 
 func TestMutantImportDoesNotComplete(t *testing.T) { testMutant(t, MutantNoImporterCompletion) }
+
+func TestMutantLiveLeaseTakenOver(t *testing.T) { testMutant(t, MutantLiveTakeover) }
+
+func TestMutantSecondJobForATick(t *testing.T) { testMutant(t, MutantSecondJob) }
 
 // testMutant runs the main property against a mutation, on a recorder instead of t, and asserts
 // that rapid found a counterexample made of property violations (not a harness error).

@@ -78,6 +78,8 @@ type Policy struct {
 	// After runs after every function call, injected copies included, with its result. Copies
 	// started with Plan.Concurrent call it from their own goroutines.
 	After func(d Delivery, err error, crashed bool)
+	// Spent runs when a delivery's Plan.BudgetAt fires (its time budget is spent there).
+	Spent func(d Delivery)
 	// MaxAttempts is Pub/Sub's dead-letter policy: a message whose MaxAttempts-th delivery is not
 	// acked is published to TopicDead and acked instead (0: never). The recovery sweep must then
 	// finish its work.
@@ -168,6 +170,8 @@ type collectorKey struct{}
 
 type afterKey struct{}
 
+type spentKey struct{}
+
 // Deliver runs d under plan: its duplicates and crash included. It returns whether the
 // delivery Pub/Sub made should be acked.
 func (e *Env) Deliver(ctx context.Context, d Delivery, plan Plan) (ack bool) {
@@ -230,6 +234,9 @@ func (e *Env) stepHook(ctx context.Context, step string) {
 	if r.plan.BudgetAt == step && !r.budget {
 		r.budget = true
 		e.Budget.Advance(e.Config.Budget() + time.Second)
+		if spent, _ := ctx.Value(spentKey{}).(func(Delivery)); spent != nil {
+			spent(r.d)
+		}
 	}
 	if r.plan.CrashAt == step {
 		panic(Crash{Step: step})
@@ -248,6 +255,9 @@ func (e *Env) Drain(ctx context.Context, p Policy, maxRounds int) (Stats, error)
 	ctx = context.WithValue(ctx, collectorKey{}, col)
 	if p.After != nil {
 		ctx = context.WithValue(ctx, afterKey{}, p.After)
+	}
+	if p.Spent != nil {
+		ctx = context.WithValue(ctx, spentKey{}, p.Spent)
 	}
 	var jumps, rounds, acked, nacked, lost, held int
 	var dead []Delivery

@@ -34,6 +34,7 @@ import (
 	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/functions/importer"
+	"github.com/oncesync/oncesync/functions/scheduler"
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/shared/bus"
@@ -66,13 +67,14 @@ type Options struct {
 	Publisher func(app.Publisher) app.Publisher
 	Keys      func(app.Keys) app.Keys
 	Committer func(importer.Committer) importer.Committer
-	// ExpanderStore and ImporterStore wrap the functions' stores (app.Components).
-	ExpanderStore func(expander.Store) expander.Store
-	ImporterStore func(importer.Store) importer.Store
-	Source        func(app.Source) app.Source
-	OnStep        func(ctx context.Context, step string) // called at every probe step
-	Log           io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
-	PageSize      int                                    // fixture server page size (default 2000)
+	// SchedulerStore, ExpanderStore and ImporterStore wrap the functions' stores (app.Components).
+	SchedulerStore func(scheduler.Store) scheduler.Store
+	ExpanderStore  func(expander.Store) expander.Store
+	ImporterStore  func(importer.Store) importer.Store
+	Source         func(app.Source) app.Source
+	OnStep         func(ctx context.Context, step string) // called at every probe step
+	Log            io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
+	PageSize       int                                    // fixture server page size (default 2000)
 	// Observe is called at every probe step before the delivery's Plan acts there (before a
 	// duplicate runs or the instance crashes), so it sees the step as the delivery reached it.
 	Observe func(ctx context.Context, step string)
@@ -187,7 +189,7 @@ func New(t testing.TB, opts Options) *Env {
 	if opts.Committer != nil {
 		comps.Committer = opts.Committer(comps.Committer)
 	}
-	comps.ExpanderStore, comps.ImporterStore = opts.ExpanderStore, opts.ImporterStore
+	comps.SchedulerStore, comps.ExpanderStore, comps.ImporterStore = opts.SchedulerStore, opts.ExpanderStore, opts.ImporterStore
 	comps.Probe = e.probe
 	comps.Elapsed = e.Budget.Now
 	e.Comps = comps
