@@ -3,7 +3,6 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"sort"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/audit"
-	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
 )
 
@@ -215,18 +213,8 @@ func first(s []string, n int) []string {
 func (h *Harness) auditCase(ctx context.Context, c *Case, r *ExtraReport, givenUp []sim.Delivery) error {
 	abandoned := map[string]bool{} // keys of the messages Pub/Sub gave up on
 	for _, d := range givenUp {
-		data := d.Message.GetData()
-		switch d.Topic {
-		case sim.TopicChunks:
-			var m model.ChunkMessage
-			if json.Unmarshal(data, &m) == nil {
-				abandoned[idem.ChunkKey(m.JobID, m.Chunk).String()] = true
-			}
-		case sim.TopicExpand:
-			var m model.ExpandMessage
-			if json.Unmarshal(data, &m) == nil {
-				abandoned[idem.ExpandKey(m.JobID).String()] = true
-			}
+		if k := keyOf(d); k != "" {
+			abandoned[k] = true
 		}
 	}
 	e := h.Env
