@@ -115,15 +115,19 @@ resource "google_cloudfunctions2_function" "expander" {
     max_instance_request_concurrency = var.expander.concurrency
 
     environment_variables = merge(local.common_env, {
-      ONCESYNC_TOPIC_EXPAND     = google_pubsub_topic.expand.name
-      ONCESYNC_TOPIC_CHUNKS     = google_pubsub_topic.chunks.name
-      ONCESYNC_SOURCE_KIND      = var.source_kind
-      ONCESYNC_SOURCE_URL       = var.source_url
-      ONCESYNC_PAGE_SIZE        = tostring(var.page_size)
-      ONCESYNC_SOURCE_TIMEOUT   = "${var.source_timeout_seconds}s"
-      ONCESYNC_MAX_CHUNK_BYTES  = tostring(var.max_chunk_bytes)
-      ONCESYNC_FUNCTION_TIMEOUT = "${var.expander.timeout_seconds}s"
-      ONCESYNC_BUDGET_PERCENT   = tostring(var.expansion_budget_percent)
+      ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name
+      ONCESYNC_TOPIC_CHUNKS       = google_pubsub_topic.chunks.name
+      ONCESYNC_SOURCE_KIND        = var.source_kind
+      ONCESYNC_SOURCE_URL         = var.source_url
+      ONCESYNC_PAGE_SIZE          = tostring(var.page_size)
+      ONCESYNC_SOURCE_TIMEOUT     = "${var.source_timeout_seconds}s"
+      ONCESYNC_MAX_CHUNK_BYTES    = tostring(var.max_chunk_bytes)
+      ONCESYNC_FUNCTION_TIMEOUT   = "${var.expander.timeout_seconds}s"
+      ONCESYNC_BUDGET_PERCENT     = tostring(var.expansion_budget_percent)
+      ONCESYNC_SLICE_ROWS         = tostring(var.slice_rows)
+      ONCESYNC_MAX_SLICES         = tostring(var.max_slices)
+      ONCESYNC_SEARCH_CONCURRENCY = tostring(var.search_concurrency)
+      ONCESYNC_PARALLEL_AFTER     = "${var.parallel_search_after_ms}ms"
     })
 
     # The token is read from Secret Manager when an instance starts; it is never a Terraform

@@ -349,3 +349,43 @@ variable "expansion_budget_percent" {
     error_message = "expansion_budget_percent must be a whole number from 1 to 80."
   }
 }
+
+variable "slice_rows" {
+  description = "Rows one slice of a Job's window aims at. The expander measures the window with the source's aggregate query and cuts a larger one into slices by time, each searched by its own delivery, in parallel. 0 never slices."
+  type        = number
+  default     = 20000
+  validation {
+    condition     = var.slice_rows >= 0 && floor(var.slice_rows) == var.slice_rows
+    error_message = "slice_rows must be a whole number, 0 or more."
+  }
+}
+
+variable "max_slices" {
+  description = "Most slices one Job's window is cut into."
+  type        = number
+  default     = 32
+  validation {
+    condition     = var.max_slices >= 1 && var.max_slices <= 999 && floor(var.max_slices) == var.max_slices
+    error_message = "max_slices must be a whole number from 1 to 999."
+  }
+}
+
+variable "search_concurrency" {
+  description = "Searches one tenant runs at once, for tenants whose document sets no searchConcurrency, shared by the Jobs of its enabled settings (at least one each). Salesforce limits the long-running queries an org runs at once (25 by default, shared with every other integration)."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.search_concurrency >= 1 && floor(var.search_concurrency) == var.search_concurrency
+    error_message = "search_concurrency must be a whole number, 1 or more."
+  }
+}
+
+variable "parallel_search_after_ms" {
+  description = "A Job's slices are searched in parallel only when the first source page took at least this many milliseconds to arrive. A faster source is searched one slice after another: parallel searches would only compete with the imports for Firestore. 0 always searches in parallel."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.parallel_search_after_ms >= 0 && floor(var.parallel_search_after_ms) == var.parallel_search_after_ms
+    error_message = "parallel_search_after_ms must be a whole number, 0 or more."
+  }
+}

@@ -142,7 +142,9 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 		e, err := expander.New(expander.Config{
 			Store: es, Guard: idem.Guard{Keys: c.Keys}, Source: c.Source,
 			Publisher: c.Publisher, DeadLetters: c.DeadLetters, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks,
-			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(), Now: c.Now, Elapsed: c.Elapsed, Probe: c.Probe,
+			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(),
+			SliceRows: c.Config.SliceRows, MaxSlices: c.Config.MaxSlices, SearchSlots: c.Config.SearchSlots,
+			ParallelAfter: c.Config.ParallelAfter, Now: c.Now, Elapsed: c.Elapsed, Probe: c.Probe,
 		})
 		if err != nil {
 			return nil, err

@@ -2,9 +2,25 @@
 // the Job's fixed window, writes the chunk plan, and publishes one message per chunk — exactly one
 // plan per Job, however often and however early the expand message arrives.
 //
+// # Slices
+//
+// The first expansion of a Job (the scheduler's message, slice 0) measures the window with the
+// source's aggregate query (source.Counter) and, when it holds more than Config.SliceRows rows,
+// cuts it by time into slices of about that many rows (halving the fullest slice until there are
+// enough, a multiple of the searches allowed at once, at most Config.MaxSlices). The slices are
+// written, fenced, before any search, so the same Job has the same slices however often and
+// however early its messages arrive; a takeover reads them back. Each slice is its own unit of
+// work: its own expand message, key (idem.SliceKey), resume point and chunk indexes
+// (model.ChunkIndex). At most SearchSlots slices of a Job are searched at once (the tenant's
+// searchConcurrency, or Config.SearchSlots, shared by the Jobs of the tenant's enabled settings):
+// the first expansion publishes slices 1..SearchSlots-1
+// and searches slice 0 itself, and each slice that finishes publishes the one SearchSlots places
+// after it (model.StartableSlices). The Job's plan is complete when every slice is PLANNED: each
+// slice's expansion asks store.FinishPlan after recording its own, so the last one does it.
+//
 // # Once, and never stuck
 //
-// The expansion runs under the idempotency key expand:{jobId} (idem.Guard). While its lease is
+// Each slice's expansion runs under its idempotency key (idem.Guard). While its lease is
 // alive, a duplicate is sent back for redelivery, not acked: it may be the crashed owner's own
 // redelivery. Once the key is DONE, a duplicate is acked without a search.
 //
@@ -37,6 +53,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -57,7 +74,7 @@ import (
 const (
 	StepClaimed      = "expander.claimed"       // key held, nothing searched
 	StepChunkWritten = "expander.chunk_written" // one more chunk of the plan written, its message not yet published
-	StepPlanned      = "expander.planned"       // plan complete (Job PLANNED), completion not yet checked
+	StepPlanned      = "expander.planned"       // the slice's plan recorded (and the Job's, if it was the last), completion not yet checked
 	StepPublished    = "expander.published"     // every chunk message published, completion checked, key not yet DONE
 )
 
@@ -66,15 +83,19 @@ const (
 type Store interface {
 	Job(ctx context.Context, id string) (model.Job, error)
 	Tenant(ctx context.Context, id string) (model.Tenant, error)
-	LastChunk(ctx context.Context, jobID string) (*model.Chunk, error)
+	EnabledSettingsOf(ctx context.Context, tenantID string) (int, error)
+	Slices(ctx context.Context, jobID string) ([]model.Slice, error)
+	LastChunk(ctx context.Context, jobID string, slice int) (*model.Chunk, error)
 	PendingChunks(ctx context.Context, jobID string) ([]int, error)
 	CountSearch(ctx context.Context, jobID, owner string) error
-	CountDeadRows(ctx context.Context, jobID string) (int, error)
-	PlanTotals(ctx context.Context, jobID string) (chunks, rows int, err error)
+	PlanTotals(ctx context.Context, jobID string, slice int) (chunks, rows int, err error)
 	FailJob(ctx context.Context, jobID, reason string) error
 	CompleteIfDone(ctx context.Context, jobID string) (bool, error)
+	CutSlices(ctx context.Context, l *idem.Lease, job model.Job, slices []model.Slice, slots int) (model.Job, error)
+	DecideSlots(ctx context.Context, l *idem.Lease, job model.Job, slots int) (model.Job, error)
 	WriteChunks(ctx context.Context, l *idem.Lease, chunks []model.Chunk) error
-	FinishPlan(ctx context.Context, l *idem.Lease, job model.Job, chunks, rows, invalid int) (model.Job, error)
+	FinishSlice(ctx context.Context, l *idem.Lease, jobID string, sl model.Slice, chunks, rows int) error
+	FinishPlan(ctx context.Context, jobID string) (model.Job, error)
 }
 
 // Source runs a paged search: any connector (see package source).
@@ -101,6 +122,12 @@ type Config struct {
 	TopicChunks   string
 	MaxChunkBytes int           // a chunk is cut early rather than grow past this many encoded bytes
 	Budget        time.Duration // a delivery hands off after the first chunk written past this; 0: never
+	SliceRows     int           // a window of more rows is cut into slices of about this many; 0: never
+	MaxSlices     int           // most slices per Job (default 1)
+	SearchSlots   int           // slices of a Job searched at once, for tenants that set none (default 1)
+	// ParallelAfter: a Job's slices are searched in parallel only when its first page took at
+	// least this long to arrive (on the Elapsed clock); otherwise one after another. 0: always.
+	ParallelAfter time.Duration
 	Now           func() time.Time
 	Elapsed       func() time.Time // the budget's clock (real time even where Now is simulated); default time.Now
 	Probe         probe.Func
@@ -123,6 +150,10 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Elapsed == nil {
 		cfg.Elapsed = time.Now
 	}
+	if cfg.SliceRows < 0 || cfg.MaxSlices < 0 || cfg.SearchSlots < 0 || cfg.ParallelAfter < 0 {
+		return nil, errors.New("expander: slice rows, max slices, search slots and parallel-after must not be negative")
+	}
+	cfg.MaxSlices, cfg.SearchSlots = max(cfg.MaxSlices, 1), max(cfg.SearchSlots, 1)
 	return &Handler{cfg: cfg}, nil
 }
 
@@ -135,6 +166,9 @@ func decode(m delivery.Message) (model.ExpandMessage, error) {
 	if em.JobID == "" || em.TenantID == "" {
 		return em, delivery.Poison("missing_field", "expand message %s needs jobId and tenantId", m.ID)
 	}
+	if em.Slice < 0 || em.Slice >= model.SliceStride {
+		return em, delivery.Poison("unknown_slice", "expand message %s names slice %d", m.ID, em.Slice)
+	}
 	return em, nil
 }
 
@@ -145,9 +179,10 @@ func (h *Handler) Handle(ctx context.Context, m delivery.Message) error {
 	if err != nil {
 		return err
 	}
-	key := idem.ExpandKey(em.JobID).WithPayload(em)
-	ctx = logging.With(ctx, slog.String(logging.Tenant, em.TenantID), slog.String(logging.Job, em.JobID), slog.String(logging.Key, key.String()))
-	labels := map[string]string{"tenant": em.TenantID, "job": em.JobID, "messageId": m.ID}
+	key := idem.SliceKey(em.JobID, em.Slice).WithPayload(em)
+	ctx = logging.With(ctx, slog.String(logging.Tenant, em.TenantID), slog.String(logging.Job, em.JobID), slog.String(logging.Key, key.String()),
+		slog.Int("slice", em.Slice))
+	labels := map[string]string{"tenant": em.TenantID, "job": em.JobID, "messageId": m.ID, "slice": strconv.Itoa(em.Slice)}
 	return h.cfg.Guard.Run(ctx, key, "Expander/"+m.ID+"/"+uuid.NewString(), labels, func(ctx context.Context, l *idem.Lease) error {
 		h.cfg.Probe.At(ctx, StepClaimed)
 		return h.expand(ctx, l, em, started)
@@ -164,32 +199,65 @@ const (
 var errBudget = errors.New("expander: time budget spent")
 
 func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.ExpandMessage, started time.Time) error {
-	job, err := h.job(ctx, em)
+	job, tenant, err := h.job(ctx, em)
 	if err != nil {
 		return err
 	}
 	if job.Status == model.JobCompleted || job.Status == model.JobFailed {
 		return fmt.Errorf("%w: job %s is already %s", delivery.ErrDuplicate, job.ID, job.Status)
 	}
+	all, job, err := h.slices(ctx, lease, job, tenant, em.Slice)
+	if err != nil {
+		return err
+	}
+	sl := all[em.Slice]
 	pub := h.stream(ctx, job)
 	// A crashed owner may have written chunks whose messages it never published; a key that is
-	// new while the plan is complete lost its history (expired, or abandoned and replayed).
-	if (lease.TakenOver && !lease.Continued) || job.Status == model.JobPlanned {
+	// new while the slice is planned lost its history (expired, or abandoned and replayed).
+	if (lease.TakenOver && !lease.Continued) || sl.Status == model.SlicePlanned || job.Status == model.JobPlanned {
 		pending, err := h.cfg.Store.PendingChunks(ctx, job.ID)
 		if err != nil {
 			return err
 		}
 		for _, i := range pending {
-			pub.send(i)
+			if model.SliceOf(i) == sl.Index {
+				pub.send(i)
+			}
 		}
 	}
-	if job.Status == model.JobPending {
-		job, err = h.plan(ctx, lease, job, pub, started)
+	var firstPage func(ctx context.Context, fetch time.Duration) error
+	if sl.Index == 0 && job.SearchSlots == 0 {
+		// Serial or parallel is decided on slice 0's first page, before any other slice starts.
+		firstPage = func(ctx context.Context, fetch time.Duration) error {
+			var err error
+			job, err = h.decide(ctx, lease, job, tenant, all, fetch)
+			return err
+		}
+	}
+	if job.Status == model.JobPending && sl.Status == model.SlicePending {
+		err := h.plan(ctx, lease, job, sl, pub, started, firstPage)
 		if errors.Is(err, errBudget) {
-			return h.handOff(ctx, lease, job, pub, started)
+			return h.handOff(ctx, lease, job, sl, pub, started)
 		}
 		if err != nil {
 			return errors.Join(err, pub.wait())
+		}
+		all[sl.Index].Status = model.SlicePlanned
+	}
+	if job.Status == model.JobPending {
+		// The chain that bounds the searches in flight: this slice's end starts the slice
+		// SearchSlots places after it.
+		if next := sl.Index + max(job.SearchSlots, 1); next < len(all) && all[next].Status == model.SlicePending {
+			if err := h.publishSlices(ctx, job, next); err != nil {
+				return errors.Join(err, pub.wait())
+			}
+		}
+		if job, err = h.cfg.Store.FinishPlan(ctx, job.ID); err != nil {
+			return errors.Join(err, pub.wait())
+		}
+		if job.Status != model.JobPending {
+			logging.From(ctx).Info("chunk plan complete", slog.String(logging.Event, "job_planned"), slog.Int("chunks", job.ChunkCount),
+				slog.Int("records", job.RecordCount), slog.Int("invalid", job.InvalidCount), slog.Int("slices", job.SliceCount), slog.String("status", string(job.Status)))
 		}
 	}
 	h.cfg.Probe.At(ctx, StepPlanned)
@@ -206,62 +274,258 @@ func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.Expand
 	return nil
 }
 
+// slices returns the Job's slices, cutting them first when this is the Job's first expansion.
+// After a takeover, slice 0's expansion publishes again the messages of the slices searched beside
+// it (the crashed owner may not have); the first time, decide does, on slice 0's first page.
+func (h *Handler) slices(ctx context.Context, lease *idem.Lease, job model.Job, tenant model.Tenant, s int) ([]model.Slice, model.Job, error) {
+	first := job.SliceCount == 0
+	var all []model.Slice
+	switch {
+	case first && (s != 0 || job.Status != model.JobPending):
+		return nil, job, delivery.Poison("unknown_slice", "expander: job %s (%s) has no slices, the message names slice %d", job.ID, job.Status, s)
+	case first:
+		slots, err := h.slots(ctx, tenant)
+		if err != nil {
+			return nil, job, err
+		}
+		cut, err := h.cut(ctx, job, slots)
+		if err != nil {
+			return nil, job, err
+		}
+		decided := 0 // serial or parallel: decided on slice 0's first page
+		if len(cut) == 1 {
+			decided = 1
+		}
+		if job, err = h.cfg.Store.CutSlices(ctx, lease, job, cut, decided); err != nil {
+			return nil, job, err
+		}
+		all = cut
+		logging.From(ctx).Info("window cut into slices", slog.String(logging.Event, "job_sliced"), slog.Int("slices", len(all)),
+			slog.Int("searchLimit", slots), slog.Int("estimate", total(all)))
+	default:
+		var err error
+		if all, err = h.cfg.Store.Slices(ctx, job.ID); err != nil {
+			return nil, job, err
+		}
+		if s >= len(all) {
+			return nil, job, delivery.Poison("unknown_slice", "expander: job %s has %d slices, the message names slice %d", job.ID, len(all), s)
+		}
+	}
+	if s == 0 && job.Status == model.JobPending && job.SearchSlots > 1 && lease.TakenOver && !lease.Continued {
+		var start []int
+		for _, i := range model.StartableSlices(all, job.SearchSlots) {
+			if i > 0 && i < job.SearchSlots {
+				start = append(start, i)
+			}
+		}
+		if err := h.publishSlices(ctx, job, start...); err != nil {
+			return nil, job, err
+		}
+	}
+	return all, job, nil
+}
+
+// decide fixes how many of the Job's slices are searched at once, from how long slice 0's first
+// page took to arrive: a source that answers faster than Config.ParallelAfter is searched one slice
+// after another (parallel searches would only compete with the imports for the store), a slower
+// one with every search the tenant allows. It records the choice (fenced) before it publishes the
+// slices searched beside slice 0, so a takeover finds it made or not made, never half.
+func (h *Handler) decide(ctx context.Context, lease *idem.Lease, job model.Job, tenant model.Tenant, all []model.Slice, fetch time.Duration) (model.Job, error) {
+	slots := 1
+	if fetch >= h.cfg.ParallelAfter {
+		var err error
+		if slots, err = h.slots(ctx, tenant); err != nil {
+			return job, err
+		}
+	}
+	job, err := h.cfg.Store.DecideSlots(ctx, lease, job, slots)
+	if err != nil {
+		return job, err
+	}
+	var start []int
+	for _, i := range model.StartableSlices(all, slots) {
+		if i > 0 && i < slots {
+			start = append(start, i)
+		}
+	}
+	logging.From(ctx).Info("slices started", slog.String(logging.Event, "slices_started"), slog.Int("searchSlots", slots),
+		slog.Duration("firstPage", fetch), slog.Int("slices", len(all)))
+	return job, h.publishSlices(ctx, job, start...)
+}
+
+// slots is how many slices of one of the tenant's Jobs are searched at once: the tenant's
+// concurrent searches (its searchConcurrency, or the deployment's), shared by the Jobs its enabled
+// settings make each tick, at least one each.
+func (h *Handler) slots(ctx context.Context, t model.Tenant) (int, error) {
+	limit := h.cfg.SearchSlots
+	if t.SearchConcurrency > 0 {
+		limit = t.SearchConcurrency
+	}
+	n, err := h.cfg.Store.EnabledSettingsOf(ctx, t.ID)
+	if err != nil {
+		return 0, err
+	}
+	return max(1, limit/max(n, 1)), nil
+}
+
+func total(slices []model.Slice) int {
+	n := 0
+	for _, sl := range slices {
+		n += sl.Estimate
+	}
+	return n
+}
+
+// publishSlices publishes the expand messages of slices of job.
+func (h *Handler) publishSlices(ctx context.Context, job model.Job, slices ...int) error {
+	if len(slices) == 0 {
+		return nil
+	}
+	msgs := make([]bus.Message, len(slices))
+	for i, s := range slices {
+		msgs[i] = bus.ExpandSlice(job, s)
+	}
+	if _, err := h.cfg.Publisher.Publish(ctx, h.cfg.TopicExpand, msgs...); err != nil {
+		return fmt.Errorf("expander: publish slices %v of job %s: %w", slices, job.ID, err)
+	}
+	return nil
+}
+
+// cut measures the Job's window and cuts it into slices: one when the connector does not count or
+// the window holds at most SliceRows rows; otherwise about rows/SliceRows slices, rounded up to a
+// multiple of slots and at most MaxSlices, by halving the fullest slice's populated time range
+// (one count per halving; a range that cannot be halved, all of one millisecond, stays whole).
+// The slices cover the window exactly, in order; their estimates are the counts as measured.
+func (h *Handler) cut(ctx context.Context, job model.Job, slots int) ([]model.Slice, error) {
+	whole := model.Slice{From: job.WindowFrom, To: job.WindowTo, Status: model.SlicePending}
+	c, ok := h.cfg.Source.(source.Counter)
+	if !ok || h.cfg.SliceRows == 0 || h.cfg.MaxSlices == 1 {
+		return []model.Slice{whole}, nil
+	}
+	count := func(from, to time.Time) (source.Extent, error) {
+		e, err := c.Count(ctx, source.Query{Object: job.SourceObject, From: from, To: to})
+		if source.IsPermanent(err) {
+			if ferr := h.cfg.Store.FailJob(ctx, job.ID, err.Error()); ferr != nil {
+				return e, ferr
+			}
+			return e, delivery.Poison("source_rejected_search", "expander: job %s: %w", job.ID, err)
+		}
+		return e, err
+	}
+	e, err := count(job.WindowFrom, job.WindowTo)
+	if err != nil {
+		return nil, err
+	}
+	whole.Estimate = e.Count
+	want := (e.Count + h.cfg.SliceRows - 1) / h.cfg.SliceRows
+	if want <= 1 {
+		return []model.Slice{whole}, nil
+	}
+	want = min((want+slots-1)/slots*slots, h.cfg.MaxSlices)
+	// part is a slice and the time range [lo, hi) that holds its rows, as counted.
+	type part struct {
+		sl     model.Slice
+		lo, hi time.Time
+	}
+	parts := []part{{sl: whole, lo: e.First, hi: e.Last.Add(time.Millisecond)}}
+	for counts := 0; len(parts) < want && counts < 4*want; counts++ {
+		i := -1
+		for j, p := range parts {
+			if p.sl.Estimate > 1 && p.hi.Sub(p.lo) >= 2*time.Millisecond && (i < 0 || p.sl.Estimate > parts[i].sl.Estimate) {
+				i = j
+			}
+		}
+		if i < 0 {
+			break
+		}
+		p := parts[i]
+		mid := p.lo.Add(p.hi.Sub(p.lo) / 2).Truncate(time.Millisecond)
+		if !mid.After(p.lo) {
+			mid = p.lo.Add(time.Millisecond)
+		}
+		left, err := count(p.lo, mid)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case left.Count == 0:
+			parts[i].lo = mid
+		case left.Count >= p.sl.Estimate:
+			parts[i].hi = left.Last.Add(time.Millisecond)
+		default:
+			l := part{sl: model.Slice{From: p.sl.From, To: mid, Estimate: left.Count, Status: model.SlicePending}, lo: left.First, hi: left.Last.Add(time.Millisecond)}
+			r := part{sl: model.Slice{From: mid, To: p.sl.To, Estimate: p.sl.Estimate - left.Count, Status: model.SlicePending}, lo: mid, hi: p.hi}
+			parts = slices.Insert(slices.Delete(parts, i, i+1), i, l, r)
+		}
+	}
+	out := make([]model.Slice, len(parts))
+	for i, p := range parts {
+		out[i] = p.sl
+		out[i].Index = i
+	}
+	return out, nil
+}
+
 // job reads and checks the Job and its tenant.
-func (h *Handler) job(ctx context.Context, em model.ExpandMessage) (model.Job, error) {
+func (h *Handler) job(ctx context.Context, em model.ExpandMessage) (model.Job, model.Tenant, error) {
+	var t model.Tenant
 	job, err := h.cfg.Store.Job(ctx, em.JobID)
 	if errors.Is(err, store.ErrNotFound) {
-		return job, delivery.Poison("unknown_job", "expander: %w", err)
+		return job, t, delivery.Poison("unknown_job", "expander: %w", err)
 	}
 	if err != nil {
-		return job, err
+		return job, t, err
 	}
 	if job.TenantID != em.TenantID {
-		return job, delivery.Poison("tenant_mismatch", "expander: job %s belongs to tenant %q, message names %q", job.ID, job.TenantID, em.TenantID)
+		return job, t, delivery.Poison("tenant_mismatch", "expander: job %s belongs to tenant %q, message names %q", job.ID, job.TenantID, em.TenantID)
 	}
-	t, err := h.cfg.Store.Tenant(ctx, em.TenantID)
+	t, err = h.cfg.Store.Tenant(ctx, em.TenantID)
 	if errors.Is(err, store.ErrNotFound) {
-		return job, delivery.Poison("unknown_tenant", "expander: %w", err)
+		return job, t, delivery.Poison("unknown_tenant", "expander: %w", err)
 	}
 	if err != nil {
-		return job, err
+		return job, t, err
 	}
 	if !t.Enabled {
-		return job, delivery.Poison("tenant_disabled", "expander: tenant %q is disabled", t.ID)
+		return job, t, delivery.Poison("tenant_disabled", "expander: tenant %q is disabled", t.ID)
 	}
-	return job, nil
+	return job, t, nil
 }
 
 // handOff ends a delivery whose budget is spent: once its chunk messages are out, the key is
 // handed off and a continuation published (idem.Guard does both, in that order).
-func (h *Handler) handOff(ctx context.Context, lease *idem.Lease, job model.Job, pub *stream, started time.Time) error {
+func (h *Handler) handOff(ctx context.Context, lease *idem.Lease, job model.Job, sl model.Slice, pub *stream, started time.Time) error {
 	if err := pub.wait(); err != nil {
 		return err
 	}
 	spent := h.cfg.Elapsed().Sub(started).Round(time.Millisecond)
-	msg := bus.Expand(job)
+	msg := bus.ExpandSlice(job, sl.Index)
 	msg.Attributes["continuation"] = strconv.Itoa(lease.Attempt)
 	return &idem.HandOff{
 		Reason: fmt.Sprintf("time budget %v spent after %v and %d chunk messages; a continuation resumes the search", h.cfg.Budget, spent, pub.sent),
 		Next: func(ctx context.Context) error {
 			if _, err := h.cfg.Publisher.Publish(ctx, h.cfg.TopicExpand, msg); err != nil {
-				return fmt.Errorf("expander: publish continuation of job %s: %w", job.ID, err)
+				return fmt.Errorf("expander: publish continuation of job %s slice %d: %w", job.ID, sl.Index, err)
 			}
 			return nil
 		},
 	}
 }
 
-// plan writes the Job's chunk plan, resuming after the last chunk a previous owner wrote and
-// publishing each chunk's message once it is written, and returns the Job as PLANNED (or
-// COMPLETED when the window is empty). It returns errBudget when the budget ran out first.
-func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pub *stream, started time.Time) (model.Job, error) {
+// plan writes the chunk plan of one slice, resuming after the last chunk a previous owner wrote
+// and publishing each chunk's message once it is written, and records the slice PLANNED. It
+// returns errBudget when the budget ran out first.
+// firstPage, when not nil, is called with how long the first page took to arrive, before its rows
+// are cut.
+func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, sl model.Slice, pub *stream, started time.Time,
+	firstPage func(ctx context.Context, fetch time.Duration) error) error {
 	log := logging.From(ctx)
-	last, err := h.cfg.Store.LastChunk(ctx, job.ID)
+	last, err := h.cfg.Store.LastChunk(ctx, job.ID, sl.Index)
 	if err != nil {
-		return job, err
+		return err
 	}
-	q := source.Query{Object: job.SourceObject, Fields: job.Fields, From: job.WindowFrom, To: job.WindowTo}
-	next := 0
+	q := source.Query{Object: job.SourceObject, Fields: job.Fields, From: sl.From, To: sl.To}
+	next := model.ChunkIndex(sl.Index, 0)
 	if last != nil {
 		next = last.Index + 1
 		q.After = &source.Key{Modstamp: last.LastModstamp, ID: last.LastID}
@@ -274,7 +538,7 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 	// Every source query counts, a continuation's too: the counter is exact, and the audit allows
 	// one more per takeover of the key (a hand-off's continuation takes it over).
 	if err := h.cfg.Store.CountSearch(ctx, job.ID, lease.Owner); err != nil {
-		return job, err
+		return err
 	}
 	// Rows fill the chunk being cut (cur); cut chunks wait in ready, and go in one fenced commit
 	// after the delivery's first page (so imports start at once), then whenever ready is full
@@ -290,9 +554,13 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		wrote      bool
 	)
 	rule := model.ChunkRule{Size: job.ChunkSize, MaxBytes: h.cfg.MaxChunkBytes}
-	cut := func(by string) {
+	end := model.ChunkIndex(sl.Index+1, 0)
+	cut := func(by string) error {
 		if len(cur) == 0 {
-			return
+			return nil
+		}
+		if next >= end {
+			return fmt.Errorf("expander: slice %d of job %s needs more than %d chunks: lower ONCESYNC_SLICE_ROWS", sl.Index, job.ID, model.SliceStride)
 		}
 		lastRow := cur[len(cur)-1]
 		ready = append(ready, model.Chunk{
@@ -302,6 +570,7 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		next++
 		readyBytes += size
 		cur, size = nil, 0
+		return nil
 	}
 	write := func(ctx context.Context) error {
 		if len(ready) == 0 {
@@ -317,7 +586,14 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		ready, readyBytes, wrote = nil, 0, true
 		return nil
 	}
+	searched := h.cfg.Elapsed()
 	err = h.cfg.Source.Search(ctx, q, func(ctx context.Context, p source.Page) error {
+		if firstPage != nil {
+			if err := firstPage(ctx, h.cfg.Elapsed().Sub(searched)); err != nil {
+				return err
+			}
+			firstPage = nil
+		}
 		for _, inv := range p.Invalid {
 			if err := h.deadRow(ctx, job, inv.Raw, "invalid_source_row", inv.Reason); err != nil {
 				return err
@@ -334,7 +610,9 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 				continue
 			}
 			if by, ok := rule.CutBefore(len(cur), size, n); ok {
-				cut(by)
+				if err := cut(by); err != nil {
+					return err
+				}
 				if len(ready) >= maxChunksPerWrite || readyBytes >= maxBytesPerWrite {
 					if err := write(ctx); err != nil {
 						return err
@@ -358,35 +636,31 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, pu
 		return nil
 	})
 	if err == nil {
-		cut(model.CutEnd)
-		err = write(ctx)
+		if err = cut(model.CutEnd); err == nil {
+			err = write(ctx)
+		}
 	}
 	if errors.Is(err, errBudget) {
-		return job, err
+		return err
 	}
 	if source.IsPermanent(err) {
 		if ferr := h.cfg.Store.FailJob(ctx, job.ID, err.Error()); ferr != nil {
-			return job, ferr
+			return ferr
 		}
-		return job, delivery.Poison("source_rejected_search", "expander: job %s: %w", job.ID, err)
+		return delivery.Poison("source_rejected_search", "expander: job %s: %w", job.ID, err)
 	}
 	if err != nil {
-		return job, err
+		return err
 	}
-	chunks, rows, err := h.cfg.Store.PlanTotals(ctx, job.ID)
+	chunks, rows, err := h.cfg.Store.PlanTotals(ctx, job.ID, sl.Index)
 	if err != nil {
-		return job, err
+		return err
 	}
-	invalid, err := h.cfg.Store.CountDeadRows(ctx, job.ID)
-	if err != nil {
-		return job, err
+	if err := h.cfg.Store.FinishSlice(ctx, lease, job.ID, sl, chunks, rows); err != nil {
+		return err
 	}
-	if job, err = h.cfg.Store.FinishPlan(ctx, lease, job, chunks, rows, invalid); err != nil {
-		return job, err
-	}
-	log.Info("chunk plan written", slog.String(logging.Event, "job_planned"), slog.Int("chunks", chunks),
-		slog.Int("records", rows), slog.Int("invalid", invalid), slog.String("status", string(job.Status)))
-	return job, nil
+	log.Info("slice plan written", slog.String(logging.Event, "slice_planned"), slog.Int("chunks", chunks), slog.Int("records", rows))
+	return nil
 }
 
 // stream publishes chunk messages in the background while the plan goes on; wait returns the

@@ -31,6 +31,8 @@ type world struct {
 	tenant    model.Tenant
 	tenantErr error
 	chunks    []model.Chunk // written so far
+	slices    []model.Slice // cut so far
+	settings  int           // the tenant's enabled settings
 	pending   []int         // PendingChunks' answer
 	searches  int
 	failed    string
@@ -56,25 +58,49 @@ func (w *world) Job(context.Context, string) (model.Job, error) { return w.job, 
 func (w *world) Tenant(context.Context, string) (model.Tenant, error) {
 	return w.tenant, w.tenantErr
 }
-func (w *world) LastChunk(context.Context, string) (*model.Chunk, error) {
-	if len(w.chunks) == 0 {
-		return nil, nil
+func (w *world) LastChunk(_ context.Context, _ string, slice int) (*model.Chunk, error) {
+	var last *model.Chunk
+	for _, c := range w.chunks {
+		if model.SliceOf(c.Index) == slice {
+			last = &c
+		}
 	}
-	c := w.chunks[len(w.chunks)-1]
-	return &c, nil
+	return last, nil
+}
+func (w *world) EnabledSettingsOf(context.Context, string) (int, error) { return w.settings, nil }
+func (w *world) Slices(context.Context, string) ([]model.Slice, error) {
+	return slices.Clone(w.slices), nil
+}
+func (w *world) CutSlices(_ context.Context, _ *idem.Lease, job model.Job, cut []model.Slice, slots int) (model.Job, error) {
+	w.note("cut %d slices", len(cut))
+	w.slices = slices.Clone(cut)
+	w.job.SliceCount, w.job.SearchSlots = len(cut), slots
+	job.SliceCount, job.SearchSlots = len(cut), slots
+	return job, nil
+}
+func (w *world) DecideSlots(_ context.Context, _ *idem.Lease, job model.Job, slots int) (model.Job, error) {
+	w.note("decide %d slots", slots)
+	w.job.SearchSlots, job.SearchSlots = slots, slots
+	return job, nil
+}
+func (w *world) FinishSlice(_ context.Context, _ *idem.Lease, _ string, sl model.Slice, chunks, rows int) error {
+	w.note("slice %d: %d chunks %d rows", sl.Index, chunks, rows)
+	w.slices[sl.Index].Status, w.slices[sl.Index].Chunks, w.slices[sl.Index].Rows = model.SlicePlanned, chunks, rows
+	return nil
 }
 func (w *world) PendingChunks(context.Context, string) ([]int, error) { return w.pending, nil }
 func (w *world) CountSearch(context.Context, string, string) error {
 	w.searches++
 	return nil
 }
-func (w *world) CountDeadRows(context.Context, string) (int, error) { return len(w.dead), nil }
-func (w *world) PlanTotals(context.Context, string) (int, int, error) {
-	rows := 0
+func (w *world) PlanTotals(_ context.Context, _ string, slice int) (int, int, error) {
+	n, rows := 0, 0
 	for _, c := range w.chunks {
-		rows += c.Count
+		if model.SliceOf(c.Index) == slice {
+			n, rows = n+1, rows+c.Count
+		}
 	}
-	return len(w.chunks), rows, nil
+	return n, rows, nil
 }
 func (w *world) FailJob(_ context.Context, _, reason string) error { w.failed = reason; return nil }
 func (w *world) CompleteIfDone(context.Context, string) (bool, error) {
@@ -108,16 +134,28 @@ func (w *world) WriteChunks(_ context.Context, _ *idem.Lease, chunks []model.Chu
 	return nil
 }
 
-func (w *world) FinishPlan(_ context.Context, _ *idem.Lease, job model.Job, chunks, rows, invalid int) (model.Job, error) {
-	w.note("finish %d chunks %d rows %d invalid", chunks, rows, invalid)
+func (w *world) FinishPlan(context.Context, string) (model.Job, error) {
+	chunks, rows := 0, 0
+	for _, sl := range w.slices {
+		if sl.Status != model.SlicePlanned {
+			return w.job, nil
+		}
+		chunks, rows = chunks+sl.Chunks, rows+sl.Rows
+	}
+	w.note("finish %d chunks %d rows %d invalid", chunks, rows, len(w.dead))
 	w.finished = true
-	job.Status, job.ChunkCount = model.JobPlanned, chunks
-	return job, nil
+	w.job.Status, w.job.ChunkCount = model.JobPlanned, chunks
+	return w.job, nil
 }
 
 func (w *world) Search(ctx context.Context, q source.Query, fn func(context.Context, source.Page) error) error {
 	w.note("search after %v", q.After != nil)
-	rows := w.rows
+	var rows []source.Record
+	for _, r := range w.rows {
+		if !r.Modstamp.Before(q.From) && r.Modstamp.Before(q.To) {
+			rows = append(rows, r)
+		}
+	}
 	if q.After != nil {
 		i := slices.IndexFunc(rows, func(r source.Record) bool { return r.Key().Compare(*q.After) > 0 })
 		if i < 0 {
@@ -414,5 +452,156 @@ func TestBudgetHandsOffToAContinuation(t *testing.T) {
 	}
 	if got := chunkIndexes(t, w.published["chunks"]); !slices.Equal(got, []int{0, 1, 2, 3}) || w.searches != 4 {
 		t.Errorf("chunk messages %v, searches %d; want 0..3 once each and 4 queries (1 + 3 continuations)", got, w.searches)
+	}
+}
+
+// countingWorld is a world whose source also counts (source.Counter), so Jobs are sliced.
+type countingWorld struct{ *world }
+
+func (w countingWorld) Count(_ context.Context, q source.Query) (source.Extent, error) {
+	w.note("count")
+	var e source.Extent
+	for _, r := range w.rows {
+		if !r.Modstamp.Before(q.From) && r.Modstamp.Before(q.To) {
+			if e.Count == 0 {
+				e.First = r.Modstamp
+			}
+			e.Count, e.Last = e.Count+1, r.Modstamp
+		}
+	}
+	return e, nil
+}
+
+func sliceMsg(s int) delivery.Message {
+	b, _ := json.Marshal(model.ExpandMessage{JobID: "s1-job", TenantID: "acme", Slice: s})
+	return delivery.Message{ID: fmt.Sprintf("m-slice-%d", s), Data: b}
+}
+
+func expandSlices(t *testing.T, msgs []bus.Message) []int {
+	t.Helper()
+	var out []int
+	for _, m := range msgs {
+		var em model.ExpandMessage
+		if err := json.Unmarshal(m.Data, &em); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, em.Slice)
+	}
+	return out
+}
+
+func TestWindowIsCutIntoSlicesSearchedAtMostSlotsAtOnce(t *testing.T) {
+	w := newWorld(40) // a row a minute
+	sliced := func(c *expander.Config) {
+		c.Source, c.SliceRows, c.MaxSlices, c.SearchSlots = countingWorld{w}, 10, 8, 2
+	}
+	h := handler(t, w, idem.Lease{Attempt: 1}, sliced)
+	if err := h.Handle(t.Context(), sliceMsg(0)); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.slices) != 4 {
+		t.Fatalf("slices %+v, want 4 of about 10 rows (40 rows, 10 a slice, a multiple of 2 slots)", w.slices)
+	}
+	for i, sl := range w.slices {
+		if sl.Index != i || sl.Estimate != 10 || (i == 0 && !sl.From.Equal(w.job.WindowFrom)) || (i > 0 && !sl.From.Equal(w.slices[i-1].To)) || (i == 3 && !sl.To.Equal(w.job.WindowTo)) {
+			t.Errorf("slice %d = %+v: slices must cover the window in order, 10 rows each", i, sl)
+		}
+	}
+	// Slice 0's delivery starts slice 1 beside itself and, once done, slice 2 (0 + 2 slots).
+	if got := expandSlices(t, w.published["expand"]); !slices.Equal(got, []int{1, 2}) || w.finished {
+		t.Fatalf("expand messages for slices %v, finished %v; want 1 then 2, and the plan not finished", got, w.finished)
+	}
+	// A takeover of slice 0 reads the slices back: the same plan, cut once.
+	if err := handler(t, w, idem.Lease{Attempt: 2, TakenOver: true}, sliced).Handle(t.Context(), sliceMsg(0)); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(strings.Join(w.log, "\n"), "cut 4 slices"); n != 1 || len(w.slices) != 4 {
+		t.Fatalf("the window was cut %d times: %q", n, w.log)
+	}
+	for s := 1; s < 4; s++ {
+		if err := h.Handle(t.Context(), sliceMsg(s)); err != nil {
+			t.Fatal(err)
+		}
+		if w.finished != (s == 3) {
+			t.Fatalf("after slice %d: finished %v; the plan is complete only with every slice", s, w.finished)
+		}
+	}
+	// The takeover publishes again what the crashed owner may not have: slice 1, and slice 2 as
+	// slice 0 is planned.
+	if got := expandSlices(t, w.published["expand"]); !slices.Equal(got, []int{1, 2, 1, 2, 3}) {
+		t.Errorf("expand messages for slices %v, want 1 2 (first delivery), 1 2 (the takeover), 3 (slice 1 done)", got)
+	}
+	if !slices.Contains(w.log, "finish 20 chunks 40 rows 0 invalid") {
+		t.Errorf("log %q: want the plan finished with 20 chunks and 40 rows", w.log)
+	}
+	seen := map[string]int{}
+	for _, c := range w.chunks {
+		s, n := model.SliceOf(c.Index), c.Index%model.SliceStride
+		if n > 4 {
+			t.Errorf("chunk %d: slice %d has chunks 0..4", c.Index, s)
+		}
+		for _, r := range c.Records {
+			seen[r.ID]++
+			if sl := w.slices[s]; r.Modstamp.Before(sl.From) || !r.Modstamp.Before(sl.To) {
+				t.Errorf("row %s (%v) in chunk %d lies outside slice %d [%v, %v)", r.ID, r.Modstamp, c.Index, s, sl.From, sl.To)
+			}
+		}
+	}
+	for _, r := range w.rows {
+		if seen[r.ID] != 1 {
+			t.Errorf("row %s planned %d times", r.ID, seen[r.ID])
+		}
+	}
+	if w.searches != 4 {
+		t.Errorf("%d searches counted, want 4: one a slice (the takeover found slice 0 planned)", w.searches)
+	}
+}
+
+func TestATenantsSettingsShareItsConcurrentSearches(t *testing.T) {
+	for _, tc := range []struct{ tenantLimit, settings, want int }{{0, 1, 4}, {0, 2, 2}, {6, 3, 2}, {6, 4, 1}, {1, 5, 1}} {
+		w := newWorld(40)
+		w.tenant.SearchConcurrency, w.settings = tc.tenantLimit, tc.settings
+		h := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) {
+			c.Source, c.SliceRows, c.MaxSlices, c.SearchSlots = countingWorld{w}, 10, 8, 4
+		})
+		if err := h.Handle(t.Context(), sliceMsg(0)); err != nil {
+			t.Fatal(err)
+		}
+		if w.job.SearchSlots != tc.want || len(w.published["expand"]) != min(tc.want, len(w.slices))-1+boolInt(tc.want < len(w.slices)) {
+			t.Errorf("tenant limit %d (0: the deployment's 4), %d settings: %d slots, expand messages %v; want %d slots",
+				tc.tenantLimit, tc.settings, w.job.SearchSlots, expandSlices(t, w.published["expand"]), tc.want)
+		}
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestAFastSourceIsSearchedOneSliceAfterAnother(t *testing.T) {
+	w := newWorld(40)
+	clock := t0
+	h := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) {
+		c.Source, c.SliceRows, c.MaxSlices, c.SearchSlots = countingWorld{w}, 10, 8, 2
+		c.ParallelAfter, c.Elapsed = time.Second, func() time.Time { clock = clock.Add(100 * time.Millisecond); return clock }
+	})
+	if err := h.Handle(t.Context(), sliceMsg(0)); err != nil {
+		t.Fatal(err)
+	}
+	// The first page came after 100 ms, under the 1 s after which slices go parallel: slots 1, and
+	// slice 0's end starts slice 1 only.
+	if got := expandSlices(t, w.published["expand"]); len(w.slices) != 4 || w.job.SearchSlots != 1 || !slices.Equal(got, []int{1}) {
+		t.Fatalf("%d slices, %d slots, expand messages %v; want 4 slices searched one after another (slice 1 next)", len(w.slices), w.job.SearchSlots, got)
+	}
+	for s := 1; s < 4; s++ {
+		if err := h.Handle(t.Context(), sliceMsg(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := expandSlices(t, w.published["expand"]); !slices.Equal(got, []int{1, 2, 3}) || !w.finished {
+		t.Errorf("expand messages %v, finished %v; want the chain 1 2 3 and the plan finished", got, w.finished)
 	}
 }

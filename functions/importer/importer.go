@@ -127,8 +127,6 @@ func (h *Handler) importChunk(ctx context.Context, cm model.ChunkMessage) error 
 	switch {
 	case job.TenantID != cm.TenantID:
 		return delivery.Poison("tenant_mismatch", "importer: job %s belongs to tenant %q, message names %q", job.ID, job.TenantID, cm.TenantID)
-	case planned && cm.Chunk >= job.ChunkCount:
-		return delivery.Poison("unknown_chunk", "importer: job %s has %d chunks, message names chunk %d", job.ID, job.ChunkCount, cm.Chunk)
 	}
 	res, err := h.cfg.Committer.Commit(ctx, job, cm.Chunk)
 	switch {
@@ -137,6 +135,8 @@ func (h *Handler) importChunk(ctx context.Context, cm model.ChunkMessage) error 
 		// of its chunk cannot exist (chunks are published after they are written), so this is a
 		// forged or stray index, judged once the plan is complete.
 		return fmt.Errorf("importer: job %s is still being planned and has no chunk %d yet: %w", job.ID, cm.Chunk, err)
+	case errors.Is(err, target.ErrNoChunk) && planned:
+		return delivery.Poison("unknown_chunk", "importer: job %s has %d chunks, none is chunk %d: %w", job.ID, job.ChunkCount, cm.Chunk, err)
 	case errors.Is(err, target.ErrNoChunk), errors.Is(err, target.ErrUnknownTarget):
 		return delivery.Poison("bad_chunk", "importer: %w", err)
 	case err != nil:

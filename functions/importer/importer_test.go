@@ -93,8 +93,7 @@ func TestPoisonReasons(t *testing.T) {
 		{"missing_field", fakes{job: planned(1)}, msg(model.ChunkMessage{JobID: "s1-job", TenantID: "acme", Chunk: -1})},
 		{"unknown_job", fakes{jobErr: fmt.Errorf("x: %w", store.ErrNotFound)}, msg(model.ChunkMessage{JobID: "nope", TenantID: "acme"})},
 		{"tenant_mismatch", fakes{job: planned(1)}, msg(model.ChunkMessage{JobID: "s1-job", TenantID: "globex"})},
-		{"unknown_chunk", fakes{job: planned(2)}, msg(model.ChunkMessage{JobID: "s1-job", TenantID: "acme", Chunk: 2})},
-		{"bad_chunk", fakes{job: planned(2), commitErr: fmt.Errorf("x: %w", target.ErrNoChunk)}, msg(model.ChunkMessage{JobID: "s1-job", TenantID: "acme", Chunk: 1})},
+		{"unknown_chunk", fakes{job: planned(2), commitErr: fmt.Errorf("x: %w", target.ErrNoChunk)}, msg(model.ChunkMessage{JobID: "s1-job", TenantID: "acme", Chunk: 2})},
 		{"bad_chunk", fakes{job: planned(2), commitErr: fmt.Errorf("x: %w", target.ErrUnknownTarget)}, msg(model.ChunkMessage{JobID: "s1-job", TenantID: "acme", Chunk: 1})},
 	} {
 		t.Run(tc.reason, func(t *testing.T) {

@@ -49,6 +49,8 @@ type Store interface {
 	UnfinishedJobs(ctx context.Context, before time.Time, limit int) ([]model.Job, error)
 	PendingChunks(ctx context.Context, jobID string) ([]int, error)
 	CompleteJob(ctx context.Context, jobID string) (bool, error)
+	Slices(ctx context.Context, jobID string) ([]model.Slice, error)
+	FinishPlan(ctx context.Context, jobID string) (model.Job, error)
 }
 
 // Publisher publishes messages.
@@ -223,6 +225,30 @@ func (h *Handler) validate(ctx context.Context, st model.SyncSetting) (string, e
 	return "", nil
 }
 
+// expandMessages are the expand messages that move a PENDING Job on: the first expansion's when
+// it has no slices yet, else those of the slices that may be searched now. When every slice is
+// planned but the Job is not (the last slice's expansion stopped before it recorded the plan, and
+// its message is gone), the plan is recorded here.
+func (h *Handler) expandMessages(ctx context.Context, j model.Job) ([]bus.Message, error) {
+	if j.SliceCount == 0 {
+		return []bus.Message{bus.Expand(j)}, nil
+	}
+	slices, err := h.cfg.Store.Slices(ctx, j.ID)
+	if err != nil {
+		return nil, err
+	}
+	start := model.StartableSlices(slices, j.SearchSlots)
+	if len(start) == 0 {
+		_, err := h.cfg.Store.FinishPlan(ctx, j.ID)
+		return nil, err
+	}
+	msgs := make([]bus.Message, len(start))
+	for i, s := range start {
+		msgs[i] = bus.ExpandSlice(j, s)
+	}
+	return msgs, nil
+}
+
 // sweep re-publishes the messages of work that should have finished by now.
 func (h *Handler) sweep(ctx context.Context) error {
 	jobs, err := h.cfg.Store.UnfinishedJobs(ctx, h.cfg.Now().Add(-h.cfg.StuckAfter), h.cfg.SweepLimit)
@@ -234,7 +260,11 @@ func (h *Handler) sweep(ctx context.Context) error {
 	for _, j := range jobs {
 		switch j.Status {
 		case model.JobPending:
-			expand = append(expand, bus.Expand(j))
+			msgs, err := h.expandMessages(ctx, j)
+			if err != nil {
+				return err
+			}
+			expand = append(expand, msgs...)
 		case model.JobPlanned:
 			pending, err := h.cfg.Store.PendingChunks(ctx, j.ID)
 			if err != nil {

@@ -24,6 +24,8 @@ type fakes struct {
 	tenants    map[string]model.Tenant
 	unfinished []model.Job
 	pending    map[string][]int
+	slices     map[string][]model.Slice
+	finished   []string // FinishPlan calls
 	created    []string
 	completed  []string
 	published  map[string][]string // topic → job or job#chunk
@@ -53,13 +55,26 @@ func (f *fakes) CompleteJob(_ context.Context, jobID string) (bool, error) {
 	f.completed = append(f.completed, jobID)
 	return true, nil
 }
+func (f *fakes) Slices(_ context.Context, jobID string) ([]model.Slice, error) {
+	return f.slices[jobID], nil
+}
+func (f *fakes) FinishPlan(_ context.Context, jobID string) (model.Job, error) {
+	f.finished = append(f.finished, jobID)
+	return model.Job{ID: jobID, Status: model.JobPlanned}, nil
+}
 func (f *fakes) Publish(_ context.Context, topic string, msgs ...bus.Message) ([]string, error) {
 	for _, m := range msgs {
-		var cm model.ChunkMessage
+		var cm struct {
+			model.ChunkMessage
+			Slice int `json:"slice"`
+		}
 		_ = json.Unmarshal(m.Data, &cm)
 		what := cm.JobID
-		if topic == "chunks" {
+		switch {
+		case topic == "chunks":
 			what = fmt.Sprintf("%s#%d", cm.JobID, cm.Chunk)
+		case cm.Slice > 0:
+			what = fmt.Sprintf("%s/%d", cm.JobID, cm.Slice)
 		}
 		f.published[topic] = append(f.published[topic], what)
 	}
@@ -133,13 +148,25 @@ func TestSweepRepublishesStuckWork(t *testing.T) {
 			{ID: "j-pending", TenantID: "acme", Status: model.JobPending},
 			{ID: "j-planned", TenantID: "acme", Status: model.JobPlanned, ChunkCount: 3},
 			{ID: "j-alldone", TenantID: "acme", Status: model.JobPlanned, ChunkCount: 2},
+			// Sliced, 2 searched at once: slice 0 and 1 planned, so 2 and 3 may run; 4 waits for 2.
+			{ID: "j-sliced", TenantID: "acme", Status: model.JobPending, SliceCount: 5, SearchSlots: 2},
+			// Every slice planned, the plan not recorded: the sweep records it.
+			{ID: "j-slices-done", TenantID: "acme", Status: model.JobPending, SliceCount: 2, SearchSlots: 2},
 		},
 		pending: map[string][]int{"j-planned": {0, 2}},
+		slices: map[string][]model.Slice{
+			"j-sliced": {{Index: 0, Status: model.SlicePlanned}, {Index: 1, Status: model.SlicePlanned}, {Index: 2, Status: model.SlicePending},
+				{Index: 3, Status: model.SlicePending}, {Index: 4, Status: model.SlicePending}},
+			"j-slices-done": {{Index: 0, Status: model.SlicePlanned}, {Index: 1, Status: model.SlicePlanned}},
+		},
 	}
 	if err := run(t, f, tick("t2")); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(f.published["expand"], []string{"j-pending"}) || !slices.Equal(f.published["chunks"], []string{"j-planned#0", "j-planned#2"}) ||
+	if !slices.Equal(f.finished, []string{"j-slices-done"}) {
+		t.Errorf("plans finished by the sweep %v, want j-slices-done", f.finished)
+	}
+	if !slices.Equal(f.published["expand"], []string{"j-pending", "j-sliced/2", "j-sliced/3"}) || !slices.Equal(f.published["chunks"], []string{"j-planned#0", "j-planned#2"}) ||
 		!slices.Equal(f.completed, []string{"j-alldone"}) {
 		t.Errorf("expand %v, chunks %v, completed %v", f.published["expand"], f.published["chunks"], f.completed)
 	}

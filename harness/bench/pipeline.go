@@ -48,6 +48,8 @@ type Run struct {
 	SourceRequests  int // HTTP requests the fixture source served (pages)
 	SourceSearches  int // searches started
 	SourceThrottled int // requests refused for the per-org concurrency limit (REQUEST_LIMIT_EXCEEDED)
+	SourcePages     int // pages served
+	SourceCounts    int // aggregate (count) queries answered, to cut the Job into slices
 	// Longest is the longest single delivery of any function, and LongestIn its "Function/class".
 	Longest   time.Duration
 	LongestIn string
@@ -175,6 +177,7 @@ func runPipeline(ctx context.Context, o runOptions) (r Run, err error) {
 	}
 	req := s.Fixture.Requests()
 	r.SourceRequests, r.SourceSearches, r.SourceThrottled = req.Requests, req.Queries, req.Throttled
+	r.SourcePages, r.SourceCounts = req.Pages, req.Counts
 	for fn, c := range r.Stats.Counts {
 		if c.Longest > r.Longest {
 			r.Longest, r.LongestIn = c.Longest, fn

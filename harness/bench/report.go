@@ -251,7 +251,7 @@ func (r *Results) Headline() Headline {
 		}
 		if len(s.Slow) > 0 {
 			h.Slow = s.Slow[0]
-			h.SlowPages = h.Slow.SourceRequests - h.Slow.SourceThrottled
+			h.SlowPages = h.Slow.SourcePages
 			h.SlowImport = median(secs(s.Guarded, func(r Run) time.Duration { return r.Elapsed }))
 			if math.IsNaN(h.SlowImport) {
 				h.SlowImport = 0

@@ -65,8 +65,8 @@ func TestIncidentExpandDeliveredTwice(t *testing.T) {
 			t.Fatalf("%d jobs, want 2", len(jobs))
 		}
 		for _, j := range jobs {
-			if j.Searches != 1 {
-				t.Errorf("job %s: %d source searches, want 1", j.ID, j.Searches)
+			if j.Searches != j.SliceCount || j.SliceCount < 2 {
+				t.Errorf("job %s: %d source searches for %d slices, want one a slice (and the window sliced)", j.ID, j.Searches, j.SliceCount)
 			}
 		}
 		if got := res.Stats.Copies; got < 2+4 {

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -20,6 +21,7 @@ import (
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/functions/importer"
 	"github.com/oncesync/oncesync/functions/scheduler"
+	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
@@ -83,6 +85,19 @@ var (
 	MutantSecondJob = Mutation{
 		Name:           "a redelivered tick creates a second Job",
 		SchedulerStore: func(h *Harness, s scheduler.Store) scheduler.Store { return secondJob{Store: s, h: h} },
+	}
+	// MutantSlicesOverlap is "slices overlap" (the slices' half of stable plans): each slice but
+	// the last ends halfway into the next, so the rows there are planned, and searched, twice.
+	MutantSlicesOverlap = Mutation{
+		Name:          "slices of a window overlap",
+		ExpanderStore: func(_ *Harness, s expander.Store) expander.Store { return overlapping{s} },
+	}
+	// MutantBrokenChain is "a finished slice starts no other": the expand messages of slices past
+	// the first SearchSlots vanish (the chain's, and the sweep's), so a Job with more slices than
+	// it searches at once never finishes its plan.
+	MutantBrokenChain = Mutation{
+		Name:      "a finished slice starts no other",
+		Publisher: func(h *Harness, p app.Publisher) app.Publisher { return dropChained{Publisher: p, h: h} },
 	}
 	// MutantBoth is both: the pipeline before the fix, as far as wrappers can rebuild it.
 	MutantBoth = Mutation{
@@ -148,6 +163,45 @@ func (d dropContinuations) Publish(ctx context.Context, topic string, msgs ...bu
 		if m.Attributes["continuation"] == "" {
 			kept = append(kept, m)
 		}
+	}
+	ids := make([]string, len(msgs))
+	if len(kept) == 0 {
+		return ids, nil
+	}
+	return d.Publisher.Publish(ctx, topic, kept...)
+}
+
+// overlapping is MutantSlicesOverlap's expander store.
+type overlapping struct{ expander.Store }
+
+func (o overlapping) CutSlices(ctx context.Context, l *idem.Lease, job model.Job, slices []model.Slice, slots int) (model.Job, error) {
+	for i := range len(slices) - 1 {
+		next := slices[i+1]
+		slices[i].To = next.From.Add(next.To.Sub(next.From) / 2)
+	}
+	return o.Store.CutSlices(ctx, l, job, slices, slots)
+}
+
+// dropChained is MutantBrokenChain's publisher.
+type dropChained struct {
+	app.Publisher
+	h *Harness
+}
+
+func (d dropChained) Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error) {
+	var kept []bus.Message
+	for _, m := range msgs {
+		var em model.ExpandMessage
+		if topic == sim.TopicExpand && m.Attributes["continuation"] == "" && json.Unmarshal(m.Data, &em) == nil && em.Slice > 0 {
+			snap, err := d.h.Env.FS.Collection(model.Jobs).Doc(em.JobID).Get(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("mutant: job %s: %w", em.JobID, err)
+			}
+			if slots, _ := snap.DataAt("searchSlots"); slots != nil && int64(em.Slice) >= slots.(int64) {
+				continue
+			}
+		}
+		kept = append(kept, m)
 	}
 	ids := make([]string, len(msgs))
 	if len(kept) == 0 {
@@ -288,6 +342,10 @@ func TestMutantImportDoesNotComplete(t *testing.T) { testMutant(t, MutantNoImpor
 func TestMutantLiveLeaseTakenOver(t *testing.T) { testMutant(t, MutantLiveTakeover) }
 
 func TestMutantSecondJobForATick(t *testing.T) { testMutant(t, MutantSecondJob) }
+
+func TestMutantSlicesOverlap(t *testing.T) { testMutant(t, MutantSlicesOverlap) }
+
+func TestMutantBrokenSliceChain(t *testing.T) { testMutant(t, MutantBrokenChain) }
 
 // testMutant runs the main property against a mutation, on a recorder instead of t, and asserts
 // that rapid found a counterexample made of property violations (not a harness error).

@@ -22,11 +22,14 @@ import (
 // runs, so that a seed names it completely.
 type Case struct {
 	PageSize int // rows per source page
-	Objects  []Object
-	Settings []Setting
-	Ticks    []Tick
-	Poison   []string // poison messages published with the first tick (see poisonKinds)
-	Faults   Schedule
+	// SearchSlots is every tenant's searchConcurrency: how many slices of a Job are searched at
+	// once (0: the deployment's 2).
+	SearchSlots int
+	Objects     []Object
+	Settings    []Setting
+	Ticks       []Tick
+	Poison      []string // poison messages published with the first tick (see poisonKinds)
+	Faults      Schedule
 }
 
 // Object is one source object's dataset.
@@ -126,7 +129,7 @@ func (s SourceFault) String() string {
 
 func (c Case) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "source pages of %d rows\n", c.PageSize)
+	fmt.Fprintf(&b, "source pages of %d rows, %d slices of a Job searched at once (0: 2)\n", c.PageSize, c.SearchSlots)
 	for i, o := range c.Objects {
 		fmt.Fprintf(&b, "object %d %s: %d rows (%d%% updated in the window, seed %d), %d malformed\n", i, o.Name, o.Rows, o.Updated, o.Seed, o.Bad)
 	}
@@ -312,6 +315,9 @@ func (g gen) draw(t *rapid.T) Case {
 		c.Poison = rapid.SliceOfN(rapid.SampledFrom(poisonKinds), 1, 2).Draw(t, "poison")
 	}
 	c.Faults = g.drawSchedule(t, &c)
+	// Derived from a value drawn already, not drawn: a new draw would change what the committed
+	// fail files under testdata/rapid decode to, and they would no longer replay their cases.
+	c.SearchSlots = []int{0, 1, 3}[c.Objects[0].Seed%3]
 	return c
 }
 

@@ -34,6 +34,8 @@ const (
 	sourceTimeout = 150 * time.Millisecond // a fixture delay longer than this is a timeout
 	faultRounds   = 100                    // Drain rounds per tick while faults are on
 	settleSweeps  = 4                      // recovery sweeps allowed once faults stop
+	sliceRows     = 40                     // ONCESYNC_SLICE_ROWS: a window of more rows is sliced
+	maxSlices     = 6                      // ONCESYNC_MAX_SLICES
 )
 
 // Mutation replaces parts of the pipeline with broken ones (see mutant_test.go). The zero
@@ -68,6 +70,11 @@ func NewHarness(t *testing.T, m Mutation) *Harness {
 	opts := sim.Options{
 		Start:         simStart,
 		SourceTimeout: sourceTimeout,
+		// Windows of more than sliceRows rows are cut into slices (most first windows are), always
+		// searched in parallel (the budget clock the first page is timed with is frozen).
+		Config: func(c *config.Config) {
+			c.SliceRows, c.MaxSlices, c.SearchSlots, c.ParallelAfter = sliceRows, maxSlices, 2, 0
+		},
 		Publisher: func(p app.Publisher) app.Publisher {
 			if m.Publisher != nil {
 				p = m.Publisher(h, p)
@@ -179,7 +186,7 @@ func keyOf(d sim.Delivery) string {
 	case sim.TopicExpand:
 		var m model.ExpandMessage
 		if json.Unmarshal(data, &m) == nil && m.JobID != "" {
-			return idem.ExpandKey(m.JobID).String()
+			return idem.SliceKey(m.JobID, m.Slice).String()
 		}
 	case sim.TopicChunks:
 		var m model.ChunkMessage
@@ -292,6 +299,20 @@ func (h *Harness) observe(ctx context.Context, step string) {
 type noticingSource struct {
 	c app.Source
 	h *Harness
+}
+
+// Count forwards to the connector's count (the expander cuts slices with it).
+func (s noticingSource) Count(ctx context.Context, q source.Query) (source.Extent, error) {
+	c, ok := s.c.(source.Counter)
+	if !ok {
+		return source.Extent{}, fmt.Errorf("chaos: the connector %T does not count", s.c)
+	}
+	before := faultTotal(s.h.Env.Fixture)
+	e, err := c.Count(ctx, q)
+	if err != nil && faultTotal(s.h.Env.Fixture) > before {
+		return e, fmt.Errorf("%w (chaos: injected source fault during the count)", err)
+	}
+	return e, err
 }
 
 func (s noticingSource) Search(ctx context.Context, q source.Query, fn func(context.Context, source.Page) error) error {
@@ -548,7 +569,8 @@ func (h *Harness) seed(ctx context.Context, c *Case) (*world, error) {
 	}
 	for _, s := range c.Settings {
 		if !s.Ghost {
-			if _, err := e.FS.Collection(model.Tenants).Doc(s.Tenant).Set(ctx, model.Tenant{Name: s.Tenant, Enabled: true}); err != nil {
+			t := model.Tenant{Name: s.Tenant, Enabled: true, SearchConcurrency: c.SearchSlots}
+			if _, err := e.FS.Collection(model.Tenants).Doc(s.Tenant).Set(ctx, t); err != nil {
 				return nil, fmt.Errorf("chaos: tenant: %w", err)
 			}
 		}
@@ -605,12 +627,12 @@ func (w *world) expect(st *caseState, stats sim.Stats, observed bool) sim.Expect
 	handoffs, late := maps.Clone(st.handoffs), maps.Clone(st.lateCopies)
 	st.mu.Unlock()
 	// Source searches per Job, allowed from the faults the schedule injected, never from what the
-	// run did: 1, plus one per expansion cut short by an injected crash or error, plus one per
+	// run did: one per slice (sim adds it), plus one per expansion cut short by an injected crash or error, plus one per
 	// time budget the schedule spent (the continuation searches on), plus one per duplicate
 	// scheduled after the original's lease expired (it takes over from an owner that may have
 	// searched already: a function that outlives its lease). A takeover of a live lease, the
 	// incident's symptom, is allowed nothing.
-	x.MaxSearches = func(job string) int { return 1 + aborted[job] + handoffs[job] + late[job] }
+	x.MaxSearches = func(job string) int { return aborted[job] + handoffs[job] + late[job] }
 	if observed {
 		x.Searches = func(job string) int { return searches[job] }
 	}

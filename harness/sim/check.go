@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"cloud.google.com/go/firestore"
+
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
@@ -22,8 +24,8 @@ type Dataset struct {
 // Expect is what the checkers compare the final state with.
 type Expect struct {
 	Datasets []Dataset
-	// MaxSearches returns how many source searches a Job may have run: 1 + the crashes injected
-	// during its expansion. Nil means 1 for every Job.
+	// MaxSearches returns how many source searches a Job may have run beyond one per slice: the
+	// crashes injected during its expansions, and so on. Nil means none.
 	MaxSearches func(jobID string) int
 	// Searches returns how many source searches a Job really ran, as the harness observed them at
 	// the source. Nil means the Job's searches counter.
@@ -43,6 +45,7 @@ type Expect struct {
 // Report is what the checkers found. Violations is empty when every property holds.
 type Report struct {
 	Jobs, Completed, Chunks, Rows, Engagements int
+	Slices                                     int
 	Duplicates, Lost, Stale, Extra             int
 	PlanErrors, CounterErrors, SearchOveruse   int
 	OpenLeases, DeadLetters, DeadRows          int
@@ -102,9 +105,9 @@ func (e *Env) checkJob(ctx context.Context, j model.Job, x Expect, r *Report) er
 	} else {
 		r.violate("job %s is %s, not COMPLETED", j.ID, j.Status)
 	}
-	max := 1
+	max := j.SliceCount // one search per slice
 	if x.MaxSearches != nil {
-		max = x.MaxSearches(j.ID)
+		max += x.MaxSearches(j.ID)
 	}
 	searches := j.Searches
 	if x.Searches != nil {
@@ -124,28 +127,38 @@ func (e *Env) checkJob(ctx context.Context, j model.Job, x Expect, r *Report) er
 		r.PlanErrors++
 		r.violate("job %s: %d chunk documents, chunkCount %d", j.ID, len(docs), j.ChunkCount)
 	}
+	slices, err := e.slices(ctx, j, r)
+	if err != nil {
+		return err
+	}
 	rows, imported, unchanged := 0, 0, 0
 	plan := make([]model.Chunk, 0, len(docs))
-	for i, d := range docs {
+	for _, d := range docs {
 		var c model.Chunk
 		if err := d.DataTo(&c); err != nil {
 			return err
 		}
 		plan = append(plan, c)
-		if c.Index != i || d.Ref.ID != model.ChunkID(i) {
+		if d.Ref.ID != model.ChunkID(c.Index) {
 			r.PlanErrors++
-			r.violate("job %s: chunk document %s holds index %d at position %d", j.ID, d.Ref.ID, c.Index, i)
+			r.violate("job %s: chunk document %s holds index %d", j.ID, d.Ref.ID, c.Index)
 		}
 		if c.Count != len(c.Records) {
 			r.PlanErrors++
-			r.violate("job %s chunk %d: %d records, count %d", j.ID, i, len(c.Records), c.Count)
+			r.violate("job %s chunk %d: %d records, count %d", j.ID, c.Index, len(c.Records), c.Count)
 		}
 		if c.Status != model.ChunkDone {
-			r.violate("job %s chunk %d is %s", j.ID, i, c.Status)
+			r.violate("job %s chunk %d is %s", j.ID, c.Index, c.Status)
 		}
 		rows += c.Count
 		imported += c.Imported
 		unchanged += c.Unchanged
+	}
+	sort.Slice(plan, func(a, b int) bool { return plan[a].Index < plan[b].Index })
+	// Each slice's chunks are numbered from its first index on, without a gap.
+	if want := model.PlanIndexes(j, slices); j.Status == model.JobCompleted && !equalIndexes(plan, want) {
+		r.PlanErrors++
+		r.violate("job %s: chunk indexes %v, the slices plan %v", j.ID, indexesOf(plan), want)
 	}
 	for _, v := range (model.ChunkRule{Size: j.ChunkSize, MaxBytes: e.Config.MaxChunkBytes}).CheckPlan(plan) {
 		r.PlanErrors++
@@ -156,6 +169,70 @@ func (e *Env) checkJob(ctx context.Context, j model.Job, x Expect, r *Report) er
 		r.violate("job %s counters: rows %d/%d, imported %d/%d, unchanged %d/%d", j.ID, rows, j.RecordCount, imported, j.Imported, unchanged, j.Unchanged)
 	}
 	return nil
+}
+
+// slices checks a Job's slices: they cover its window exactly, in order, without overlap, and
+// each is PLANNED once the Job is.
+func (e *Env) slices(ctx context.Context, j model.Job, r *Report) ([]model.Slice, error) {
+	docs, err := e.FS.Collection(model.Jobs).Doc(j.ID).Collection(model.Slices).OrderBy("index", firestore.Asc).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("sim: slices of %s: %w", j.ID, err)
+	}
+	out := make([]model.Slice, 0, len(docs))
+	for _, d := range docs {
+		var sl model.Slice
+		if err := d.DataTo(&sl); err != nil {
+			return nil, err
+		}
+		out = append(out, sl)
+	}
+	r.Slices += len(out)
+	bad := func(format string, args ...any) {
+		r.PlanErrors++
+		r.violate("job %s: "+format, append([]any{j.ID}, args...)...)
+	}
+	if len(out) != j.SliceCount || len(out) == 0 {
+		bad("%d slice documents, sliceCount %d", len(out), j.SliceCount)
+		return out, nil
+	}
+	for i, sl := range out {
+		from := j.WindowFrom
+		if i > 0 {
+			from = out[i-1].To
+		}
+		switch {
+		case sl.Index != i:
+			bad("slice %d at position %d", sl.Index, i)
+		case !sl.From.Equal(from) || sl.To.Before(sl.From):
+			bad("slice %d is [%v, %v), it must start at %v, where the one before it ends", i, sl.From, sl.To, from)
+		case j.Status == model.JobCompleted && sl.Status != model.SlicePlanned:
+			bad("slice %d is %s in a COMPLETED Job", i, sl.Status)
+		}
+	}
+	if last := out[len(out)-1]; !last.To.Equal(j.WindowTo) {
+		bad("the last slice ends at %v, the window at %v", last.To, j.WindowTo)
+	}
+	return out, nil
+}
+
+func equalIndexes(plan []model.Chunk, want []int) bool {
+	if len(plan) != len(want) {
+		return false
+	}
+	for i, c := range plan {
+		if c.Index != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func indexesOf(plan []model.Chunk) []int {
+	out := make([]int, len(plan))
+	for i, c := range plan {
+		out[i] = c.Index
+	}
+	return out
 }
 
 type found struct {

@@ -43,7 +43,8 @@ type Plan struct {
 	ChunkSize   int `json:"chunkSize"`
 	Records     int `json:"records"`     // valid rows the search returned (Job.recordCount)
 	Invalid     int `json:"invalid"`     // rows dead-lettered as bad data
-	Expected    int `json:"expected"`    // ceil(records / chunkSize)
+	Expected    int `json:"expected"`    // ceil(records / chunkSize), summed over the slices
+	Slices      int `json:"slices"`      // parts of the window searched apart (0: not cut yet)
 	ChunkCount  int `json:"chunkCount"`  // what the expander planned
 	Found       int `json:"found"`       // chunk documents
 	Rows        int `json:"rows"`        // rows held by the planned chunks
@@ -142,13 +143,29 @@ func (a *Auditor) job(ctx context.Context, id string, rd *reads, fs *findings) (
 	rep := JobReport{Job: job, AuditedAt: now, Chunks: []ChunkReport{}}
 	planned := job.Status == model.JobPlanned || job.Status == model.JobCompleted
 	rep.Plan = Plan{ChunkSize: job.ChunkSize, Records: job.RecordCount, Invalid: job.InvalidCount, ChunkCount: job.ChunkCount, Searches: job.Searches}
+	slices, err := a.slices(ctx, rd, job)
+	if err != nil {
+		return JobReport{}, err
+	}
+	rep.Plan.Slices = len(slices)
 	if job.ChunkSize > 0 {
 		rep.Plan.Expected = (job.RecordCount + job.ChunkSize - 1) / job.ChunkSize
+		if len(slices) > 0 {
+			rep.Plan.Expected = 0 // each slice's search ends with a chunk of its own
+			for _, sl := range slices {
+				rep.Plan.Expected += (sl.Rows + job.ChunkSize - 1) / job.ChunkSize
+			}
+		}
+	}
+	planIndexes := model.PlanIndexes(job, slices)
+	inPlan := make(map[int]bool, len(planIndexes))
+	for _, i := range planIndexes {
+		inPlan[i] = true
 	}
 	coll := targetCollection(job.Target)
 	rep.Target = TargetReport{Checked: a.CheckRecords && coll != "", Collection: coll}
 
-	chunks, err := a.chunks(ctx, rd, fs, job, planned, &rep.Target)
+	chunks, err := a.chunks(ctx, rd, fs, job, planned, inPlan, &rep.Target)
 	if err != nil {
 		return JobReport{}, err
 	}
@@ -158,14 +175,16 @@ func (a *Auditor) job(ctx context.Context, id string, rd *reads, fs *findings) (
 	if job.TickID != "" {
 		keys = append(keys, idem.TickKey(job.TickID))
 	}
-	keys = append(keys, idem.ExpandKey(job.ID))
+	for s := range max(len(slices), 1) {
+		keys = append(keys, idem.SliceKey(job.ID, s))
+	}
 	fixed := len(keys)
 	indexes := make([]int, 0, max(job.ChunkCount, len(chunks)))
-	for i := range job.ChunkCount {
-		indexes = append(indexes, i)
+	if planned {
+		indexes = append(indexes, planIndexes...)
 	}
 	for _, c := range chunks {
-		if c.Index >= job.ChunkCount || c.Index < 0 {
+		if !planned || !inPlan[c.Index] {
 			indexes = append(indexes, c.Index)
 		}
 	}
@@ -202,9 +221,8 @@ func (a *Auditor) job(ctx context.Context, id string, rd *reads, fs *findings) (
 		}
 	}
 
-	a.planFindings(fs, job, chunks, byIndex, planned, &rep.Plan)
-	expandKey := krs[fixed-1]
-	a.jobFindings(fs, job, chunks, expandKey, now)
+	a.planFindings(fs, job, chunks, byIndex, planned, planIndexes, &rep.Plan)
+	a.jobFindings(fs, job, chunks, krs[fixed-max(len(slices), 1):fixed], now)
 
 	dls, err := a.deadLetters(ctx, rd, DeadLetterFilter{Job: job.ID})
 	if err != nil {
@@ -227,11 +245,32 @@ func targetCollection(kind string) string {
 	return k.Records
 }
 
+// slices reads the Job's slices (none for a Job not yet cut, or cut before slices existed).
+func (a *Auditor) slices(ctx context.Context, rd *reads, job model.Job) ([]model.Slice, error) {
+	if job.SliceCount == 0 {
+		return nil, nil
+	}
+	docs, err := a.fs.Collection(model.Jobs).Doc(job.ID).Collection(model.Slices).OrderBy("index", firestore.Asc).Documents(ctx).GetAll()
+	rd.query(len(docs))
+	if err != nil {
+		return nil, ctxErr(ctx, fmt.Errorf("audit: slices of job %s: %w", job.ID, err))
+	}
+	out := make([]model.Slice, 0, len(docs))
+	for _, d := range docs {
+		var sl model.Slice
+		if err := d.DataTo(&sl); err != nil {
+			return nil, fmt.Errorf("audit: decode %s: %w", d.Ref.Path, err)
+		}
+		out = append(out, sl)
+	}
+	return out, nil
+}
+
 // chunks reads the Job's chunk documents in plan order, a page at a time, checking the target
 // records of each DONE chunk of the plan on up to Parallel goroutines. Each page is read in full
 // before its chunks are checked: a query stream left open while other queries run can stall (the
 // emulator blocks on it, and production ends long streams).
-func (a *Auditor) chunks(ctx context.Context, rd *reads, fs *findings, job model.Job, planned bool, tr *TargetReport) ([]ChunkReport, error) {
+func (a *Auditor) chunks(ctx context.Context, rd *reads, fs *findings, job model.Job, planned bool, inPlan map[int]bool, tr *TargetReport) ([]ChunkReport, error) {
 	fields := chunkFields
 	page := metadataPage
 	if tr.Checked {
@@ -271,7 +310,7 @@ func (a *Auditor) chunks(ctx context.Context, rd *reads, fs *findings, job model
 				cr := &ChunkReport{
 					Index: c.Index, DocID: snap.Ref.ID, Status: c.Status, Count: c.Count, CutBy: c.CutBy, Imported: c.Imported, Unchanged: c.Unchanged,
 					PlannedAt: c.PlannedAt, DoneAt: c.DoneAt,
-					Planned: snap.Ref.ID == model.ChunkID(c.Index) && (!planned || c.Index < job.ChunkCount),
+					Planned: snap.Ref.ID == model.ChunkID(c.Index) && (!planned || inPlan[c.Index]),
 				}
 				mu.Lock()
 				out = append(out, cr)
@@ -584,7 +623,7 @@ func (a *Auditor) canonical(ctx context.Context, rd *reads, job model.Job, ids [
 }
 
 // planFindings compares the plan with the chunk documents.
-func (a *Auditor) planFindings(fs *findings, job model.Job, chunks []ChunkReport, keys map[int]KeyReport, planned bool, p *Plan) {
+func (a *Auditor) planFindings(fs *findings, job model.Job, chunks []ChunkReport, keys map[int]KeyReport, planned bool, planIndexes []int, p *Plan) {
 	p.Found = len(chunks)
 	have := map[int]bool{}
 	for _, c := range chunks {
@@ -623,7 +662,11 @@ func (a *Auditor) planFindings(fs *findings, job model.Job, chunks []ChunkReport
 			fs.add(Finding{Severity: Error, Kind: PlanMismatch, Job: job.ID, Detail: "the plan breaks the chunk rule: " + v})
 		}
 	}
-	for i := range job.ChunkCount {
+	if len(planIndexes) != job.ChunkCount {
+		fs.add(Finding{Severity: Error, Kind: PlanMismatch, Job: job.ID,
+			Detail: fmt.Sprintf("the slices plan %d chunks; the Job says %d", len(planIndexes), job.ChunkCount)})
+	}
+	for _, i := range planIndexes {
 		if !have[i] {
 			fs.add(Finding{Severity: Error, Kind: MissingChunk, Job: job.ID, Chunk: intp(i), Docs: []string{chunkPath(job.ID, model.ChunkID(i))},
 				Detail: fmt.Sprintf("chunk %d of %d planned has no document (its key: %s)", i, job.ChunkCount, keyState(keys[i]))})
@@ -663,7 +706,9 @@ func keyState(k KeyReport) string {
 }
 
 // jobFindings judges the Job's state and its searches.
-func (a *Auditor) jobFindings(fs *findings, job model.Job, chunks []ChunkReport, expand KeyReport, now time.Time) {
+// expandKeys are the keys of the Job's slices in order; slice 0's is the Job's first expansion.
+func (a *Auditor) jobFindings(fs *findings, job model.Job, chunks []ChunkReport, expandKeys []KeyReport, now time.Time) {
+	expand := expandKeys[0]
 	switch job.Status {
 	case model.JobFailed:
 		fs.add(Finding{Severity: Warning, Kind: JobFailed, Job: job.ID, Docs: []string{model.Jobs + "/" + job.ID},
@@ -691,16 +736,18 @@ func (a *Auditor) jobFindings(fs *findings, job model.Job, chunks []ChunkReport,
 		}
 		fs.add(Finding{Severity: Warning, Kind: JobStuck, Job: job.ID, Docs: []string{model.Jobs + "/" + job.ID}, Detail: detail})
 	}
-	// Each expansion that took a crashed owner's lease over resumes the search, and so does each
-	// reopen of a FAILED Job by a replay; nothing else may.
-	allowed := 1 + job.Reopens
-	if expand.Found {
-		allowed += expand.Takeovers
+	// One search per slice; each expansion that took a crashed owner's lease over resumes its
+	// slice's search, and so does each reopen of a FAILED Job by a replay; nothing else may.
+	allowed, takeovers, gone := len(expandKeys)+job.Reopens, 0, false
+	for _, k := range expandKeys {
+		takeovers += k.Takeovers
+		gone = gone || !k.Found
 	}
+	allowed += takeovers
 	if job.Searches > allowed {
-		why := fmt.Sprintf("%d takeovers of the expansion key, %d reopens", expand.Takeovers, job.Reopens)
-		if !expand.Found {
-			why = "the expansion key is gone (TTL), so takeovers are unknown"
+		why := fmt.Sprintf("%d slices, %d takeovers of their keys, %d reopens", len(expandKeys), takeovers, job.Reopens)
+		if gone {
+			why = "an expansion key is gone (TTL), so takeovers are unknown"
 		}
 		fs.add(Finding{Severity: Warning, Kind: ExtraSearch, Job: job.ID, Key: expand.Key,
 			Detail: fmt.Sprintf("%d source searches ran for the Job; at most %d expected (%s)", job.Searches, allowed, why)})

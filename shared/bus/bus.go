@@ -95,10 +95,15 @@ func (p *PubSub) Close() {
 }
 
 // Expand returns the message that asks the expander to plan job.
-func Expand(job model.Job) Message {
-	m, _ := JSON(model.ExpandMessage{TenantID: job.TenantID, JobID: job.ID}, map[string]string{
-		"tenant": job.TenantID, "job": job.ID,
-	})
+func Expand(job model.Job) Message { return ExpandSlice(job, 0) }
+
+// ExpandSlice returns the message that asks the expander to plan slice s of job.
+func ExpandSlice(job model.Job, s int) Message {
+	attrs := map[string]string{"tenant": job.TenantID, "job": job.ID}
+	if s > 0 {
+		attrs["slice"] = strconv.Itoa(s)
+	}
+	m, _ := JSON(model.ExpandMessage{TenantID: job.TenantID, JobID: job.ID, Slice: s}, attrs)
 	return m
 }
 

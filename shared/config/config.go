@@ -51,6 +51,10 @@ const (
 	EnvMaxDeliveryAge = "ONCESYNC_MAX_DELIVERY_AGE"
 	EnvTimeout        = "ONCESYNC_FUNCTION_TIMEOUT"
 	EnvBudgetPercent  = "ONCESYNC_BUDGET_PERCENT"
+	EnvSliceRows      = "ONCESYNC_SLICE_ROWS"
+	EnvMaxSlices      = "ONCESYNC_MAX_SLICES"
+	EnvSearchSlots    = "ONCESYNC_SEARCH_CONCURRENCY"
+	EnvParallelAfter  = "ONCESYNC_PARALLEL_AFTER"
 )
 
 // Var describes one environment variable: who reads it and whether it is a secret.
@@ -84,6 +88,10 @@ var Vars = []Var{
 	{EnvMaxDeliveryAge, all(), false, false, "Age after which a message that still fails is dead-lettered and acked (default 23h; Eventarc stops retrying at 24h)."},
 	{EnvTimeout, []string{Expander}, false, false, "The function's deployed timeout, as terraform sets it (default 540s; must be shorter than the lease)."},
 	{EnvBudgetPercent, []string{Expander}, false, false, "Share of the timeout after which an expansion checkpoints and hands the rest to a continuation (default 50 percent, at most 80)."},
+	{EnvSliceRows, []string{Expander}, false, false, "Rows a slice of a Job's window aims at: a larger window is cut into slices searched in parallel, sized by the source's counts (0: never slice)."},
+	{EnvMaxSlices, []string{Expander}, false, false, "Most slices one Job's window is cut into (1..999)."},
+	{EnvSearchSlots, []string{Expander}, false, false, "Searches a tenant runs at once, for tenants that do not set searchConcurrency, shared by the Jobs of its enabled settings (Salesforce limits concurrent queries per org)."},
+	{EnvParallelAfter, []string{Expander}, false, false, "A Job's slices are searched in parallel only when its first source page took at least this long to arrive; a faster source is searched one slice after another, since parallel searches would only compete with the imports for Firestore (0s: always parallel)."},
 }
 
 func all() []string { return slices.Clone(EntryPoints) }
@@ -121,6 +129,10 @@ type Config struct {
 	MaxDeliveryAge time.Duration
 	Timeout        time.Duration
 	BudgetPercent  int
+	SliceRows      int
+	MaxSlices      int
+	SearchSlots    int
+	ParallelAfter  time.Duration
 }
 
 // Budget is how long one expansion delivery searches before it hands off: BudgetPercent of
@@ -145,6 +157,10 @@ func Default() Config {
 		MaxDeliveryAge: 23 * time.Hour,
 		Timeout:        540 * time.Second,
 		BudgetPercent:  50,
+		SliceRows:      20_000,
+		MaxSlices:      32,
+		SearchSlots:    4,
+		ParallelAfter:  300 * time.Millisecond,
 	}
 }
 
@@ -199,6 +215,10 @@ func Load(fn string, getenv func(string) string) (Config, error) {
 	dur(EnvMaxDeliveryAge, &c.MaxDeliveryAge)
 	dur(EnvTimeout, &c.Timeout)
 	num(EnvBudgetPercent, &c.BudgetPercent)
+	num(EnvSliceRows, &c.SliceRows)
+	num(EnvMaxSlices, &c.MaxSlices)
+	num(EnvSearchSlots, &c.SearchSlots)
+	dur(EnvParallelAfter, &c.ParallelAfter)
 	for _, v := range Vars {
 		if v.Required && need(v.Name) && getenv(v.Name) == "" {
 			errs = append(errs, fmt.Errorf("config: %s is required for %s", v.Name, orAll(fn)))
@@ -246,6 +266,9 @@ func (c Config) Validate() error {
 	}
 	if c.BudgetPercent < 1 || c.BudgetPercent > 80 {
 		errs = append(errs, fmt.Errorf("config: budget %d%% of the timeout outside 1..80", c.BudgetPercent))
+	}
+	if c.SliceRows < 0 || c.MaxSlices < 1 || c.MaxSlices > 999 || c.SearchSlots < 1 || c.ParallelAfter < 0 {
+		errs = append(errs, fmt.Errorf("config: slice rows %d must not be negative, max slices %d within 1..999, search concurrency %d positive, parallel-after %v not negative", c.SliceRows, c.MaxSlices, c.SearchSlots, c.ParallelAfter))
 	}
 	if c.SweepLimit < 1 {
 		errs = append(errs, fmt.Errorf("config: sweep limit %d must be positive", c.SweepLimit))

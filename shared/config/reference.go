@@ -69,6 +69,14 @@ func defaultText(name string) string {
 		return d.Timeout.String()
 	case EnvBudgetPercent:
 		return fmt.Sprint(d.BudgetPercent)
+	case EnvSliceRows:
+		return fmt.Sprint(d.SliceRows)
+	case EnvMaxSlices:
+		return fmt.Sprint(d.MaxSlices)
+	case EnvSearchSlots:
+		return fmt.Sprint(d.SearchSlots)
+	case EnvParallelAfter:
+		return d.ParallelAfter.String()
 	}
 	return ""
 }

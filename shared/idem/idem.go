@@ -413,6 +413,15 @@ func TickKey(tickID string) Key { return Key{Scope: ScopeTick, ID: tickID} }
 // ExpandKey is the key of one Job's expansion.
 func ExpandKey(jobID string) Key { return Key{Scope: ScopeExpand, ID: jobID} }
 
+// SliceKey is the key of the expansion of slice s of a Job; slice 0's is the Job's ExpandKey (it
+// also cuts the slices).
+func SliceKey(jobID string, s int) Key {
+	if s == 0 {
+		return ExpandKey(jobID)
+	}
+	return Key{Scope: ScopeExpand, ID: model.DocID(jobID, model.SliceID(s))}
+}
+
 // ChunkKey is the key of one chunk's import.
 func ChunkKey(jobID string, index int) Key {
 	return Key{Scope: ScopeChunk, ID: model.DocID(jobID, model.ChunkID(index))}

@@ -45,7 +45,8 @@ func EncodedSize(rec ChunkRecord) (int, error) {
 }
 
 // CheckPlan returns what is wrong with a plan's chunks, given in index order, under r: each chunk
-// holds 1..Size rows; one cut by rows holds exactly Size; only the last may end the search; one
+// holds 1..Size rows; one cut by rows holds exactly Size; only the last of each slice (SliceOf) may
+// end the search; one
 // cut by bytes holds fewer than Size. A chunk written before CutBy existed (empty) must be full
 // unless it is the last. When r.MaxBytes is known (not 0) and the chunks carry their records,
 // the byte cuts are checked too: no chunk is over MaxBytes, and a chunk cut by bytes would have
@@ -54,7 +55,7 @@ func (r ChunkRule) CheckPlan(chunks []Chunk) []string {
 	var out []string
 	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	for i, c := range chunks {
-		last := i == len(chunks)-1
+		last := i == len(chunks)-1 || SliceOf(chunks[i+1].Index) != SliceOf(c.Index) // each slice's search ends once
 		switch {
 		case c.Count < 1 || c.Count > r.Size:
 			bad("chunk %d holds %d rows, outside 1..%d", c.Index, c.Count, r.Size)

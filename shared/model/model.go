@@ -6,7 +6,8 @@
 //	tenants/{tenantId}                     Tenant
 //	syncSettings/{settingId}               SyncSetting (tenant, source object, target, chunk size, watermark)
 //	jobs/{jobId}                           Job: one per setting per tick, window [windowFrom, windowTo)
-//	jobs/{jobId}/chunks/{000000}           Chunk: the records of one slice of the Job's search
+//	jobs/{jobId}/slices/{000}              Slice: one part of the Job's window, searched on its own
+//	jobs/{jobId}/chunks/{000000}           Chunk: the records of one piece of a slice's search
 //	engagements/{tenant~object~externalId} Engagement, upsert target (deterministic IDs)
 //	engagementsGen/{auto-id}               Engagement, generated-ID target
 //	engagementIndex/{tenant~object~externalId} -> engagementsGen doc ID (the unique constraint)
@@ -33,6 +34,7 @@ const (
 	SyncSettings    = "syncSettings"
 	Jobs            = "jobs"
 	Chunks          = "chunks" // subcollection of jobs
+	Slices          = "slices" // subcollection of jobs
 	Engagements     = "engagements"
 	EngagementsGen  = "engagementsGen"
 	EngagementIndex = "engagementIndex"
@@ -107,6 +109,9 @@ type Tenant struct {
 	ID      string `firestore:"-" json:"id"`
 	Name    string `firestore:"name" json:"name"`
 	Enabled bool   `firestore:"enabled" json:"enabled"`
+	// SearchConcurrency is how many searches of one Job may run at once against the tenant's
+	// source (Salesforce limits concurrent queries per org); 0: the deployment default.
+	SearchConcurrency int `firestore:"searchConcurrency,omitempty" json:"searchConcurrency,omitempty"`
 }
 
 // SyncSetting says what to import for a tenant, where to, and up to when it has been imported.
@@ -155,7 +160,12 @@ type Job struct {
 	Reopens    int       `firestore:"reopens,omitempty" json:"reopens,omitempty"`
 	ReopenedAt time.Time `firestore:"reopenedAt,omitempty" json:"reopenedAt,omitzero"`
 
-	// Set once, when the plan is complete.
+	// Set once, by the first expansion, before any search: the window's slices (see Slice) and
+	// how many of them are searched at once.
+	SliceCount  int `firestore:"sliceCount" json:"sliceCount"`
+	SearchSlots int `firestore:"searchSlots" json:"searchSlots"`
+
+	// Set once, when the plan is complete (every slice PLANNED).
 	ChunkCount   int       `firestore:"chunkCount" json:"chunkCount"`
 	RecordCount  int       `firestore:"recordCount" json:"recordCount"`   // valid rows the search returned
 	InvalidCount int       `firestore:"invalidCount" json:"invalidCount"` // rows dead-lettered as bad source data
@@ -165,6 +175,77 @@ type Job struct {
 	Imported    int       `firestore:"imported" json:"imported"`   // target records created or updated
 	Unchanged   int       `firestore:"unchanged" json:"unchanged"` // rows whose target already had this or a newer version
 	CompletedAt time.Time `firestore:"completedAt" json:"completedAt"`
+}
+
+// Slice statuses.
+const (
+	SlicePending = "PENDING" // not yet searched to its end
+	SlicePlanned = "PLANNED" // every chunk of the slice written
+)
+
+// Slice is one part [From, To) of a Job's window, searched as its own unit of work: its own
+// idempotency key (idem.SliceKey), resume point and chunk indexes (ChunkIndex). The slices of a
+// Job are cut once, from the source's counts, and written before any search, so the same Job has
+// the same slices and chunks however often and however early its messages arrive.
+type Slice struct {
+	Index     int       `firestore:"index" json:"index"`
+	From      time.Time `firestore:"from" json:"from"`
+	To        time.Time `firestore:"to" json:"to"`
+	Estimate  int       `firestore:"estimate" json:"estimate"` // rows the source counted when the slice was cut
+	Status    string    `firestore:"status" json:"status"`
+	Chunks    int       `firestore:"chunks" json:"chunks"` // set when PLANNED
+	Rows      int       `firestore:"rows" json:"rows"`
+	PlannedAt time.Time `firestore:"plannedAt" json:"plannedAt"`
+}
+
+// SliceStride separates the chunk indexes of slices: chunk n of slice s has index
+// s*SliceStride + n, so indexes are deterministic per slice and never meet.
+const SliceStride = 1_000_000
+
+// ChunkIndex is the index of chunk n of slice s.
+func ChunkIndex(slice, n int) int { return slice*SliceStride + n }
+
+// SliceOf is the slice a chunk index belongs to.
+func SliceOf(index int) int { return index / SliceStride }
+
+// SliceID is a slice's document ID.
+func SliceID(index int) string { return fmt.Sprintf("%03d", index) }
+
+// StartableSlices returns the slices not yet PLANNED that may be searched with at most limit
+// searches of the Job in flight: slices 0..limit-1 at once, then slice s once slice s-limit is
+// PLANNED (each slice that finishes starts the one limit places after it). slices is indexed by
+// Slice.Index.
+func StartableSlices(slices []Slice, limit int) []int {
+	limit = max(limit, 1)
+	var out []int
+	for _, sl := range slices {
+		if sl.Status == SlicePlanned {
+			continue
+		}
+		if sl.Index < limit || slices[sl.Index-limit].Status == SlicePlanned {
+			out = append(out, sl.Index)
+		}
+	}
+	return out
+}
+
+// PlanIndexes returns the chunk indexes of a complete plan, in order: for each slice s, chunks
+// ChunkIndex(s, 0) .. ChunkIndex(s, Chunks-1); without slices, 0 .. job.ChunkCount-1.
+func PlanIndexes(job Job, slices []Slice) []int {
+	if len(slices) == 0 {
+		out := make([]int, job.ChunkCount)
+		for i := range out {
+			out[i] = i
+		}
+		return out
+	}
+	var out []int
+	for _, sl := range slices {
+		for n := range sl.Chunks {
+			out = append(out, ChunkIndex(sl.Index, n))
+		}
+	}
+	return out
 }
 
 // ChunkStatus is a chunk's state: PENDING until its import commits, then DONE.
@@ -219,10 +300,12 @@ type TickMessage struct {
 	At     time.Time `json:"at,omitempty"`
 }
 
-// ExpandMessage asks the expander to plan one Job.
+// ExpandMessage asks the expander to plan one slice of a Job. Slice 0's message (the scheduler's)
+// also cuts the Job's slices.
 type ExpandMessage struct {
 	TenantID string `json:"tenantId"`
 	JobID    string `json:"jobId"`
+	Slice    int    `json:"slice,omitempty"`
 }
 
 // ChunkMessage asks the importer to import one chunk.
@@ -237,7 +320,8 @@ func JobID(settingID, tickID string) string {
 	return settingID + "-" + Hash(tickID)[:16]
 }
 
-// ChunkID is a chunk's document ID: its index, zero-padded so IDs sort in plan order.
+// ChunkID is a chunk's document ID: its index, zero-padded (slice 0's IDs sort in plan order;
+// order a sliced plan by the index field).
 func ChunkID(index int) string { return fmt.Sprintf("%06d", index) }
 
 // EngagementKey is the document ID of the upsert target record (and of the generated-ID

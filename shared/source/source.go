@@ -43,6 +43,21 @@ type Source interface {
 	Search(ctx context.Context, q Query, fn func(ctx context.Context, p Page) error) error
 }
 
+// Counter is implemented by a connector that can measure a window without reading its records
+// (Salesforce answers an aggregate query: COUNT(Id), MIN and MAX of SystemModstamp). The expander
+// cuts a Job's window into slices with it; a Job whose connector does not count is searched as
+// one slice. Query.Fields and Query.After are ignored. Errors are as Search's.
+type Counter interface {
+	Count(ctx context.Context, q Query) (Extent, error)
+}
+
+// Extent is what a Counter measured of a window: how many rows it holds (valid or not) and the
+// first and last stamps among them (zero when Count is 0).
+type Extent struct {
+	Count       int
+	First, Last time.Time
+}
+
 // Query is one search: the records of Object whose stamp is in [From, To), in (Modstamp, ID)
 // order, optionally resumed strictly after a Key.
 type Query struct {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"cloud.google.com/go/firestore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
@@ -41,25 +43,115 @@ func (p Planner) WriteChunks(ctx context.Context, l *idem.Lease, chunks []model.
 	return nil
 }
 
-// FinishPlan records the complete plan on the Job: PLANNED with its totals, or COMPLETED at once
-// when it has no chunk. It returns the Job as written.
-func (p Planner) FinishPlan(ctx context.Context, l *idem.Lease, job model.Job, chunks, rows, invalid int) (model.Job, error) {
+// CutSlices records a Job's slices, and how many are searched at once (0: to be decided, see
+// DecideSlots), before any search: one fenced batch, so a takeover finds them all or none.
+func (p Planner) CutSlices(ctx context.Context, l *idem.Lease, job model.Job, slices []model.Slice, slots int) (model.Job, error) {
+	ref := p.JobRef(job.ID)
+	err := p.Fence.CommitFenced(ctx, l, func(b *firestore.WriteBatch) {
+		for _, sl := range slices {
+			b.Set(ref.Collection(model.Slices).Doc(model.SliceID(sl.Index)), sl)
+		}
+		b.Update(ref, []firestore.Update{{Path: "sliceCount", Value: len(slices)}, {Path: "searchSlots", Value: slots}})
+	})
+	if err != nil {
+		return job, fmt.Errorf("store: cut %d slices of job %q: %w", len(slices), job.ID, err)
+	}
+	job.SliceCount, job.SearchSlots = len(slices), slots
+	return job, nil
+}
+
+// DecideSlots records how many of the Job's slices are searched at once (0 in CutSlices: not
+// decided yet).
+func (p Planner) DecideSlots(ctx context.Context, l *idem.Lease, job model.Job, slots int) (model.Job, error) {
+	ref := p.JobRef(job.ID)
+	if err := p.Fence.CommitFenced(ctx, l, func(b *firestore.WriteBatch) {
+		b.Update(ref, []firestore.Update{{Path: "searchSlots", Value: slots}})
+	}); err != nil {
+		return job, fmt.Errorf("store: decide search slots of job %q: %w", job.ID, err)
+	}
+	job.SearchSlots = slots
+	return job, nil
+}
+
+// FinishSlice records that a slice's plan is complete, with its totals.
+func (p Planner) FinishSlice(ctx context.Context, l *idem.Lease, jobID string, sl model.Slice, chunks, rows int) error {
+	ref := p.JobRef(jobID).Collection(model.Slices).Doc(model.SliceID(sl.Index))
+	ups := []firestore.Update{
+		{Path: "status", Value: model.SlicePlanned}, {Path: "chunks", Value: chunks}, {Path: "rows", Value: rows},
+		{Path: "plannedAt", Value: p.Now().UTC()},
+	}
+	if err := p.Fence.CommitFenced(ctx, l, func(b *firestore.WriteBatch) { b.Update(ref, ups) }); err != nil {
+		return fmt.Errorf("store: finish slice %d of job %q: %w", sl.Index, jobID, err)
+	}
+	return nil
+}
+
+// FinishPlan records the complete plan on the Job once every slice is PLANNED: PLANNED with its
+// totals (summed from the slices), or COMPLETED at once when it has no chunk. Every slice's
+// expansion calls it after its own slice is recorded, so the last to finish does it: whichever
+// reads the others' state after its own write cannot miss them all. An update conditioned on the
+// Job as read makes it happen once; a Job no longer PENDING is returned as it is.
+func (p *Store) FinishPlan(ctx context.Context, jobID string) (model.Job, error) {
+	for attempt := 1; ; attempt++ {
+		job, done, err := p.finishPlanOnce(ctx, jobID)
+		if err == nil && !done && attempt == completeAttempts {
+			err = fmt.Errorf("the Job changed under %d attempts", attempt) // the delivery is retried
+		}
+		if err != nil {
+			return job, fmt.Errorf("store: finish plan of job %q: %w", jobID, err)
+		}
+		if done {
+			return job, nil
+		}
+	}
+}
+
+func (p *Store) finishPlanOnce(ctx context.Context, jobID string) (job model.Job, done bool, err error) {
+	ref := p.JobRef(jobID)
+	snap, err := ref.Get(ctx)
+	if err != nil {
+		return job, false, err
+	}
+	if err := snap.DataTo(&job); err != nil {
+		return job, false, fmt.Errorf("decode: %w", err)
+	}
+	job.ID = jobID
+	if job.Status != model.JobPending {
+		return job, true, nil
+	}
+	slices, err := p.Slices(ctx, jobID)
+	if err != nil {
+		return job, false, err
+	}
+	chunks, rows := 0, 0
+	for _, sl := range slices {
+		if sl.Status != model.SlicePlanned {
+			return job, true, nil // a slice is still being searched; its expansion finishes the plan
+		}
+		chunks, rows = chunks+sl.Chunks, rows+sl.Rows
+	}
+	if len(slices) == 0 || len(slices) != job.SliceCount {
+		return job, false, fmt.Errorf("%d slice documents, sliceCount %d", len(slices), job.SliceCount)
+	}
+	invalid, err := p.CountDeadRows(ctx, jobID)
+	if err != nil {
+		return job, false, err
+	}
 	now := p.Now().UTC()
 	job.Status, job.ChunkCount, job.RecordCount, job.InvalidCount, job.PlannedAt = model.JobPlanned, chunks, rows, invalid, now
 	if chunks == 0 {
 		job.Status, job.CompletedAt = model.JobCompleted, now // nothing to import: done at once
 	}
-	ups := []firestore.Update{
+	_, err = ref.Update(ctx, []firestore.Update{
 		{Path: "status", Value: job.Status},
 		{Path: "chunkCount", Value: chunks},
 		{Path: "recordCount", Value: rows},
 		{Path: "invalidCount", Value: invalid},
 		{Path: "plannedAt", Value: now},
 		{Path: "completedAt", Value: job.CompletedAt},
+	}, firestore.LastUpdateTime(snap.UpdateTime))
+	if status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.Aborted {
+		return job, false, nil // the Job changed since the read (a search counted, another finisher): read again
 	}
-	ref := p.JobRef(job.ID)
-	if err := p.Fence.CommitFenced(ctx, l, func(b *firestore.WriteBatch) { b.Update(ref, ups) }); err != nil {
-		return job, fmt.Errorf("store: finish plan of job %q: %w", job.ID, err)
-	}
-	return job, nil
+	return job, err == nil, err
 }

@@ -96,6 +96,13 @@ func (s *Store) EnabledSettings(ctx context.Context) ([]model.SyncSetting, error
 	return out, nil
 }
 
+// EnabledSettingsOf counts a tenant's enabled sync settings: each makes a Job per tick, and
+// their expansions share the tenant's concurrent searches.
+func (s *Store) EnabledSettingsOf(ctx context.Context, tenantID string) (int, error) {
+	q := s.Client.Collection(model.SyncSettings).Where("tenantId", "==", tenantID).Where("enabled", "==", true)
+	return count(ctx, q, "enabled settings of tenant "+tenantID)
+}
+
 // CreateJob creates, once, the Job that tick tickID makes for a setting, with the window
 // [setting watermark, to), and advances the watermark to `to` in the same transaction. It returns
 // the Job and whether this call created it; a redelivered tick gets the existing Job back.
@@ -214,15 +221,14 @@ func (s *Store) countSearch(ctx context.Context, jobID, owner string) error {
 	return nil
 }
 
-// LastChunk returns the plan position of the Job's last written chunk (without its records), or
-// nil when no chunk is written yet.
-func (s *Store) LastChunk(ctx context.Context, jobID string) (*model.Chunk, error) {
-	q := s.JobRef(jobID).Collection(model.Chunks).
-		Select("index", "lastModstamp", "lastId", "count").
+// LastChunk returns the plan position of the last chunk written for one slice of a Job (without
+// its records), or nil when the slice has no chunk yet. It reads one index entry.
+func (s *Store) LastChunk(ctx context.Context, jobID string, slice int) (*model.Chunk, error) {
+	q := s.sliceChunks(jobID, slice).Select("index", "lastModstamp", "lastId", "count").
 		OrderBy("index", firestore.Desc).Limit(1)
 	docs, err := q.Documents(ctx).GetAll()
 	if err != nil {
-		return nil, fmt.Errorf("store: last chunk of job %q: %w", jobID, err)
+		return nil, fmt.Errorf("store: last chunk of job %q slice %d: %w", jobID, slice, err)
 	}
 	if len(docs) == 0 {
 		return nil, nil
@@ -232,6 +238,44 @@ func (s *Store) LastChunk(ctx context.Context, jobID string) (*model.Chunk, erro
 		return nil, fmt.Errorf("store: last chunk of job %q: decode: %w", jobID, err)
 	}
 	return &c, nil
+}
+
+// sliceChunks selects the chunks of one slice: a range of the index field (model.ChunkIndex), so
+// no composite index is needed.
+func (s *Store) sliceChunks(jobID string, slice int) firestore.Query {
+	return s.JobRef(jobID).Collection(model.Chunks).
+		Where("index", ">=", model.ChunkIndex(slice, 0)).Where("index", "<", model.ChunkIndex(slice+1, 0))
+}
+
+// Slices returns a Job's slices in order (none before the first expansion cut them).
+func (s *Store) Slices(ctx context.Context, jobID string) ([]model.Slice, error) {
+	docs, err := s.JobRef(jobID).Collection(model.Slices).OrderBy("index", firestore.Asc).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("store: slices of job %q: %w", jobID, err)
+	}
+	out := make([]model.Slice, 0, len(docs))
+	for i, d := range docs {
+		var sl model.Slice
+		if err := d.DataTo(&sl); err != nil {
+			return nil, fmt.Errorf("store: slice %s: decode: %w", d.Ref.Path, err)
+		}
+		if sl.Index != i {
+			return nil, fmt.Errorf("store: slices of job %q: slice %d found at position %d", jobID, sl.Index, i)
+		}
+		out = append(out, sl)
+	}
+	return out, nil
+}
+
+// OpenSlice reports whether any slice of the Job is not PLANNED yet, reading at most one index
+// entry.
+func (s *Store) OpenSlice(ctx context.Context, jobID string) (bool, error) {
+	docs, err := s.JobRef(jobID).Collection(model.Slices).Where("status", "==", model.SlicePending).
+		Select().Limit(1).Documents(ctx).GetAll()
+	if err != nil {
+		return false, fmt.Errorf("store: open slice of job %q: %w", jobID, err)
+	}
+	return len(docs) > 0, nil
 }
 
 // CountDeadRows counts the Job's source rows dead-lettered as bad data.
@@ -387,11 +431,12 @@ func aggInt(v any) (int, error) {
 	return 0, fmt.Errorf("store: unexpected aggregation result %T", v)
 }
 
-// PlanTotals returns the number of chunks written for a Job and the rows they hold.
-func (s *Store) PlanTotals(ctx context.Context, jobID string) (chunks, rows int, err error) {
-	res, err := s.JobRef(jobID).Collection(model.Chunks).NewAggregationQuery().WithCount("n").WithSum("count", "rows").Get(ctx)
+// PlanTotals returns the number of chunks written for one slice of a Job and the rows they hold.
+func (s *Store) PlanTotals(ctx context.Context, jobID string, slice int) (chunks, rows int, err error) {
+	q := s.sliceChunks(jobID, slice)
+	res, err := q.NewAggregationQuery().WithCount("n").WithSum("count", "rows").Get(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("store: plan totals of job %q: %w", jobID, err)
+		return 0, 0, fmt.Errorf("store: plan totals of job %q slice %d: %w", jobID, slice, err)
 	}
 	if chunks, err = aggInt(res["n"]); err != nil {
 		return 0, 0, err

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"cloud.google.com/go/firestore"
 
 	"github.com/oncesync/oncesync/harness/emu"
+	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/store"
 )
@@ -135,5 +137,91 @@ func TestNotFound(t *testing.T) {
 	}
 	if _, err := s.Tenant(t.Context(), "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("tenant: %v", err)
+	}
+}
+
+// TestSlicedPlanIsRecordedOnceByTheLastSlice: each slice's plan is recorded under its own key;
+// FinishPlan, asked by both slices' expansions at once after the last slice is recorded, marks the
+// Job PLANNED once, with totals summed from the slices, and not before every slice is planned.
+func TestSlicedPlanIsRecordedOnceByTheLastSlice(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := t.Context()
+	keys, err := idem.New(idem.Config{Client: s.Client, Lease: 15 * time.Minute, Retention: 192 * time.Hour, Now: func() time.Time { return t0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := store.Planner{Store: s, Fence: keys}
+	job, _, err := s.CreateJob(ctx, "s1", "tick-1", t0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := t0.Add(-30 * time.Minute)
+	cut := []model.Slice{
+		{Index: 0, From: job.WindowFrom, To: mid, Estimate: 3, Status: model.SlicePending},
+		{Index: 1, From: mid, To: job.WindowTo, Estimate: 2, Status: model.SlicePending},
+	}
+	leases := make([]*idem.Lease, len(cut))
+	for i := range cut {
+		if leases[i], err = keys.Claim(ctx, idem.SliceKey(job.ID, i), fmt.Sprint("owner-", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if job, err = p.CutSlices(ctx, leases[0], job, cut, 0); err != nil || job.SliceCount != 2 {
+		t.Fatalf("cut: %v, %+v", err, job)
+	}
+	if job, err = p.DecideSlots(ctx, leases[0], job, 2); err != nil || job.SearchSlots != 2 {
+		t.Fatalf("decide: %v, %+v", err, job)
+	}
+	// Slice 0: chunks 0 and 1; slice 1: chunk 1,000,000, found by its slice's index range only.
+	chunk := func(index, n int) model.Chunk {
+		return model.Chunk{Index: index, JobID: job.ID, TenantID: "acme", Status: model.ChunkPending, Count: n, LastID: fmt.Sprint("r", index)}
+	}
+	if err := p.WriteChunks(ctx, leases[0], []model.Chunk{chunk(0, 2), chunk(1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WriteChunks(ctx, leases[1], []model.Chunk{chunk(model.ChunkIndex(1, 0), 2)}); err != nil {
+		t.Fatal(err)
+	}
+	for sl, want := range map[int][2]int{0: {2, 3}, 1: {1, 2}} {
+		last, err := s.LastChunk(ctx, job.ID, sl)
+		n, rows, terr := s.PlanTotals(ctx, job.ID, sl)
+		if err != nil || terr != nil || last == nil || last.Index != model.ChunkIndex(sl, want[0]-1) || n != want[0] || rows != want[1] {
+			t.Errorf("slice %d: last %+v (%v), totals %d chunks %d rows (%v); want %v", sl, last, err, n, rows, terr, want)
+		}
+	}
+	if err := p.FinishSlice(ctx, leases[0], job.ID, cut[0], 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := s.FinishPlan(ctx, job.ID); err != nil || j.Status != model.JobPending {
+		t.Fatalf("with slice 1 still searched, FinishPlan gave %v, %s; want the Job left PENDING", err, j.Status)
+	}
+	if open, err := s.OpenSlice(ctx, job.ID); err != nil || !open {
+		t.Fatalf("open slice: %v, %v", open, err)
+	}
+	if err := p.FinishSlice(ctx, leases[1], job.ID, cut[1], 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if j, err := s.FinishPlan(ctx, job.ID); err != nil || j.Status != model.JobPlanned {
+				t.Errorf("FinishPlan: %v, %s", err, j.Status)
+			}
+		}()
+	}
+	wg.Wait()
+	j, err := s.Job(ctx, job.ID)
+	if err != nil || j.Status != model.JobPlanned || j.ChunkCount != 3 || j.RecordCount != 5 {
+		t.Fatalf("job %+v (%v): want PLANNED with 3 chunks and 5 rows", j, err)
+	}
+	slices, err := s.Slices(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := model.PlanIndexes(j, slices); fmt.Sprint(got) != fmt.Sprint([]int{0, 1, model.ChunkIndex(1, 0)}) {
+		t.Errorf("plan indexes %v, want 0 1 1000000", got)
 	}
 }

@@ -209,6 +209,63 @@ func (c *Client) Search(ctx context.Context, q source.Query, fn func(ctx context
 	}
 }
 
+// Count measures q's window with one aggregate query (q.Fields and q.After are ignored). Errors
+// are as Search's.
+func (c *Client) Count(ctx context.Context, q source.Query) (source.Extent, error) {
+	q.Fields, q.After = nil, nil
+	if err := ValidateQuery(q); err != nil {
+		return source.Extent{}, fmt.Errorf("salesforce: count of %s: %w", q.Object, err)
+	}
+	body, err := c.get(ctx, c.queryURL+"?q="+url.QueryEscape(CountSOQL(q)))
+	if err != nil {
+		return source.Extent{}, fmt.Errorf("salesforce: count of %s: %w", q.Object, err)
+	}
+	e, err := decodeExtent(body)
+	if err != nil {
+		return e, fmt.Errorf("salesforce: count of %s: %w", q.Object, err)
+	}
+	return e, nil
+}
+
+// decodeExtent decodes an aggregate result: one AggregateResult row with expr0 (the count), and
+// expr1 and expr2 (the first and last stamps, null when nothing is counted).
+func decodeExtent(body []byte) (source.Extent, error) {
+	var res struct {
+		Records []struct {
+			Count *int    `json:"expr0"`
+			First *string `json:"expr1"`
+			Last  *string `json:"expr2"`
+		} `json:"records"`
+	}
+	bad := func(why string) (source.Extent, error) {
+		return source.Extent{}, permanentf("response is not an aggregate result: %s (body %q)", why, snippet(body))
+	}
+	if err := json.Unmarshal(body, &res); err != nil {
+		return bad(err.Error())
+	}
+	if len(res.Records) != 1 || res.Records[0].Count == nil || *res.Records[0].Count < 0 {
+		return bad("want one row with a count")
+	}
+	r := res.Records[0]
+	e := source.Extent{Count: *r.Count}
+	if e.Count == 0 {
+		return e, nil
+	}
+	var err1, err2 error = errNoStamp, errNoStamp
+	if r.First != nil && r.Last != nil {
+		e.First, err1 = ParseTime(*r.First)
+		e.Last, err2 = ParseTime(*r.Last)
+	}
+	if err1 != nil || err2 != nil || e.Last.Before(e.First) {
+		return bad("no first and last stamp in order")
+	}
+	return e, nil
+}
+
+var errNoStamp = errors.New("no stamp")
+
+var _ source.Counter = (*Client)(nil)
+
 // queryResult is the body of a query response; pointers tell absent from empty.
 type queryResult struct {
 	Done           *bool              `json:"done"`

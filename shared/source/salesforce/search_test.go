@@ -721,3 +721,49 @@ func TestSearchDefaultRetries(t *testing.T) {
 		}
 	}
 }
+
+// TestCountSendsTheAggregateQueryAndReadsItsRow: Count sends the one aggregate query of the
+// window (never the fields or the resume point), reads Salesforce's AggregateResult row, and
+// treats an answer that is no such row as permanent.
+func TestCountSendsTheAggregateQueryAndReadsItsRow(t *testing.T) {
+	var got string
+	srv, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
+		got = r.URL.Query().Get("q")
+		fmt.Fprint(w, `{"totalSize":1,"done":true,"records":[{"attributes":{"type":"AggregateResult"},"expr0":42,"expr1":"2026-01-03T10:00:00.000+0000","expr2":"2026-01-20T11:30:00.250+0000"}]}`)
+	})
+	c, _ := newClient(t, srv.URL, nil)
+	q := contactQuery
+	q.After = &source.Key{Modstamp: jan1.Add(time.Hour), ID: "003x"}
+	e, err := c.Count(t.Context(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "SELECT COUNT(Id), MIN(SystemModstamp), MAX(SystemModstamp) FROM Contact WHERE SystemModstamp >= 2024-01-01T00:00:00.000Z AND SystemModstamp < 2024-02-01T00:00:00.000Z"
+	if got != want || got != salesforce.CountSOQL(q) {
+		t.Errorf("query %q, want %q", got, want)
+	}
+	if e.Count != 42 || !e.First.Equal(time.Date(2026, 1, 3, 10, 0, 0, 0, time.UTC)) || !e.Last.Equal(time.Date(2026, 1, 20, 11, 30, 0, 250e6, time.UTC)) {
+		t.Errorf("extent %+v", e)
+	}
+	for name, body := range map[string]string{
+		"not json":      `{"records":`,
+		"no row":        `{"totalSize":0,"done":true,"records":[]}`,
+		"no count":      `{"records":[{"expr1":null,"expr2":null}]}`,
+		"negative":      `{"records":[{"expr0":-1}]}`,
+		"no stamps":     `{"records":[{"expr0":3,"expr1":null,"expr2":null}]}`,
+		"stamps turned": `{"records":[{"expr0":3,"expr1":"2026-01-05T00:00:00Z","expr2":"2026-01-04T00:00:00Z"}]}`,
+	} {
+		srv, _ := server(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) })
+		c, _ := newClient(t, srv.URL, nil)
+		if _, err := c.Count(t.Context(), contactQuery); !source.IsPermanent(err) {
+			t.Errorf("%s: %v, want a permanent error", name, err)
+		}
+	}
+	srv, _ = server(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"totalSize":1,"done":true,"records":[{"attributes":{"type":"AggregateResult"},"expr0":0,"expr1":null,"expr2":null}]}`)
+	})
+	c, _ = newClient(t, srv.URL, nil)
+	if e, err := c.Count(t.Context(), contactQuery); err != nil || e != (source.Extent{}) {
+		t.Errorf("an empty window: %+v, %v", e, err)
+	}
+}

@@ -56,6 +56,18 @@ func SOQL(q source.Query) string {
 	return b.String()
 }
 
+// CountSOQL returns the aggregate query Count sends:
+//
+//	SELECT COUNT(Id), MIN(SystemModstamp), MAX(SystemModstamp) FROM Obj
+//	WHERE SystemModstamp >= <From> AND SystemModstamp < <To>
+//
+// (on one line, with single spaces).
+func CountSOQL(q source.Query) string {
+	q = normalized(q)
+	return "SELECT COUNT(Id), MIN(SystemModstamp), MAX(SystemModstamp) FROM " + q.Object + " WHERE SystemModstamp >= " + q.From.Format(soqlTime) +
+		" AND SystemModstamp < " + q.To.Format(soqlTime)
+}
+
 // ValidateQuery reports why q cannot be sent: names that are not SOQL identifiers (the only defence
 // against injection a query needs, since every other part is formatted by SOQL), repeated or
 // reserved fields, and times outside Salesforce's range or out of order. The error wraps

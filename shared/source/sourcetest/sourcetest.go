@@ -36,6 +36,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Run("CallbackErrorStopsTheSearch", func(t *testing.T) { t.Parallel(); callbackError(t, newHarness(t)) })
 	t.Run("CanceledContext", func(t *testing.T) { t.Parallel(); canceled(t, newHarness(t)) })
 	t.Run("InvalidQueryIsPermanent", func(t *testing.T) { t.Parallel(); invalidQuery(t, newHarness(t)) })
+	t.Run("CountIsTheSearchsLength", func(t *testing.T) { t.Parallel(); count(t, newHarness(t)) })
 }
 
 var base = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -183,5 +184,46 @@ func invalidQuery(t *testing.T, h Harness) {
 		if !source.IsPermanent(err) || called {
 			t.Errorf("Search(%+v) = %v (callback called: %v), want a permanent error before any page", q, err, called)
 		}
+	}
+}
+
+// count: a connector that counts (source.Counter) counts exactly the rows a Search of the same
+// window returns, and their first and last stamps, for any sub-window; a bad query is a
+// permanent error.
+func count(t *testing.T, h Harness) {
+	all := sorted(records(40))
+	h.Put("Contact", all...)
+	h.Put("Lead", source.Record{ID: "00Q1", Modstamp: base.Add(5 * time.Millisecond)})
+	s := h.Open(t, h.PageSize())
+	c, ok := s.(source.Counter)
+	if !ok {
+		t.Skip("the connector does not implement source.Counter: its Jobs are searched as one slice")
+	}
+	for _, w := range [][2]int{{0, len(all)}, {0, 1}, {3, 17}, {17, 40}, {39, 40}, {5, 5}} {
+		q := source.Query{Object: "Contact", From: all[0].Modstamp, To: all[len(all)-1].Modstamp.Add(time.Millisecond)}
+		if w[0] > 0 {
+			q.From = all[w[0]].Modstamp
+		}
+		if w[1] < len(all) {
+			q.To = all[w[1]].Modstamp
+		}
+		e, err := c.Count(t.Context(), q)
+		if err != nil {
+			t.Fatalf("count [%v, %v): %v", q.From, q.To, err)
+		}
+		recs, bad := flatten(search(t, s, q))
+		if e.Count != len(recs)+len(bad) {
+			t.Fatalf("count [%v, %v) = %d, the search returned %d rows", q.From, q.To, e.Count, len(recs)+len(bad))
+		}
+		var first, last time.Time
+		if len(recs) > 0 {
+			first, last = recs[0].Modstamp, recs[len(recs)-1].Modstamp
+		}
+		if !e.First.Equal(first) || !e.Last.Equal(last) {
+			t.Fatalf("count [%v, %v): stamps %v..%v, the search's run %v..%v", q.From, q.To, e.First, e.Last, first, last)
+		}
+	}
+	if _, err := c.Count(t.Context(), source.Query{Object: "Contact; DROP", From: base, To: base.Add(time.Hour)}); !source.IsPermanent(err) {
+		t.Fatalf("count with a bad object: %v, want a permanent error", err)
 	}
 }
