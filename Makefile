@@ -11,7 +11,7 @@ GO        ?= go
 BIN       := bin/oncesync
 OPS       := bin/oncesync-ops
 EMU       := $(BIN) emulators --
-PKGS       = $(shell $(GO) list ./... | grep -v /harness/chaos)
+PKGS       = $(shell $(GO) list ./... | grep -v -e /harness/chaos -e /harness/proof)
 RECORDS   ?= 20000
 DUPLICATES ?=
 CHAOS_CHECKS ?= 0
@@ -20,7 +20,7 @@ CHAOS_RUN    ?= ^TestChaos|^TestMutant|^TestIncident
 CHAOS_FLAGS  ?=
 FUZZTIME     ?= 20s
 
-.PHONY: setup build demo test lint chaos fuzz bench ci
+.PHONY: setup build demo test lint chaos proof fuzz bench ci
 
 setup:
 	@bash harness/scripts/setup.sh
@@ -40,6 +40,13 @@ lint:
 
 test: setup build lint
 	$(EMU) $(GO) test -count=1 -timeout 30m $(PKGS)
+	$(PROOF)
+
+# The key protocol's model (harness/proof/keys.pml) checked exhaustively with spin, and each mutated
+# model refuted; prints the state counts.
+PROOF = $(GO) test -count=1 -timeout 20m -v ./harness/proof
+proof: setup
+	$(PROOF)
 
 chaos: setup build
 	$(EMU) $(GO) test -count=1 -timeout 60m -run '$(CHAOS_RUN)' ./harness/chaos \

@@ -35,5 +35,10 @@ say "emulators: $fs_jar, ${ps_jar:-$(ls "$sdk"/platform/pubsub-emulator/lib/clou
 command -v terraform >/dev/null || { say "installing terraform (Debian's package)"; apt_install terraform || die "terraform is not installed"; }
 say "$(terraform version | head -n1)"
 
+# The protocol model (harness/proof) is checked with spin, whose verifier is C.
+command -v spin >/dev/null || { say "installing spin (Debian's package) for the protocol model"; apt_install spin || die "spin is not installed"; }
+command -v cc >/dev/null || { say "installing a C compiler for spin's verifier"; apt_install gcc libc6-dev || die "no C compiler"; }
+say "$(spin -V | head -n1)"
+
 go mod download
 say "go modules ready"
