@@ -141,7 +141,11 @@ func (r JobReport) WriteTextWith(w io.Writer, o TextOptions) error {
 	t.table(row("TIME", "T+", "EVENT"), ev)
 
 	p := r.Plan
-	t.printf("\nCHUNKS  expected ceil(%d / %d) = %d, planned %d, found %d, DONE %d, rows %d", p.Records, p.ChunkSize, p.Expected, p.ChunkCount, p.Found, p.Done, p.Rows)
+	expected := fmt.Sprintf("ceil(%d / %d) = %d", p.Records, p.ChunkSize, p.Expected)
+	if p.Slices > 1 {
+		expected = fmt.Sprintf("%d (ceil(rows / %d) for each of %d slices)", p.Expected, p.ChunkSize, p.Slices)
+	}
+	t.printf("\nCHUNKS  expected %s, planned %d, found %d, DONE %d, rows %d", expected, p.ChunkCount, p.Found, p.Done, p.Rows)
 	if p.ShortChunks > 0 {
 		t.printf(", %d cut short by the byte limit", p.ShortChunks)
 	}
