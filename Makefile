@@ -3,6 +3,8 @@
 #   make demo            the whole pipeline end to end on the emulators (DUPLICATES=1: every message twice, 2 s apart)
 #   make test            unit, emulator and end-to-end tests, plus the offline terraform checks
 #   make chaos           the chaos/property suite (CHAOS_CHECKS=N, CHAOS_SEED=S, CHAOS_RUN=regexp, CHAOS_FLAGS=...)
+#   make proof           the protocol's model checked with spin, and two deliveries' interleavings on the real code
+#   make interleavings   every class of interleavings of two deliveries for every fault (INTERLEAVINGS=bounded: one preemption; every: no reduction)
 #   make fuzz            every go test -fuzz target for FUZZTIME each (default 20s); their seed corpora run in make test too
 #   make bench           the benchmark; writes docs/bench/REPORT.md
 #   make ci              what .ci/run runs: test, fuzz, then chaos with the seed of the commit
@@ -16,11 +18,12 @@ RECORDS   ?= 20000
 DUPLICATES ?=
 CHAOS_CHECKS ?= 0
 CHAOS_SEED   ?= 0
-CHAOS_RUN    ?= ^TestChaos|^TestMutant|^TestIncident
+CHAOS_RUN    ?= ^TestChaos|^TestMutant|^TestIncident|^TestInterleavings|^TestModelTrails
+INTERLEAVINGS ?= all
 CHAOS_FLAGS  ?=
 FUZZTIME     ?= 20s
 
-.PHONY: setup build demo test lint chaos proof fuzz bench ci
+.PHONY: setup build demo test lint chaos proof interleavings fuzz bench ci
 
 setup:
 	@bash harness/scripts/setup.sh
@@ -43,13 +46,20 @@ test: setup build lint
 	$(PROOF)
 
 # The key protocol's model (harness/proof/keys.pml) checked exhaustively with spin, and each mutated
-# model refuted; prints the state counts.
+# model refuted; prints the state counts. make proof also runs CI's set of interleavings of two
+# deliveries on the real code and the replay of a model trail (harness/chaos; make chaos runs them too).
 PROOF = $(GO) test -count=1 -timeout 20m -v ./harness/proof
-proof: setup
+proof: setup build
 	$(PROOF)
+	$(EMU) $(GO) test -count=1 -timeout 60m -run '^TestInterleavings|^TestModelTrails' -v ./harness/chaos
+
+# Every class of interleavings of two deliveries, for every crash point and lease expiry (hours;
+# INTERLEAVINGS=bounded: with one preemption, about 17 minutes).
+interleavings: setup build
+	$(EMU) $(GO) test -count=1 -timeout 24h -run '^TestInterleavings$$' -v ./harness/chaos -chaos.interleavings=$(INTERLEAVINGS)
 
 chaos: setup build
-	$(EMU) $(GO) test -count=1 -timeout 60m -run '$(CHAOS_RUN)' ./harness/chaos \
+	$(EMU) $(GO) test -count=1 -timeout 80m -run '$(CHAOS_RUN)' ./harness/chaos \
 		-chaos.checks=$(CHAOS_CHECKS) -chaos.seed=$(CHAOS_SEED) -v $(CHAOS_FLAGS)
 
 # Every Fuzz function of every package, found in the sources (a new target needs no entry here).

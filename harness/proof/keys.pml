@@ -48,6 +48,10 @@
  *
  * Mutants, each refuted by a counterexample (proof_test.go): NOFENCE, LIVE_TAKEOVER,
  * ABANDON_KEEPS_KEY, COMPLETE_EARLY, NO_CONTINUATION.
+ *
+ * Events: each step prints "@ <attempt> <what>" (attempt 0: the clock) inside its atomic block, so
+ * a trail's replay (spin -t) lists them in order and adds no interleaving point; the chaos suite
+ * turns the mutants' shortest trails into schedules for the real code (harness/chaos).
  */
 
 #ifndef W
@@ -96,15 +100,15 @@ byte ids = 0;
 active proctype Clock() {
 end:
 	do
-	:: atomic { state == INPROG && alive && !holderUp -> alive = false }
-	:: atomic { state == INPROG && alive && holderUp && slows < SLOW -> alive = false; slows++; interrupts++ }
+	:: atomic { state == INPROG && alive && !holderUp -> alive = false; printf("@ 0 expires-crashed\n") }
+	:: atomic { state == INPROG && alive && holderUp && slows < SLOW -> alive = false; slows++; interrupts++; printf("@ 0 expires-live\n") }
 	od
 }
 
 /* A crash at this point: the instance dies; its message is redelivered as a new attempt. */
 inline crashpoint() {
 	if
-	:: atomic { crashes < CRASHES -> crashes++; interrupts++; if :: owner == me -> holderUp = false :: else -> skip fi };
+	:: atomic { crashes < CRASHES -> crashes++; interrupts++; printf("@ %d crash\n", me); if :: owner == me -> holderUp = false :: else -> skip fi };
 		goto attempt
 	:: true -> skip
 	fi
@@ -123,11 +127,11 @@ attempt:
 claim:
 	atomic { rs = state; ro = owner; ra = alive };
 	if
-	:: rs == DONE -> goto ack
+	:: rs == DONE -> printf("@ %d duplicate\n", me); goto ack
 	:: rs == INPROG && ra ->
 #ifdef LIVE_TAKEOVER
 		if
-		:: atomic { state == INPROG && owner == ro -> owner = me; alive = true; holderUp = true; epoch++; mine = epoch }; goto claimed
+		:: atomic { state == INPROG && owner == ro -> owner = me; alive = true; holderUp = true; epoch++; mine = epoch; printf("@ %d takeover-live\n", me) }; goto claimed
 		:: true -> skip
 		fi;
 #endif
@@ -136,14 +140,14 @@ claim:
 	:: rs == ABSENT ->
 		atomic {
 			if
-			:: state == ABSENT -> state = INPROG; owner = me; alive = true; holderUp = true; epoch++; mine = epoch
+			:: state == ABSENT -> state = INPROG; owner = me; alive = true; holderUp = true; epoch++; mine = epoch; printf("@ %d claim\n", me)
 			:: else -> goto claim /* AlreadyExists: read it */
 			fi
 		}
 	:: rs == INPROG && !ra ->
 		atomic {
 			if
-			:: state == INPROG && owner == ro && !alive -> owner = me; alive = true; holderUp = true; epoch++; mine = epoch
+			:: state == INPROG && owner == ro && !alive -> owner = me; alive = true; holderUp = true; epoch++; mine = epoch; printf("@ %d takeover\n", me)
 			:: else -> goto claim /* another racer won */
 			fi
 		}
@@ -169,7 +173,7 @@ claimed:
 	:: else -> skip
 	fi;
 	/* search: start or resume after the last unit written */
-	atomic { searches++; i = next };
+	atomic { searches++; i = next; printf("@ %d search %d\n", me, i) };
 	do
 	:: i < W ->
 		/* step write */
@@ -180,6 +184,7 @@ claimed:
 				written[i]++;
 				assert(written[i] <= 1); /* once */
 				next = i + 1;
+				printf("@ %d write %d\n", me, i);
 				alive = true /* heartbeat */
 			:: else -> goto lost
 			fi
@@ -201,7 +206,7 @@ claimed:
 	/* step complete */
 	atomic {
 		if
-		:: state == INPROG && owner == me -> state = DONE; alive = false; holderUp = false
+		:: state == INPROG && owner == me -> state = DONE; alive = false; holderUp = false; printf("@ %d complete\n", me)
 		:: state == DONE -> skip /* COMPLETE_EARLY */
 		:: else -> goto lost
 		fi

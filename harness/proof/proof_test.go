@@ -1,89 +1,29 @@
-// Package proof model-checks oncesync's idempotency-key protocol: keys.pml is the protocol in
-// Promela (claims, leases and their expiry, takeover conditioned on the key as read, fenced
-// writes with heartbeats, complete / release / hand-off / abandon, crashes at every step,
-// zombies, duplicates at any time and redeliveries), and spin explores every interleaving of it
-// for the bounds below. The tests assert that the model holds, that each mutated model (a guard
-// removed, as the chaos suite's mutants remove it from the code) is refuted with a counterexample
-// trail, and that the model names every probe step the code has.
-//
-// spin and a C compiler come from Debian's packages (harness/scripts/setup.sh installs them).
 package proof
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// run is one spin verification of keys.pml with the given -D defines.
-type run struct {
-	Errors int
-	States int // states stored
-	Depth  int
-	Trail  string // spin -t's replay of the counterexample, when there is one
-	Out    string
-}
-
-func verify(t *testing.T, defines ...string) run {
+// verify checks keys.pml with the given -D defines.
+func verify(t *testing.T, defines ...string) Result {
 	t.Helper()
-	for _, tool := range []string{"spin", "cc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed: run make setup (it installs Debian's spin and a C compiler)", tool)
-		}
-	}
 	src, err := os.ReadFile("keys.pml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "keys.pml"), src, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	sh := func(name string, args ...string) string {
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Dir = dir
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil && name != "./pan" && !(name == "spin" && args[0] == "-t") {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
-		}
-		return out.String()
-	}
-	var ds []string
-	for _, d := range defines {
-		ds = append(ds, "-D"+d)
-	}
-	sh("spin", append(append([]string{"-a"}, ds...), "keys.pml")...)
-	// Safety: assertions and invalid end states (a delivery left waiting forever), without partial
-	// order reduction (the model uses timeout), states stored compressed (exactly: COLLAPSE).
-	sh("cc", "-O2", "-DSAFETY", "-DNOREDUCE", "-DCOLLAPSE", "-o", "pan", "pan.c")
-	out := sh("./pan", "-m100000")
-	r := run{Out: out, Errors: -1}
-	if m := regexp.MustCompile(`errors: (\d+)`).FindStringSubmatch(out); m != nil {
-		r.Errors, _ = strconv.Atoi(m[1])
-	}
-	if m := regexp.MustCompile(`(\d+) states, stored`).FindStringSubmatch(out); m != nil {
-		r.States, _ = strconv.Atoi(m[1])
-	}
-	if m := regexp.MustCompile(`depth reached (\d+)`).FindStringSubmatch(out); m != nil {
-		r.Depth, _ = strconv.Atoi(m[1])
-	}
-	if r.Errors < 0 {
-		t.Fatalf("spin's verifier printed no error count:\n%s", out)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "keys.pml.trail")); err == nil {
-		r.Trail = sh("spin", append(append([]string{"-t", "-p", "-g"}, ds...), "keys.pml")...)
+	r, err := Check(ctx, t.TempDir(), src, Options{Defines: defines})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return r
 }

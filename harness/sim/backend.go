@@ -28,6 +28,7 @@ type Backend struct {
 	ops      Ops
 	rules    []Fault
 	injected map[string]int // "Method/code" → count
+	gate     Gate           // sequences chosen deliveries' calls (nil: none)
 }
 
 // Ops counts Firestore operations as billed: documents read, documents written, and RPCs.
@@ -84,6 +85,26 @@ func (b *Backend) Injected() map[string]int {
 	return out
 }
 
+// SetGate makes every call pass g first (nil: no gate); see Interleaver.
+func (b *Backend) SetGate(g Gate) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gate = g
+}
+
+func (b *Backend) currentGate() Gate {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.gate
+}
+
+// enter lets the gate hold the call back (or crash its caller) before it is sent.
+func (b *Backend) enter(ctx context.Context, method string, req any) {
+	if g := b.currentGate(); g != nil {
+		g.Enter(ctx, method, req)
+	}
+}
+
 // Calls returns how many calls of method ("Commit", ...) were made so far.
 func (b *Backend) Calls(method string) int {
 	b.mu.Lock()
@@ -123,6 +144,7 @@ func (b *Backend) count(reads, writes int64) {
 // Unary is the unary client interceptor.
 func (b *Backend) Unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	m := shortMethod(method)
+	b.enter(ctx, m, req)
 	f := b.decide(m)
 	if f != nil && !f.After {
 		return status.Errorf(f.Code, "sim: injected %s on %s", f.Code, m)
@@ -148,21 +170,40 @@ func (b *Backend) Stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	if f := b.decide(m); f != nil {
 		return nil, status.Errorf(f.Code, "sim: injected %s on %s", f.Code, m)
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	s, err := streamer(ctx, desc, cc, method, opts...)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	return &countingStream{ClientStream: s, b: b}, nil
+	return &countingStream{ClientStream: s, b: b, ctx: ctx, cancel: cancel, method: m}, nil
 }
 
 type countingStream struct {
 	grpc.ClientStream
-	b *Backend
+	b      *Backend
+	ctx    context.Context
+	cancel context.CancelFunc // ends the stream when its caller dies at the gate
+	method string
+}
+
+// SendMsg passes the gate with the request (a server-streaming call sends its one request right
+// after opening the stream, before anything reaches the server).
+func (s *countingStream) SendMsg(m any) error {
+	defer func() {
+		if r := recover(); r != nil {
+			s.cancel()
+			panic(r)
+		}
+	}()
+	s.b.enter(s.ctx, s.method, m)
+	return s.ClientStream.SendMsg(m)
 }
 
 func (s *countingStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
 	if err != nil {
+		s.cancel()
 		return err
 	}
 	switch r := m.(type) {

@@ -20,6 +20,7 @@ import (
 type Plan struct {
 	CrashAt    string        // the instance dies when this delivery reaches this step
 	CopyAt     string        // a duplicate is delivered when this delivery reaches this step (run there, synchronously)
+	CopyAtNth  int           // ... the CopyAtNth time it reaches it (0 or 1: the first)
 	CopyDelay  time.Duration // the clock moves this much before that duplicate (the incident: 2 s)
 	CopyPlan   *Plan         // what happens to that duplicate (nil: a plain delivery)
 	Concurrent int           // duplicates started at the same instant, each in its own goroutine
@@ -43,6 +44,9 @@ func (p Plan) String() string {
 	}
 	if p.CopyAt != "" {
 		s := fmt.Sprintf("duplicate at %s after %v", p.CopyAt, p.CopyDelay)
+		if p.CopyAtNth > 1 {
+			s = fmt.Sprintf("duplicate at %s (occurrence %d) after %v", p.CopyAt, p.CopyAtNth, p.CopyDelay)
+		}
 		if p.CopyPlan != nil {
 			s += ", the duplicate: " + p.CopyPlan.String()
 		}
@@ -133,6 +137,7 @@ func (s *Stats) Add(o Stats) {
 type run struct {
 	d      Delivery
 	plan   Plan
+	at     int // times the delivery reached plan.CopyAt
 	fired  bool
 	budget bool // BudgetAt has fired
 }
@@ -216,7 +221,10 @@ func (e *Env) stepHook(ctx context.Context, step string) {
 	if !ok {
 		return
 	}
-	if r.plan.CopyAt == step && !r.fired {
+	if r.plan.CopyAt == step {
+		r.at++
+	}
+	if r.plan.CopyAt == step && !r.fired && r.at >= max(1, r.plan.CopyAtNth) {
 		r.fired = true
 		e.Clock.Advance(r.plan.CopyDelay)
 		c := r.d

@@ -343,6 +343,7 @@ func (e *Env) Call(ctx context.Context, d Delivery) (err error, crashed bool) {
 	if !ok {
 		return fmt.Errorf("sim: no function for topic %s", d.Topic), false
 	}
+	ctx = context.WithValue(ctx, deliveryKey{}, d)
 	defer func() {
 		if r := recover(); r != nil {
 			c, isCrash := r.(Crash)
@@ -351,8 +352,11 @@ func (e *Env) Call(ctx context.Context, d Delivery) (err error, crashed bool) {
 			}
 			err, crashed = errors.New(c.String()), true
 		}
+		if g := e.Backend.currentGate(); g != nil {
+			g.Done(ctx)
+		}
 	}()
-	return h(context.WithValue(ctx, deliveryKey{}, d), e.Event(d)), false
+	return h(ctx, e.Event(d)), false
 }
 
 // JobsByTarget returns every Job keyed by its target kind (Envs with one setting per target).
