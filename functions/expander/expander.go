@@ -73,6 +73,7 @@ import (
 // Steps where the probe is called.
 const (
 	StepClaimed      = "expander.claimed"       // key held, nothing searched
+	StepSearched     = "expander.searched"      // a page of the search arrived, none of its rows written yet
 	StepChunkWritten = "expander.chunk_written" // one more chunk of the plan written, its message not yet published
 	StepPlanned      = "expander.planned"       // the slice's plan recorded (and the Job's, if it was the last), completion not yet checked
 	StepPublished    = "expander.published"     // every chunk message published, completion checked, key not yet DONE
@@ -588,6 +589,7 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, sl
 	}
 	searched := h.cfg.Elapsed()
 	err = h.cfg.Source.Search(ctx, q, func(ctx context.Context, p source.Page) error {
+		h.cfg.Probe.At(ctx, StepSearched)
 		if firstPage != nil {
 			if err := firstPage(ctx, h.cfg.Elapsed().Sub(searched)); err != nil {
 				return err

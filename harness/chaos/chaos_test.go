@@ -153,6 +153,7 @@ func (r *Result) CaughtBy() []string {
 	add(x.AuditFindings, "audit findings")
 	add(x.NeededSweep, "needed the recovery sweep")
 	add(x.JobsPerTick, "a second Job for one tick")
+	add(x.ResyncJobs, "resync Jobs per request")
 	add(rep.Jobs-rep.Completed, "jobs not completed")
 	if len(out) == 0 && len(r.Violations) > 0 {
 		out = append(out, "other")

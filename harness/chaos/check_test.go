@@ -25,6 +25,7 @@ type ExtraReport struct {
 	AuditFindings  int // findings of the operator's audit that the case's injections do not explain
 	NeededSweep    int // cases whose Jobs finished only through the recovery sweep, with no message lost
 	JobsPerTick    int // settings with more than one Job for one tick
+	ResyncJobs     int // resync Jobs no request made (a request sent twice made two), or requests that made none
 	Violations     []string
 }
 
@@ -49,7 +50,7 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 		return r, err
 	}
 	st.mu.Lock()
-	writes, searches := maps.Clone(st.chunkWrites), maps.Clone(st.searches)
+	writes, searches, resyncs := maps.Clone(st.chunkWrites), maps.Clone(st.searches), maps.Clone(st.resyncJobs)
 	st.mu.Unlock()
 	setting := map[string]int{}
 	for i, s := range c.Settings {
@@ -65,12 +66,25 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 	// first suspect: "was the Job record created twice?").
 	perTick := map[[2]string][]string{}
 	for _, j := range jobs {
+		// Exactly one Job per resync request, however often it was sent.
+		if j.Resync != "" {
+			if _, ok := resyncs[j.ID]; !ok {
+				r.ResyncJobs++
+				r.violate("resync Job %s (request %q of setting %s) is no request's: a request sent again made another Job", j.ID, j.Resync, j.SettingID)
+			}
+			delete(resyncs, j.ID)
+			continue
+		}
 		k := [2]string{j.SettingID, j.TickID}
 		perTick[k] = append(perTick[k], j.ID)
 		if len(perTick[k]) == 2 {
 			r.JobsPerTick++
 			r.violate("setting %s has more than one Job for tick %s: %v", j.SettingID, j.TickID, perTick[k])
 		}
+	}
+	for id := range resyncs {
+		r.ResyncJobs++
+		r.violate("resync request of Job %s made no Job", id)
 	}
 	for _, j := range jobs {
 		si, ok := setting[j.SettingID]
@@ -96,9 +110,11 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 			tot = &totals{end: windowStart}
 			bySetting[si] = tot
 		}
-		tot.imported += j.Imported
-		if j.WindowTo.After(tot.end) {
-			tot.end = j.WindowTo
+		if j.Resync == "" { // a resync rewrites what the ticks imported
+			tot.imported += j.Imported
+			if j.WindowTo.After(tot.end) {
+				tot.end = j.WindowTo
+			}
 		}
 		// The plan is exactly the rows of the window: each version of each record in one chunk.
 		want := map[rowKey]int{}

@@ -26,6 +26,7 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/settings"
 	"github.com/oncesync/oncesync/shared/target"
 )
 
@@ -80,6 +81,27 @@ var (
 	// first owner's writes are refused), so only the search allowance, computed from the
 	// schedule, can tell.
 	MutantLiveTakeover = Mutation{Name: "a duplicate takes over a live lease", Keys: func(h *Harness, k app.Keys) app.Keys { return takeLive{Keys: k, h: h} }}
+	// MutantNoFence is "fenced writes not fenced" (the model's NOFENCE): a plan write commits
+	// whether or not its lease is still held, so an expansion that outlived its lease (a zombie)
+	// writes chunks after the new owner took over.
+	MutantNoFence = Mutation{Name: "fenced writes not fenced", Keys: func(h *Harness, k app.Keys) app.Keys { return noFence{Keys: k, h: h} }}
+	// MutantCompleteEarly is "the key completed before the work" (the model's COMPLETE_EARLY): a
+	// claim marks its key DONE at once, so the holder's fenced writes fail, and its redelivery, or
+	// a duplicate arriving while the work runs, acks as done what was not (the incident's planned
+	// "started" flag, without a lease).
+	MutantCompleteEarly = Mutation{Name: "the key completed before the work", Keys: func(h *Harness, k app.Keys) app.Keys { return completeEarly{Keys: k, h: h} }}
+	// MutantResyncPerSend is "a resync's Job is keyed by its sending": every time a resync request
+	// is sent, it names itself anew (as a request ID taken from the clock would), so an operator's
+	// retry imports the window a second time.
+	MutantResyncPerSend = Mutation{
+		Name: "a resync request sent again makes another Job",
+		Resync: func(r settings.Resync, send int) settings.Resync {
+			if send > 0 {
+				r.Label = fmt.Sprintf("sent %d", send+1)
+			}
+			return r
+		},
+	}
 	// MutantSecondJob is "a redelivered tick creates its Job again" (the incident's first
 	// suspect): when the tick's Job exists already, another one is created for the same window.
 	MutantSecondJob = Mutation{
@@ -107,6 +129,40 @@ var (
 		Steps:     MutantSplit.Steps,
 	}
 )
+
+// noFence is MutantNoFence's Keys: CommitFenced commits the staged writes alone, without the
+// key's precondition (nor its heartbeat).
+type noFence struct {
+	app.Keys
+	h *Harness
+}
+
+func (k noFence) CommitFenced(ctx context.Context, _ *idem.Lease, stage func(b *firestore.WriteBatch)) error {
+	b := k.h.Env.FS.Batch()
+	stage(b)
+	if _, err := b.Commit(ctx); err != nil {
+		return fmt.Errorf("mutant: unfenced commit: %w", err)
+	}
+	return nil
+}
+
+// completeEarly is MutantCompleteEarly's Keys: a won claim writes the key DONE behind the lease's
+// back (as the model's COMPLETE_EARLY does, after which the holder's fenced writes fail).
+type completeEarly struct {
+	app.Keys
+	h *Harness
+}
+
+func (k completeEarly) Claim(ctx context.Context, key idem.Key, owner string, labels map[string]string) (*idem.Lease, error) {
+	l, err := k.Keys.Claim(ctx, key, owner, labels)
+	if err != nil {
+		return l, err
+	}
+	if _, err := k.h.Env.FS.Collection(model.Keys).Doc(key.DocID()).Update(ctx, []firestore.Update{{Path: "state", Value: idem.Done}}); err != nil {
+		return nil, fmt.Errorf("mutant: complete at the claim: %w", err)
+	}
+	return l, nil
+}
 
 // takeLive is MutantLiveTakeover's Keys: an expand key IN_PROGRESS under someone else's live lease
 // is rewritten to the claimant, whose Claim then finds it as its own.
@@ -346,6 +402,12 @@ func TestMutantSecondJobForATick(t *testing.T) { testMutant(t, MutantSecondJob) 
 func TestMutantSlicesOverlap(t *testing.T) { testMutant(t, MutantSlicesOverlap) }
 
 func TestMutantBrokenSliceChain(t *testing.T) { testMutant(t, MutantBrokenChain) }
+
+func TestMutantFencedWritesNotFenced(t *testing.T) { testMutant(t, MutantNoFence) }
+
+func TestMutantKeyCompletedBeforeWork(t *testing.T) { testMutant(t, MutantCompleteEarly) }
+
+func TestMutantResyncJobPerSend(t *testing.T) { testMutant(t, MutantResyncPerSend) }
 
 // testMutant runs the main property against a mutation, on a recorder instead of t, and asserts
 // that rapid found a counterexample made of property violations (not a harness error).

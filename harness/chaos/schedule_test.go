@@ -29,7 +29,16 @@ type Case struct {
 	Settings    []Setting
 	Ticks       []Tick
 	Poison      []string // poison messages published with the first tick (see poisonKinds)
+	Resyncs     []Resync // resync requests, each after a tick's drain, with the faults on
 	Faults      Schedule
+}
+
+// Resync is an operator's request to import a setting's history again (oncesync-ops settings
+// resync --full), sent after a tick's drain: its window ends at the watermark as it is then.
+type Resync struct {
+	Setting   int  // index into Case.Settings
+	AfterTick int  // sent once this tick's deliveries are drained
+	Twice     bool // sent twice (the operator retries): still one Job
 }
 
 // Object is one source object's dataset.
@@ -150,6 +159,13 @@ func (c Case) String() string {
 	if len(c.Poison) > 0 {
 		fmt.Fprintf(&b, "poison messages: %s\n", strings.Join(c.Poison, ", "))
 	}
+	for _, r := range c.Resyncs {
+		twice := ""
+		if r.Twice {
+			twice = ", sent twice"
+		}
+		fmt.Fprintf(&b, "resync of setting %d after tick %d%s\n", r.Setting, r.AfterTick, twice)
+	}
 	b.WriteString(c.Faults.String())
 	return b.String()
 }
@@ -219,7 +235,7 @@ type Steps map[string][]string
 // between partial writes of the plan, is listed twice to draw it more often.
 var pipelineSteps = Steps{
 	config.Scheduler: {scheduler.StepClaimed, scheduler.StepScheduled, scheduler.StepPublished},
-	config.Expander:  {expander.StepChunkWritten, expander.StepChunkWritten, expander.StepClaimed, expander.StepPlanned, expander.StepPublished},
+	config.Expander:  {expander.StepChunkWritten, expander.StepChunkWritten, expander.StepClaimed, expander.StepSearched, expander.StepPlanned, expander.StepPublished},
 	config.Importer:  {importer.StepCommitted, importer.StepClaimed, importer.StepFinished},
 }
 
@@ -318,6 +334,12 @@ func (g gen) draw(t *rapid.T) Case {
 	// Derived from a value drawn already, not drawn: a new draw would change what the committed
 	// fail files under testdata/rapid decode to, and they would no longer replay their cases.
 	c.SearchSlots = []int{0, 1, 3}[c.Objects[0].Seed%3]
+	// A resync in about one case in four, derived the same way.
+	if v := c.Objects[0].Seed / 3; v%4 == 0 {
+		if i := int(v/4) % len(c.Settings); !c.Settings[i].Ghost {
+			c.Resyncs = append(c.Resyncs, Resync{Setting: i, AfterTick: int(v/16) % len(c.Ticks), Twice: v/8%2 == 0})
+		}
+	}
 	return c
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/settings"
 	"github.com/oncesync/oncesync/shared/source"
 )
 
@@ -47,8 +48,9 @@ type Mutation struct {
 	SchedulerStore func(h *Harness, s scheduler.Store) scheduler.Store
 	ExpanderStore  func(h *Harness, s expander.Store) expander.Store
 	ImporterStore  func(h *Harness, s importer.Store) importer.Store
-	Publisher      func(h *Harness, p app.Publisher) app.Publisher // under the fault injector
-	Steps          Steps                                           // step boundaries the mutated pipeline exposes (default pipelineSteps)
+	Publisher      func(h *Harness, p app.Publisher) app.Publisher   // under the fault injector
+	Resync         func(r settings.Resync, send int) settings.Resync // the request of a resync's send-th sending (0: the first)
+	Steps          Steps                                             // step boundaries the mutated pipeline exposes (default pipelineSteps)
 }
 
 // Harness runs cases, one after another, on one Env that it resets between them: Env creation
@@ -118,19 +120,20 @@ type caseState struct {
 	lease  time.Duration     // the keys' lease
 
 	mu          sync.Mutex
-	deliveries  map[Target]int // deliveries from Pub/Sub so far, per message meaning
-	chunkWrites map[string]int // job → chunk writes reported at expander.chunk_written
-	aborted     map[string]int // job → expansions cut short by an injected fault (crash, error)
-	handoffs    map[string]int // job → expansion deliveries whose time budget the schedule spent
-	lateCopies  map[string]int // job → duplicates scheduled to arrive after the original's lease expired
-	searches    map[string]int // job → source searches really run (seen at the source)
-	shuffled    int            // batches reordered
-	copies      map[string]int // duplicate deliveries by kind
+	deliveries  map[Target]int       // deliveries from Pub/Sub so far, per message meaning
+	chunkWrites map[string]int       // job → chunk writes reported at expander.chunk_written
+	aborted     map[string]int       // job → expansions cut short by an injected fault (crash, error)
+	handoffs    map[string]int       // job → expansion deliveries whose time budget the schedule spent
+	lateCopies  map[string]int       // job → duplicates scheduled to arrive after the original's lease expired
+	searches    map[string]int       // job → source searches really run (seen at the source)
+	shuffled    int                  // batches reordered
+	copies      map[string]int       // duplicate deliveries by kind
+	resyncJobs  map[string]time.Time // the Jobs the case's resync requests made at their first sending → the end of their window
 }
 
 func newCaseState(c *Case, lease time.Duration) *caseState {
 	st := &caseState{c: c, lease: lease, jobs: map[string]Target{}, ticks: map[string]int{}, deliveries: map[Target]int{},
-		chunkWrites: map[string]int{}, aborted: map[string]int{}, handoffs: map[string]int{}, lateCopies: map[string]int{}, searches: map[string]int{}, copies: map[string]int{}}
+		chunkWrites: map[string]int{}, aborted: map[string]int{}, handoffs: map[string]int{}, lateCopies: map[string]int{}, searches: map[string]int{}, copies: map[string]int{}, resyncJobs: map[string]time.Time{}}
 	for k := range c.Ticks {
 		st.ticks[TickID(k)] = k
 		for i, s := range c.Settings {
@@ -158,18 +161,25 @@ func (st *caseState) meaning(d sim.Delivery) (Target, bool) {
 		if json.Unmarshal(data, &m) != nil {
 			return Target{}, false
 		}
-		t, ok := st.jobs[m.JobID]
-		return t, ok
+		return st.job(m.JobID)
 	case sim.TopicChunks:
 		var m model.ChunkMessage
 		if json.Unmarshal(data, &m) != nil {
 			return Target{}, false
 		}
-		t, ok := st.jobs[m.JobID]
+		t, ok := st.job(m.JobID)
 		t.Function, t.Chunk = config.Importer, m.Chunk
 		return t, ok
 	}
 	return Target{}, false
+}
+
+// job returns the schedule's name of a Job's expand message (resyncs add Jobs as the case runs).
+func (st *caseState) job(id string) (Target, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	t, ok := st.jobs[id]
+	return t, ok
 }
 
 // keyOf returns the idempotency key a delivery claims ("" for a message that claims none).
@@ -275,6 +285,57 @@ func (st *caseState) after(d sim.Delivery, err error, crashed bool) {
 	if crashed || (err != nil && strings.Contains(err.Error(), "injected")) {
 		st.aborted[jobOf(d)]++
 	}
+}
+
+// resync sends the case's resync requests that come after tick k, as an operator would (retrying
+// a request the injected faults refuse), and drains their deliveries. The first sending's Job is
+// the request's: any other resync Job is one request making two Jobs.
+func (h *Harness) resync(ctx context.Context, c *Case, st *caseState, k int, policy sim.Policy, stats *sim.Stats) error {
+	e := h.Env
+	sent := false
+	for i, rs := range c.Resyncs {
+		if rs.AfterTick != k {
+			continue
+		}
+		sends := 1
+		if rs.Twice {
+			sends = 2
+		}
+		for n := range sends {
+			r := settings.Resync{Setting: c.Settings[rs.Setting].ID, Full: true}
+			if h.Mut.Resync != nil {
+				r = h.Mut.Resync(r, n)
+			}
+			var res settings.ResyncResult
+			var err error
+			for range 8 {
+				if res, err = (settings.Admin{FS: e.FS, Now: e.Clock.Now}).Resync(ctx, e.Pub, sim.TopicExpand, r, e.Config.ChunkSize); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("chaos: resync of %s: %w", r.Setting, err)
+			}
+			st.mu.Lock()
+			if n == 0 {
+				st.resyncJobs[res.Job.ID] = res.Job.WindowTo
+			}
+			if _, ok := st.jobs[res.Job.ID]; !ok {
+				st.jobs[res.Job.ID] = Target{Function: config.Expander, Setting: rs.Setting, Tick: len(c.Ticks) + i, Chunk: -1}
+			}
+			st.mu.Unlock()
+			sent = true
+		}
+	}
+	if !sent {
+		return nil
+	}
+	s, err := e.Drain(ctx, policy, faultRounds)
+	stats.Add(s)
+	if err != nil && !strings.Contains(err.Error(), "still delivering") {
+		return err
+	}
+	return nil
 }
 
 // observe is the Env's Observe hook: it counts chunk writes per Job, before any fault acts at the
@@ -408,6 +469,9 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 			return nil, err
 		}
 		prev = at
+		if err := h.resync(ctx, &c, st, k, policy, &stats); err != nil {
+			return nil, err
+		}
 	}
 
 	// The faults stop; everything must now finish within settleSweeps recovery sweeps.
@@ -461,6 +525,12 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	f["batch reordered"] += st.shuffled
 	f["dead-lettered after max attempts"] += len(stats.DeadLettered)
 	f["lease expired (clock jump)"] += stats.ClockJumps
+	for _, r := range c.Resyncs {
+		f["resync request"]++
+		if r.Twice {
+			f["resync request sent again"]++
+		}
+	}
 	for k, v := range injected {
 		f["firestore "+k] += v
 	}
@@ -561,7 +631,7 @@ func (h *Harness) seed(ctx context.Context, c *Case) (*world, error) {
 		e.Fixture.PutRecords(o.Name, rows...)
 		w.rows[i] = rows
 		for b := range o.Bad {
-			at := windowStart.Add(time.Duration(b+1) * time.Hour).Format(time.RFC3339)
+			at := badRowAt(b).Format(time.RFC3339)
 			raw := fmt.Sprintf(`{"Id":"%s8d0BAD%06dXXX","SystemModstamp":"not a time %d","Name":"malformed","%s":"%s"}`, o.Prefix, b, b, fixture.PlaceKey, at)
 			e.Fixture.Put(o.Name, json.RawMessage(raw))
 		}
@@ -582,6 +652,9 @@ func (h *Harness) seed(ctx context.Context, c *Case) (*world, error) {
 	}
 	return w, nil
 }
+
+// badRowAt is where the b-th malformed row of an object is filed: inside the first window.
+func badRowAt(b int) time.Time { return windowStart.Add(time.Duration(b+1) * time.Hour) }
 
 // addTickRows adds tick k's new records and newer versions, inside [from, to).
 func (w *world) addTickRows(e *sim.Env, k int, tk Tick, from, to time.Time) {
@@ -614,13 +687,29 @@ func (w *world) addTickRows(e *sim.Env, k int, tk Tick, from, to time.Time) {
 // cannot tell which Job a search belongs to, and the Jobs' counters are used).
 func (w *world) expect(st *caseState, stats sim.Stats, observed bool) sim.Expect {
 	x := sim.Expect{PoisonMessages: len(w.c.Poison)}
-	for _, s := range w.c.Settings {
+	// Every Job whose window holds a malformed row dead-letters it: the first tick's, and a
+	// resync's that reaches that far.
+	st.mu.Lock()
+	poison := make([]int, len(w.c.Settings))
+	for i, s := range w.c.Settings {
+		poison[i] = w.bad[s.Object]
+	}
+	for id, end := range st.resyncJobs {
+		i := st.jobs[id].Setting
+		for b := range w.bad[w.c.Settings[i].Object] {
+			if badRowAt(b).Before(end) {
+				poison[i]++
+			}
+		}
+	}
+	st.mu.Unlock()
+	for i, s := range w.c.Settings {
 		if s.Ghost {
 			x.PoisonSettings++
 			continue
 		}
 		ss := model.SyncSetting{ID: s.ID, TenantID: s.Tenant, SourceObject: w.c.Objects[s.Object].Name, Target: s.Target, Watermark: windowStart}
-		x.Datasets = append(x.Datasets, sim.Dataset{Setting: ss, Rows: w.rows[s.Object], Poison: w.bad[s.Object]})
+		x.Datasets = append(x.Datasets, sim.Dataset{Setting: ss, Rows: w.rows[s.Object], Poison: poison[i]})
 	}
 	st.mu.Lock()
 	aborted, searches := maps.Clone(st.aborted), maps.Clone(st.searches)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -91,6 +92,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if err := s.Seed(ctx, st, rows); err != nil {
 		return Report{}, err
 	}
+	s.Logf("added tenant acme and setting %s, as these do on a deployment:\n  oncesync-ops tenants add acme\n  oncesync-ops settings add %s --tenant acme --object %s --fields %s --target %s --chunk-size %d --since %s",
+		st.ID, st.ID, st.SourceObject, strings.Join(st.Fields, ","), st.Target, st.ChunkSize, from.Format(time.RFC3339Nano))
 	var r Report
 	ids := map[string]bool{}
 	for _, row := range rows {

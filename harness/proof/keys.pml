@@ -23,6 +23,8 @@
  *   crash       at every step: nothing after it runs; the lease stays until it runs out
  *   zombie      the lease runs out under a live, slow owner, which goes on (a gen2 function that
  *               times out keeps running)
+ *   sweep       the recovery sweep publishes the message again while the work is unfinished (a
+ *               PENDING Job's expand message): one more instance; checked with P=1 SWEEPS=1
  *
  * Steps of the code's probes (the test in proof_test.go fails when the code has one not listed):
  *
@@ -30,6 +32,7 @@
  *   step scheduler.scheduled     write
  *   step scheduler.published     complete
  *   step expander.claimed        claim
+ *   step expander.searched       search
  *   step expander.chunk_written  write
  *   step expander.planned        write
  *   step expander.published      complete
@@ -72,6 +75,9 @@
 #ifndef HANDOFFS
 #define HANDOFFS 1     /* time budgets spent */
 #endif
+#ifndef SWEEPS
+#define SWEEPS 0       /* recovery sweeps that publish the message again */
+#endif
 
 mtype = { ABSENT, INPROG, DONE };
 
@@ -84,7 +90,7 @@ byte written[W];       /* how often each unit took effect */
 byte next = 0;         /* the resume point the store holds */
 byte searches = 0;
 byte interrupts = 0;
-byte crashes = 0, slows = 0, releases = 0, handoffs = 0;
+byte crashes = 0, slows = 0, releases = 0, handoffs = 0, sweeps = 0;
 bool acked = false;    /* the work's message acked after the work (or a duplicate of it) */
 bool dead = false;     /* dead-lettered */
 bool poison = false;   /* the message fails permanently, every time */
@@ -102,6 +108,16 @@ end:
 	do
 	:: atomic { state == INPROG && alive && !holderUp -> alive = false; printf("@ 0 expires-crashed\n") }
 	:: atomic { state == INPROG && alive && holderUp && slows < SLOW -> alive = false; slows++; interrupts++; printf("@ 0 expires-live\n") }
+	od
+}
+
+/* The recovery sweep (functions/scheduler): while the work is unfinished (the resume point short
+ * of the end, as a Job stays PENDING until its plan is written), a tick publishes the message
+ * again, at most SWEEPS times: one more instance, at any time. */
+active proctype Sweep() {
+end:
+	do
+	:: atomic { sweeps < SWEEPS && next < W -> sweeps++; printf("@ 0 sweep\n"); run Instance() }
 	od
 }
 
@@ -173,6 +189,7 @@ claimed:
 	:: else -> skip
 	fi;
 	/* search: start or resume after the last unit written */
+	/* step search */
 	atomic { searches++; i = next; printf("@ %d search %d\n", me, i) };
 	do
 	:: i < W ->

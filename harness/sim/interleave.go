@@ -329,10 +329,13 @@ func (il *Interleaver) Choices() []int {
 // branch point is run.
 //
 // With Bound > 0, every run switches away from a thread that could go on at most Bound times
-// (preemption bounding, Musuvathi and Qadeer 2007): a fixed subset, without Reduce.
+// (preemption bounding, Musuvathi and Qadeer 2007): a fixed subset, without Reduce. With Serial,
+// never: the threads run one after another, in every order (a switch only where a thread ends
+// or waits).
 type Explorer struct {
 	Reduce bool
 	Bound  int
+	Serial bool
 	nodes  []node
 	prefix []int
 	runs   int
@@ -348,7 +351,10 @@ type node struct {
 // Next returns the Interleaver of the next run, of n threads, with crash injected.
 func (x *Explorer) Next(n int, thread Thread, crash CrashPoint) *Interleaver {
 	il := NewInterleaver(n, thread, slices.Clone(x.prefix), crash)
-	if x.Bound > 0 {
+	switch {
+	case x.Serial:
+		il.bound = 0
+	case x.Bound > 0:
 		il.bound = x.Bound
 	}
 	return il

@@ -181,3 +181,23 @@ func TestExplorerBoundsPreemptions(t *testing.T) {
 		t.Fatalf("bound 1: %d runs (%d distinct), want %d (of %d without a bound)", runs, len(orders), want, all)
 	}
 }
+
+func TestExplorerSerial(t *testing.T) {
+	var a, b []call
+	for i := range 4 {
+		a = append(a, call{"Commit", write(fmt.Sprintf("k/%d", i))})
+	}
+	for i := range 3 {
+		b = append(b, call{"Commit", write(fmt.Sprintf("k/%d", i))})
+	}
+	orders, runs := exploreFake(t, &Explorer{Serial: true}, [][]call{a, b})
+	// No preemption: one thread runs to its end, then the other; two orders.
+	if runs != 2 || len(orders) != 2 {
+		t.Fatalf("serial: %d runs (%d distinct), want 2: %v", runs, len(orders), orders)
+	}
+	for o := range orders {
+		if o != "0 0 0 0 1 1 1" && o != "1 1 1 0 0 0 0" {
+			t.Fatalf("serial: order %q switches inside a thread", o)
+		}
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/settings"
 )
 
 // Topic IDs of the local deployment (terraform names them the same way, with a prefix).
@@ -190,13 +191,15 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	return s, nil
 }
 
-// Seed writes a tenant, and a sync setting whose first window starts at from, and loads rows into
-// the fixture source.
+// Seed adds the setting's tenant (enabled, unless it exists) and the sync setting, as
+// oncesync-ops tenants add and settings add do (settings.Admin: the same validation, the same
+// documents), and loads rows into the fixture source.
 func (s *Stack) Seed(ctx context.Context, st model.SyncSetting, rows []fixture.Row) error {
-	if _, err := s.FS.Collection(model.Tenants).Doc(st.TenantID).Set(ctx, model.Tenant{Name: st.TenantID, Enabled: true}); err != nil {
+	a := settings.Admin{FS: s.FS}
+	if err := a.AddTenant(ctx, model.Tenant{ID: st.TenantID, Name: st.TenantID, Enabled: true}); err != nil && !errors.Is(err, settings.ErrExists) {
 		return fmt.Errorf("stack: seed tenant: %w", err)
 	}
-	if _, err := s.FS.Collection(model.SyncSettings).Doc(st.ID).Set(ctx, st); err != nil {
+	if err := a.AddSetting(ctx, st); err != nil {
 		return fmt.Errorf("stack: seed setting: %w", err)
 	}
 	s.Fixture.PutRecords(st.SourceObject, rows...)

@@ -769,7 +769,12 @@ func timeline(job model.Job, keys []KeyReport, chunks []ChunkReport, dls []DeadL
 			ev = append(ev, Event{At: at.UTC(), What: fmt.Sprintf(format, args...)})
 		}
 	}
-	add(job.CreatedAt, "Job created by tick %s: window %s → %s, %s → %s target", job.TickID, ts(job.WindowFrom), ts(job.WindowTo), job.SourceObject, job.Target)
+	if job.Resync != "" {
+		add(job.CreatedAt, "resync Job created by request %q: window %s → %s imported again (watermark untouched), %s → %s target", job.Resync,
+			ts(job.WindowFrom), ts(job.WindowTo), job.SourceObject, job.Target)
+	} else {
+		add(job.CreatedAt, "Job created by tick %s: window %s → %s, %s → %s target", job.TickID, ts(job.WindowFrom), ts(job.WindowTo), job.SourceObject, job.Target)
+	}
 	add(job.ReopenedAt, "FAILED Job reopened by a replay of its dead letter (%d reopen%s in all)", job.Reopens, pluralS(job.Reopens))
 	for _, k := range keys {
 		if !k.Found && k.Duplicates == 0 {

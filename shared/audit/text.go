@@ -126,7 +126,7 @@ func (r JobReport) WriteTextWith(w io.Writer, o TextOptions) error {
 	t.printf("JOB\n")
 	t.table(row("status", j.Status+failure(j)), []string{
 		row("window", ts(j.WindowFrom)+" → "+ts(j.WindowTo)),
-		row("created", ts(j.CreatedAt)+"  (tick "+j.TickID+")"),
+		row("created", ts(j.CreatedAt)+"  ("+origin(j)+")"),
 		row("planned", ts(j.PlannedAt)),
 		row("completed", ts(j.CompletedAt)),
 		row("rows", fmt.Sprintf("%d from the search, %d invalid (dead-lettered), %d imported, %d unchanged", j.RecordCount, j.InvalidCount, j.Imported, j.Unchanged)),
@@ -379,4 +379,12 @@ func (r TenantReport) WriteText(w io.Writer) error {
 	}
 	t.printf("\naudited %s, %d documents read\n", ts(r.AuditedAt), r.Reads)
 	return t.flush()
+}
+
+// origin says what made a Job: its tick, or a resync request.
+func origin(j model.Job) string {
+	if j.Resync != "" {
+		return "resync " + j.Resync
+	}
+	return "tick " + j.TickID
 }

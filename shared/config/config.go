@@ -237,14 +237,17 @@ func orAll(fn string) string {
 	return fn
 }
 
+// MaxChunkSize is the largest chunk size, of the deployment's default and of a sync setting.
+const MaxChunkSize = 5000
+
 // Validate reports settings that cannot work.
 func (c Config) Validate() error {
 	var errs []error
 	if c.PageSize < 1 {
 		errs = append(errs, fmt.Errorf("config: page size %d is not positive", c.PageSize))
 	}
-	if c.ChunkSize < 1 || c.ChunkSize > 5000 {
-		errs = append(errs, fmt.Errorf("config: chunk size %d outside 1..5000", c.ChunkSize))
+	if c.ChunkSize < 1 || c.ChunkSize > MaxChunkSize {
+		errs = append(errs, fmt.Errorf("config: chunk size %d outside 1..%d", c.ChunkSize, MaxChunkSize))
 	}
 	if c.Lease < time.Second {
 		errs = append(errs, fmt.Errorf("config: lease %v is too short", c.Lease))

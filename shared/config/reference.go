@@ -31,7 +31,8 @@ func Reference() string {
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", v.Name, fns, def, v.Doc)
 	}
-	b.WriteString("\nPer-setting knobs live in Firestore (`syncSettings`): source object, fields, target, chunk size, enabled.\n")
+	b.WriteString("\nPer-setting knobs live in Firestore (`syncSettings`): source object, fields, target, chunk size, enabled. " +
+		"`oncesync-ops settings add` writes them, checked (see [deploy.md](deploy.md#run-a-first-tick-by-hand)).\n")
 	b.WriteString("The emulators are found through `FIRESTORE_EMULATOR_HOST` and `PUBSUB_EMULATOR_HOST`, as the Google client\n")
 	b.WriteString("libraries read them.\n")
 	return b.String()

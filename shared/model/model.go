@@ -140,10 +140,14 @@ const (
 
 // Job is one import of one sync setting's window.
 type Job struct {
-	ID           string    `firestore:"-" json:"id"`
-	TenantID     string    `firestore:"tenantId" json:"tenantId"`
-	SettingID    string    `firestore:"settingId" json:"settingId"`
-	TickID       string    `firestore:"tickId" json:"tickId"`
+	ID        string `firestore:"-" json:"id"`
+	TenantID  string `firestore:"tenantId" json:"tenantId"`
+	SettingID string `firestore:"settingId" json:"settingId"`
+	TickID    string `firestore:"tickId" json:"tickId"` // the tick that made it; empty for a resync
+	// Resync is the request a resync Job was made for (oncesync-ops settings resync): the setting's
+	// window [WindowFrom, WindowTo) imported again, rows as new as the target's rewritten, the
+	// watermark untouched. Empty for a tick's Job.
+	Resync       string    `firestore:"resync,omitempty" json:"resync,omitempty"`
 	SourceObject string    `firestore:"sourceObject" json:"sourceObject"`
 	Fields       []string  `firestore:"fields" json:"fields"`
 	Target       string    `firestore:"target" json:"target"`
@@ -319,6 +323,9 @@ type ChunkMessage struct {
 func JobID(settingID, tickID string) string {
 	return settingID + "-" + Hash(tickID)[:16]
 }
+
+// ResyncJobID is the ID of the Job of a resync request: the same request, the same Job.
+func ResyncJobID(settingID, request string) string { return JobID(settingID, "resync:"+request) }
 
 // ChunkID is a chunk's document ID: its index, zero-padded (slice 0's IDs sort in plan order;
 // order a sliced plan by the index field).

@@ -108,18 +108,67 @@ func (s *Store) EnabledSettingsOf(ctx context.Context, tenantID string) (int, er
 // the Job and whether this call created it; a redelivered tick gets the existing Job back.
 // It returns ErrEmptyWindow when `to` is not after the watermark (a late or reordered tick).
 func (s *Store) CreateJob(ctx context.Context, settingID, tickID string, to time.Time, defaultChunkSize int) (model.Job, bool, error) {
-	jobID := model.JobID(settingID, tickID)
+	to = to.UTC().Truncate(time.Millisecond)
+	job, created, err := s.createJob(ctx, model.JobID(settingID, tickID), settingID, func(tx *firestore.Transaction, st model.SyncSetting, job *model.Job) error {
+		if !to.After(st.Watermark) {
+			return fmt.Errorf("setting %q: tick end %v not after watermark %v: %w", settingID, to, st.Watermark, ErrEmptyWindow)
+		}
+		job.TickID, job.WindowFrom, job.WindowTo = tickID, st.Watermark.UTC(), to
+		job.ChunkSize = chunkSize(st, defaultChunkSize)
+		return tx.Update(s.Client.Collection(model.SyncSettings).Doc(settingID), []firestore.Update{{Path: "watermark", Value: to}, {Path: "lastJobId", Value: job.ID}})
+	})
+	if err != nil {
+		return model.Job{}, false, fmt.Errorf("store: create job for setting %q tick %q: %w", settingID, tickID, err)
+	}
+	return job, created, nil
+}
+
+// ErrBeyondWatermark: a resync's window ends after the setting's watermark, which the ticks have
+// not imported yet.
+var ErrBeyondWatermark = errors.New("store: window ends after the setting's watermark")
+
+// CreateResyncJob creates, once per request, a Job that imports the window [from, to) of a
+// setting again, without moving its watermark: the same request (setting, window and label) gets
+// the existing Job back, with created false. The window must end by the watermark
+// (ErrBeyondWatermark): what lies after it is the next tick's.
+func (s *Store) CreateResyncJob(ctx context.Context, settingID string, from, to time.Time, label string, defaultChunkSize int) (model.Job, bool, error) {
+	from, to = from.UTC().Truncate(time.Millisecond), to.UTC().Truncate(time.Millisecond)
+	request := from.Format(time.RFC3339Nano) + ".." + to.Format(time.RFC3339Nano)
+	if label != "" {
+		request += " " + label
+	}
+	job, created, err := s.createJob(ctx, model.ResyncJobID(settingID, request), settingID, func(_ *firestore.Transaction, st model.SyncSetting, job *model.Job) error {
+		if !to.After(from) {
+			return fmt.Errorf("window %v → %v is empty: %w", from, to, ErrEmptyWindow)
+		}
+		if to.After(st.Watermark) {
+			return fmt.Errorf("setting %q: window end %v after watermark %v: %w", settingID, to, st.Watermark, ErrBeyondWatermark)
+		}
+		job.Resync, job.WindowFrom, job.WindowTo = request, from, to
+		job.ChunkSize = chunkSize(st, defaultChunkSize)
+		return nil
+	})
+	if err != nil {
+		return model.Job{}, false, fmt.Errorf("store: resync of setting %q: %w", settingID, err)
+	}
+	return job, created, nil
+}
+
+// createJob creates Job jobID of a setting in one transaction, unless it exists (then it returns
+// it, created false): fill completes the PENDING Job drawn from the setting, and may refuse it or
+// add writes to the transaction.
+func (s *Store) createJob(ctx context.Context, jobID, settingID string, fill func(tx *firestore.Transaction, st model.SyncSetting, job *model.Job) error) (model.Job, bool, error) {
 	var job model.Job
 	var created bool
 	err := s.Client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		created = false
 		jobRef := s.JobRef(jobID)
-		setRef := s.Client.Collection(model.SyncSettings).Doc(settingID)
-		snaps, err := tx.GetAll([]*firestore.DocumentRef{jobRef, setRef})
+		snaps, err := tx.GetAll([]*firestore.DocumentRef{jobRef, s.Client.Collection(model.SyncSettings).Doc(settingID)})
 		if err != nil {
 			return err
 		}
 		if snaps[0].Exists() {
+			job = model.Job{}
 			if err := snaps[0].DataTo(&job); err != nil {
 				return fmt.Errorf("decode job: %w", err)
 			}
@@ -133,29 +182,28 @@ func (s *Store) CreateJob(ctx context.Context, settingID, tickID string, to time
 		if err := snaps[1].DataTo(&st); err != nil {
 			return fmt.Errorf("decode setting: %w", err)
 		}
-		to = to.UTC().Truncate(time.Millisecond)
-		if !to.After(st.Watermark) {
-			return fmt.Errorf("setting %q: tick end %v not after watermark %v: %w", settingID, to, st.Watermark, ErrEmptyWindow)
-		}
-		size := st.ChunkSize
-		if size <= 0 {
-			size = defaultChunkSize
-		}
 		job = model.Job{
-			ID: jobID, TenantID: st.TenantID, SettingID: settingID, TickID: tickID,
-			SourceObject: st.SourceObject, Fields: st.Fields, Target: st.Target, ChunkSize: size,
-			WindowFrom: st.Watermark.UTC(), WindowTo: to, Status: model.JobPending, CreatedAt: s.Now().UTC(),
+			ID: jobID, TenantID: st.TenantID, SettingID: settingID, SourceObject: st.SourceObject, Fields: st.Fields, Target: st.Target,
+			Status: model.JobPending, CreatedAt: s.Now().UTC(),
+		}
+		if err := fill(tx, st, &job); err != nil {
+			return err
 		}
 		if err := tx.Create(jobRef, job); err != nil {
 			return err
 		}
 		created = true
-		return tx.Update(setRef, []firestore.Update{{Path: "watermark", Value: to}, {Path: "lastJobId", Value: jobID}})
+		return nil
 	})
-	if err != nil {
-		return model.Job{}, false, fmt.Errorf("store: create job for setting %q tick %q: %w", settingID, tickID, err)
+	return job, created, err
+}
+
+// chunkSize is a setting's chunk size, or the deployment's default when it sets none.
+func chunkSize(st model.SyncSetting, defaultSize int) int {
+	if st.ChunkSize > 0 {
+		return st.ChunkSize
 	}
-	return job, created, nil
+	return defaultSize
 }
 
 // Job returns a Job.

@@ -24,7 +24,8 @@
 // import of the same external ID finds it and updates the record instead of creating another.
 //
 // Both keep versions monotonic: a source row older than (or as old as) the stored version changes
-// nothing and counts as unchanged.
+// nothing and counts as unchanged. A resync Job's rows as old as the stored version are written
+// again (that is what a resync is for); older ones still change nothing.
 package target
 
 import (
@@ -84,6 +85,16 @@ func updates(e model.Engagement) []firestore.Update {
 	}
 }
 
+// stale reports whether a row at version v leaves a stored version as it is: an older row never
+// replaces a newer one; a tick's Job imports only newer rows, a resync's rewrites rows as new as
+// the stored one too (a fixed mapping, a restored backup).
+func (b Batch) stale(v, stored time.Time) bool {
+	if b.Job.Resync != "" {
+		return v.Before(stored)
+	}
+	return !v.After(stored)
+}
+
 func (b Batch) key(r model.ChunkRecord) string {
 	return model.EngagementKey(b.Job.TenantID, b.Job.SourceObject, r.ID)
 }
@@ -116,7 +127,7 @@ func (u Upsert) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (S
 		if err != nil {
 			return Stats{}, fmt.Errorf("target: engagement %s: %w", refs[i].ID, err)
 		}
-		if t, ok := v.(time.Time); ok && !r.Modstamp.After(t) {
+		if t, ok := v.(time.Time); ok && b.stale(r.Modstamp, t) {
 			st.Unchanged++
 			continue
 		}
@@ -162,7 +173,7 @@ func (g Generated) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch)
 		if err := snaps[i].DataTo(&e); err != nil {
 			return Stats{}, fmt.Errorf("target: index %s: decode: %w", refs[i].ID, err)
 		}
-		if !r.Modstamp.After(e.Version) {
+		if b.stale(r.Modstamp, e.Version) {
 			st.Unchanged++
 			continue
 		}

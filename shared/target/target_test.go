@@ -113,6 +113,43 @@ func TestCommitIsOnceAndVersionsOnlyMoveForward(t *testing.T) {
 	}
 }
 
+// A resync Job rewrites rows as new as the stored version (in place: no second record on the
+// generated target), and still never an older one.
+func TestResyncRewritesTheSameVersionOnly(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{model.TargetUpsert, model.TargetGenerated} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			fs := emu.Firestore(t, emu.ProjectID(t))
+			ctx := t.Context()
+			c := target.NewCommitter(fs, func() time.Time { return t0 })
+			tick := plant(t, fs, "tick", kind, []model.ChunkRecord{rec("a", 5), rec("b", 2)})
+			if _, err := c.Commit(ctx, tick, 0); err != nil {
+				t.Fatal(err)
+			}
+			fixed := func(r model.ChunkRecord) model.ChunkRecord { r.Fields = map[string]any{"v": "fixed"}; return r }
+			same := plant(t, fs, "same", kind, []model.ChunkRecord{fixed(rec("a", 5)), fixed(rec("b", 1))})
+			if got, err := c.Commit(ctx, same, 0); err != nil || got.Imported != 0 || got.Unchanged != 2 {
+				t.Fatalf("a tick's Job with the same and an older version: %+v %v, want 2 unchanged", got, err)
+			}
+			resync := plant(t, fs, "resync", kind, []model.ChunkRecord{fixed(rec("a", 5)), fixed(rec("b", 1))})
+			resync.Resync = "window"
+			got, err := c.Commit(ctx, resync, 0)
+			if err != nil || got.Imported != 1 || got.Unchanged != 1 {
+				t.Fatalf("resync: %+v %v, want a rewritten, b (older) unchanged", got, err)
+			}
+			if diff := cmp.Diff(map[string]stored{"a": {"a", t0.Add(5 * time.Minute), 1}, "b": {"b", t0.Add(2 * time.Minute), 1}}, engagements(t, fs, kind)); diff != "" {
+				t.Errorf("engagements (-want +got):\n%s", diff)
+			}
+			coll := map[string]string{model.TargetUpsert: model.Engagements, model.TargetGenerated: model.EngagementsGen}[kind]
+			docs, err := fs.Collection(coll).Where("externalId", "==", "a").Documents(ctx).GetAll()
+			if err != nil || len(docs) != 1 || docs[0].Data()["fields"].(map[string]any)["v"] != "fixed" || docs[0].Data()["jobId"] != "resync" {
+				t.Fatalf("a after the resync: %d documents, %v", len(docs), err)
+			}
+		})
+	}
+}
+
 func TestConcurrentCommitsOfOneChunkImportOnce(t *testing.T) {
 	t.Parallel()
 	fs := emu.Firestore(t, emu.ProjectID(t))

@@ -1,6 +1,6 @@
 // Command oncesync-ops is the operator's tool against production (or the emulators, when
 // FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST are set): audit Jobs and tenants, list and
-// replay dead letters. It links none of the test harness (no simulator, fixture, local Eventarc
+// replay dead letters, add and enable tenants and sync settings. It links none of the test harness (no simulator, fixture, local Eventarc
 // or benchmark); a test checks that.
 //
 // Usage:
@@ -17,6 +17,8 @@ func commands() map[string]cli.Command {
 		// Each subcommand lives in cmd_<name>.go.
 		"audit":       cmdAudit(),
 		"deadletters": cmdDeadLetters(),
+		"settings":    cmdSettings(),
+		"tenants":     cmdTenants(),
 	}
 }
 

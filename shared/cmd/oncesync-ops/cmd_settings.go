@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"cloud.google.com/go/firestore"
+
+	"github.com/oncesync/oncesync/shared/bus"
+	"github.com/oncesync/oncesync/shared/cli"
+	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/settings"
+)
+
+func cmdTenants() cli.Command {
+	return cli.Command{
+		Summary: "add, list, show, enable and disable tenants: tenants add ID [--name N] | list | show ID | enable ID | disable ID",
+		Run: func(ctx context.Context, args []string) int {
+			return runAdmin(ctx, "tenants", args, os.Stdout, os.Stderr)
+		},
+	}
+}
+
+func cmdSettings() cli.Command {
+	return cli.Command{
+		Summary: "add, list, show, enable, disable and resync sync settings: settings add ID --tenant T --object O [--fields F,G] [--target K] | list [--tenant T] | show ID | enable ID | disable ID | resync ID --from T --to T | --full",
+		Run: func(ctx context.Context, args []string) int {
+			return runAdmin(ctx, "settings", args, os.Stdout, os.Stderr)
+		},
+	}
+}
+
+const tenantsUsage = `usage: oncesync-ops tenants add ID [--name N] [--search-concurrency N] [--disabled] [flags]
+       oncesync-ops tenants list [flags]
+       oncesync-ops tenants show ID [flags]
+       oncesync-ops tenants enable ID | disable ID [flags]
+
+"add" creates tenants/ID (never overwrites one: exit code 1 if it exists). A disabled tenant's
+settings are skipped at every tick, with a dead letter of kind setting (reason tenant_disabled).
+"enable" and "disable" change the flag of an existing tenant only. Exit code 1: refused (invalid,
+exists, not found); 2: could not run.
+
+flags:`
+
+const settingsUsage = `usage: oncesync-ops settings add ID --tenant T --object O [--fields F,G,...] [--target upsert|generated]
+                                [--chunk-size N] [--since T] [--disabled] [flags]
+       oncesync-ops settings list [--tenant T] [flags]
+       oncesync-ops settings show ID [flags]
+       oncesync-ops settings enable ID | disable ID [flags]
+       oncesync-ops settings resync ID (--from T --to T | --full) [--label L] [--topic T] [flags]
+
+"add" creates syncSettings/ID for an existing tenant (never overwrites one: exit code 1 if it
+exists), after checking it as the pipeline will use it: IDs of letters, digits, '-' and '_'; the
+object and fields SOQL identifiers (Id and SystemModstamp are always selected: leave them out); a
+known target; a chunk size of 1 to 5000 (0: the deployment default). Its first Job imports from
+--since (RFC 3339 or 2006-01-02; default: everything the source has) to the tick. "enable" and
+"disable" change the flag of an existing setting only; its watermark stays, so the next Job after
+enabling covers the time it was disabled.
+
+"resync" imports a window of the setting again, as a Job with the same guarantees as a tick's,
+without moving the watermark: after a fixed mapping or a restored backup. Rows as new as the
+target's are rewritten; older ones still change nothing. --full is everything up to the watermark.
+The same request (setting, window, --label) makes one Job however often it is sent: sent again,
+it re-publishes the Job's expand message while the Job is unfinished, and says so once it is
+COMPLETED. A new --label asks for another resync of the same window. The window must end by the
+watermark (the next tick imports what comes after).
+
+Exit code 1: refused (invalid, exists, unknown tenant, not found, window after the watermark); 2:
+could not run.
+
+flags:`
+
+// runAdmin runs "tenants" or "settings" (cmd).
+func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) int {
+	usage := map[string]string{"tenants": tenantsUsage, "settings": settingsUsage}[cmd]
+	subs := []string{"add", "list", "show", "enable", "disable"}
+	if cmd == "settings" {
+		subs = append(subs, "resync")
+	}
+	sub, fs, code, done := subcommand(cmd, usage, subs, args, stderr)
+	if done {
+		return code
+	}
+	cloud := auditCloudFlags(fs)
+	jsonOut := fs.Bool("json", false, "list, show: write JSON instead of text")
+	disabled := fs.Bool("disabled", false, "add: add it disabled (enable it later)")
+	var (
+		t       model.Tenant
+		s       model.SyncSetting
+		fields  string
+		since   string
+		targets = strings.Join(settings.Targets(), " or ")
+	)
+	switch cmd {
+	case "tenants":
+		fs.StringVar(&t.Name, "name", "", "add: the tenant's display name (default: its ID)")
+		fs.IntVar(&t.SearchConcurrency, "search-concurrency", 0, fmt.Sprintf("add: searches of one Job at once against the tenant's source, 1..%d (0: the deployment default)", settings.MaxSearchConcurrency))
+	case "settings":
+		fs.StringVar(&s.TenantID, "tenant", "", "add: the setting's tenant (required); list: only this tenant's settings")
+		fs.StringVar(&s.SourceObject, "object", "", "add: the source object, e.g. Contact (required)")
+		fs.StringVar(&fields, "fields", "", "add: source fields to import besides Id and SystemModstamp, comma-separated")
+		fs.StringVar(&s.Target, "target", model.TargetUpsert, "add: the target kind, "+targets)
+		fs.IntVar(&s.ChunkSize, "chunk-size", 0, "add: records per chunk, 1..5000 (0: the deployment default)")
+		fs.StringVar(&since, "since", "", "add: the first Job's window starts here (`T`: RFC 3339 or 2006-01-02; default: the beginning)")
+	}
+	var rs resyncFlags
+	if cmd == "settings" {
+		fs.StringVar(&rs.from, "from", "", "resync: the window's start (`T`: RFC 3339 or 2006-01-02)")
+		fs.StringVar(&rs.to, "to", "", "resync: the window's end, at most the watermark (`T`)")
+		fs.BoolVar(&rs.full, "full", false, "resync: the whole history, up to the watermark")
+		fs.StringVar(&rs.label, "label", "", "resync: tells this request from an earlier one of the same window")
+		rs.topic = os.Getenv(config.EnvTopicExpand)
+		if rs.topic == "" {
+			rs.topic = "oncesync-expand"
+		}
+		fs.StringVar(&rs.topic, "topic", rs.topic, "resync: the expand topic ID (default $"+config.EnvTopicExpand+" or oncesync-expand)")
+	}
+	pos, err := parseInterspersed(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return exitClean
+	}
+	if err != nil {
+		return exitCannot
+	}
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "oncesync-ops %s %s: %v\n", cmd, sub, err)
+		return code
+	}
+	var id string
+	switch {
+	case sub == "list" && len(pos) > 0:
+		return fail(exitCannot, fmt.Errorf("unexpected arguments %q", pos))
+	case sub != "list" && len(pos) != 1:
+		return fail(exitCannot, fmt.Errorf("name one %s ID (got %d arguments)", strings.TrimSuffix(cmd, "s"), len(pos)))
+	case sub != "list":
+		id = pos[0]
+	}
+	if since != "" {
+		if s.Watermark, err = parseSince(since); err != nil {
+			return fail(exitCannot, err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, *cloud.timeout)
+	defer cancel()
+	client, err := cloud.firestore(ctx, stderr)
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	defer client.Close()
+	a := settings.Admin{FS: client}
+	if sub == "resync" {
+		return runResync(ctx, cloud, client, id, rs, stdout, stderr)
+	}
+
+	var out any // what list and show print
+	switch {
+	case cmd == "tenants" && sub == "add":
+		t.ID, t.Enabled = id, !*disabled
+		if t.Name == "" {
+			t.Name = id
+		}
+		err = a.AddTenant(ctx, t)
+	case cmd == "settings" && sub == "add":
+		s.ID, s.Enabled = id, !*disabled
+		if fields != "" {
+			for f := range strings.SplitSeq(fields, ",") {
+				s.Fields = append(s.Fields, strings.TrimSpace(f))
+			}
+		}
+		if s.TenantID == "" {
+			return fail(exitCannot, errors.New("--tenant is required"))
+		}
+		err = a.AddSetting(ctx, s)
+	case sub == "enable" || sub == "disable":
+		if cmd == "tenants" {
+			err = a.EnableTenant(ctx, id, sub == "enable")
+		} else {
+			err = a.EnableSetting(ctx, id, sub == "enable")
+		}
+	case cmd == "tenants" && sub == "list":
+		out, err = a.Tenants(ctx)
+	case cmd == "tenants":
+		out, err = a.Tenant(ctx, id)
+	case sub == "list":
+		out, err = a.Settings(ctx, s.TenantID)
+	default:
+		out, err = a.Setting(ctx, id)
+	}
+	if errors.Is(err, settings.ErrInvalid) || errors.Is(err, settings.ErrExists) || errors.Is(err, settings.ErrNotFound) ||
+		errors.Is(err, settings.ErrUnknownTenant) {
+		return fail(exitFindings, err)
+	}
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	switch {
+	case out == nil:
+		fmt.Fprintf(stdout, "%s %s: %s\n", strings.TrimSuffix(cmd, "s"), id, map[string]string{"add": "added", "enable": "enabled", "disable": "disabled"}[sub])
+		return exitClean
+	case *jsonOut:
+		err = writeJSON(stdout, out)
+	default:
+		err = writeAdmin(stdout, out)
+	}
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	return exitClean
+}
+
+// parseSince reads an RFC 3339 time or a date (midnight UTC).
+func parseSince(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, time.DateOnly} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--since %q: want RFC 3339 (2026-01-02T15:04:05Z) or a date (2026-01-02)", s)
+}
+
+// writeAdmin prints tenants or settings as a table, one of them as fields.
+func writeAdmin(w io.Writer, v any) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	onOff := map[bool]string{true: "enabled", false: "disabled"}
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "(the beginning)"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	chunk := func(n int) string {
+		if n == 0 {
+			return "default"
+		}
+		return fmt.Sprint(n)
+	}
+	switch v := v.(type) {
+	case []model.Tenant:
+		fmt.Fprintln(tw, "TENANT\tNAME\tSTATE\tSEARCH CONCURRENCY")
+		for _, t := range v {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Name, onOff[t.Enabled], chunk(t.SearchConcurrency))
+		}
+	case model.Tenant:
+		fmt.Fprintf(tw, "tenant\t%s\nname\t%s\nstate\t%s\nsearch concurrency\t%s\n", v.ID, v.Name, onOff[v.Enabled], chunk(v.SearchConcurrency))
+	case []model.SyncSetting:
+		fmt.Fprintln(tw, "SETTING\tTENANT\tOBJECT\tTARGET\tCHUNK\tSTATE\tWATERMARK\tLAST JOB")
+		for _, s := range v {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.TenantID, s.SourceObject, s.Target, chunk(s.ChunkSize), onOff[s.Enabled], when(s.Watermark), s.LastJobID)
+		}
+	case model.SyncSetting:
+		fmt.Fprintf(tw, "setting\t%s\ntenant\t%s\nobject\t%s\nfields\tId, SystemModstamp%s\ntarget\t%s\nchunk size\t%s\nstate\t%s\nwatermark\t%s\nlast job\t%s\n",
+			v.ID, v.TenantID, v.SourceObject, prefixed(v.Fields), v.Target, chunk(v.ChunkSize), onOff[v.Enabled], when(v.Watermark), v.LastJobID)
+	default:
+		return fmt.Errorf("cannot print %T", v)
+	}
+	return tw.Flush()
+}
+
+func prefixed(fields []string) string {
+	if len(fields) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(fields, ", ")
+}
+
+type resyncFlags struct {
+	from, to, label, topic string
+	full                   bool
+}
+
+// runResync creates (once) the resync Job of a request and publishes its expand message unless
+// the Job is finished.
+func runResync(ctx context.Context, cloud *auditCloud, client *firestore.Client, id string, f resyncFlags, stdout, stderr io.Writer) int {
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "oncesync-ops settings resync: %v\n", err)
+		return code
+	}
+	r := settings.Resync{Setting: id, Full: f.full, Label: f.label}
+	switch {
+	case f.full && (f.from != "" || f.to != ""):
+		return fail(exitCannot, errors.New("--full or --from and --to, not both"))
+	case !f.full && (f.from == "" || f.to == ""):
+		return fail(exitCannot, errors.New("name the window: --from and --to, or --full"))
+	case !f.full:
+		var err error
+		if r.From, err = parseWhenFlag("--from", f.from); err == nil {
+			r.To, err = parseWhenFlag("--to", f.to)
+		}
+		if err != nil {
+			return fail(exitCannot, err)
+		}
+	}
+	ps, err := cloud.pubsub(ctx)
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	defer ps.Close()
+	pub := bus.New(ps)
+	defer pub.Close()
+	res, err := settings.Admin{FS: client}.Resync(ctx, pub, f.topic, r, config.Default().ChunkSize)
+	if errors.Is(err, settings.ErrInvalid) || errors.Is(err, settings.ErrNotFound) || errors.Is(err, settings.ErrUnknownTenant) {
+		return fail(exitFindings, err)
+	}
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	job := res.Job
+	switch {
+	case !res.Published:
+		fmt.Fprintf(stdout, "resync Job %s exists and is %s: nothing published (a new --label asks for another resync)\n", job.ID, job.Status)
+		return exitClean
+	case res.Created:
+		fmt.Fprintf(stdout, "resync Job %s created", job.ID)
+	default:
+		fmt.Fprintf(stdout, "resync Job %s exists (%s); its expand message published again", job.ID, job.Status)
+	}
+	fmt.Fprintf(stdout, ": window %s → %s of setting %s; follow it with oncesync-ops audit job %s\n",
+		job.WindowFrom.Format(time.RFC3339Nano), job.WindowTo.Format(time.RFC3339Nano), id, job.ID)
+	return exitClean
+}
+
+// parseWhenFlag reads a flag's RFC 3339 time or date (midnight UTC).
+func parseWhenFlag(name, s string) (time.Time, error) {
+	t, err := parseSince(s)
+	if err != nil {
+		return t, fmt.Errorf("%s %q: want RFC 3339 (2026-01-02T15:04:05Z) or a date (2026-01-02)", name, s)
+	}
+	return t, nil
+}
