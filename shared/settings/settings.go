@@ -277,32 +277,30 @@ type ResyncResult struct {
 // COMPLETED or FAILED. Sent again while the Job runs, it publishes again: the expander's key
 // suppresses the copy if the expansion is alive, and a lost first message is replaced.
 func (a Admin) Resync(ctx context.Context, pub Publisher, topic string, r Resync, defaultChunkSize int) (ResyncResult, error) {
+	st, err := a.Setting(ctx, r.Setting)
+	if err != nil {
+		return ResyncResult{}, err
+	}
 	from, to := r.From, r.To
 	switch {
 	case r.Full && !(from.IsZero() && to.IsZero()):
 		return ResyncResult{}, fmt.Errorf("%w: a full resync takes no window", ErrInvalid)
 	case r.Full:
-		st, err := a.Setting(ctx, r.Setting)
-		if err != nil {
-			return ResyncResult{}, err
-		}
-		to = st.Watermark
+		to = st.Watermark // read outside the transaction: a tick meanwhile only moves it further
 	case to.IsZero():
 		return ResyncResult{}, fmt.Errorf("%w: a resync needs a window, or Full", ErrInvalid)
 	}
-	now := a.Now
-	if now == nil {
-		now = time.Now
-	}
 	// A disabled tenant's Jobs are dead-lettered by the expander: refuse the request instead.
-	if st, err := a.Setting(ctx, r.Setting); err != nil {
-		return ResyncResult{}, err
-	} else if t, err := a.Tenant(ctx, st.TenantID); errors.Is(err, ErrNotFound) {
+	if t, err := a.Tenant(ctx, st.TenantID); errors.Is(err, ErrNotFound) {
 		return ResyncResult{}, fmt.Errorf("setting %q: tenant %q: %w", r.Setting, st.TenantID, ErrUnknownTenant)
 	} else if err != nil {
 		return ResyncResult{}, err
 	} else if !t.Enabled {
 		return ResyncResult{}, fmt.Errorf("%w: setting %q: tenant %q is disabled (tenants enable %s first)", ErrInvalid, r.Setting, t.ID, t.ID)
+	}
+	now := a.Now
+	if now == nil {
+		now = time.Now
 	}
 	job, created, err := store.New(a.FS, now).CreateResyncJob(ctx, r.Setting, from, to, r.Label, defaultChunkSize)
 	switch {

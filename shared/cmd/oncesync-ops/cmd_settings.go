@@ -93,6 +93,7 @@ func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	jsonOut := fs.Bool("json", false, "list, show: write JSON instead of text")
 	disabled := fs.Bool("disabled", false, "add: add it disabled (enable it later)")
 	var (
+		rs      resyncFlags
 		t       model.Tenant
 		s       model.SyncSetting
 		fields  string
@@ -109,10 +110,7 @@ func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		fs.StringVar(&fields, "fields", "", "add: source fields to import besides Id and SystemModstamp, comma-separated")
 		fs.StringVar(&s.Target, "target", model.TargetUpsert, "add: the target kind, "+targets)
 		fs.IntVar(&s.ChunkSize, "chunk-size", 0, "add: records per chunk, 1..5000 (0: the deployment default)")
-		fs.StringVar(&since, "since", "", "add: the first Job's window starts here (`T`: RFC 3339 or 2006-01-02; default: the beginning)")
-	}
-	var rs resyncFlags
-	if cmd == "settings" {
+		fs.StringVar(&since, "since", "", "add: the first Job's window starts here (`T`: RFC 3339, 2006-01-02 or a duration ago; default: the beginning)")
 		fs.StringVar(&rs.from, "from", "", "resync: the window's start (`T`: RFC 3339 or 2006-01-02)")
 		fs.StringVar(&rs.to, "to", "", "resync: the window's end, at most the watermark (`T`)")
 		fs.BoolVar(&rs.full, "full", false, "resync: the whole history, up to the watermark")
@@ -143,10 +141,8 @@ func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	case sub != "list":
 		id = pos[0]
 	}
-	if since != "" {
-		if s.Watermark, err = parseSince(since); err != nil {
-			return fail(exitCannot, err)
-		}
+	if s.Watermark, err = parseWhen(since, time.Now().UTC()); err != nil {
+		return fail(exitCannot, fmt.Errorf("--since: %w", err))
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, *cloud.timeout)
@@ -217,16 +213,6 @@ func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	return exitClean
 }
 
-// parseSince reads an RFC 3339 time or a date (midnight UTC).
-func parseSince(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, time.DateOnly} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("--since %q: want RFC 3339 (2026-01-02T15:04:05Z) or a date (2026-01-02)", s)
-}
-
 // writeAdmin prints tenants or settings as a table, one of them as fields.
 func writeAdmin(w io.Writer, v any) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -291,12 +277,13 @@ func runResync(ctx context.Context, cloud *auditCloud, client *firestore.Client,
 	case !f.full && (f.from == "" || f.to == ""):
 		return fail(exitCannot, errors.New("name the window: --from and --to, or --full"))
 	case !f.full:
+		now := time.Now().UTC()
 		var err error
-		if r.From, err = parseWhenFlag("--from", f.from); err == nil {
-			r.To, err = parseWhenFlag("--to", f.to)
+		if r.From, err = parseWhen(f.from, now); err != nil {
+			return fail(exitCannot, fmt.Errorf("--from: %w", err))
 		}
-		if err != nil {
-			return fail(exitCannot, err)
+		if r.To, err = parseWhen(f.to, now); err != nil {
+			return fail(exitCannot, fmt.Errorf("--to: %w", err))
 		}
 	}
 	ps, err := cloud.pubsub(ctx)
@@ -326,13 +313,4 @@ func runResync(ctx context.Context, cloud *auditCloud, client *firestore.Client,
 	fmt.Fprintf(stdout, ": window %s → %s of setting %s; follow it with oncesync-ops audit job %s\n",
 		job.WindowFrom.Format(time.RFC3339Nano), job.WindowTo.Format(time.RFC3339Nano), id, job.ID)
 	return exitClean
-}
-
-// parseWhenFlag reads a flag's RFC 3339 time or date (midnight UTC).
-func parseWhenFlag(name, s string) (time.Time, error) {
-	t, err := parseSince(s)
-	if err != nil {
-		return t, fmt.Errorf("%s %q: want RFC 3339 (2026-01-02T15:04:05Z) or a date (2026-01-02)", name, s)
-	}
-	return t, nil
 }
