@@ -45,6 +45,21 @@
 // (a release marked as a checkpoint) and publishes a continuation, a copy of the expand message,
 // which resumes the search after the last chunk at once. So a Job of any size completes without
 // any delivery meeting the function timeout or waiting out a lease.
+//
+// # API budget
+//
+// A Job whose setting keeps an API reserve (model.SyncSetting.APIReserve) reads the source's
+// request budget before each search (source.Budgeter) and after each page (source.Page.Usage).
+// Once no more than the reserve is left, the search pauses: after the chunks already cut are
+// committed, the Job records the pause (store PauseJob), the key is handed off like a spent time
+// budget but with no continuation, and the delivery is acked: not failed, not dead-lettered. The
+// recovery sweep re-publishes the paused slice on a later tick, and that delivery resumes after
+// the last written chunk once the budget allows.
+//
+// # Deleted records
+//
+// Every search asks for deleted records too (source.Query.Deleted); a deleted row goes into the
+// plan like any other, marked deleted, and the importer turns it into a tombstone.
 package expander
 
 import (
@@ -91,6 +106,7 @@ type Store interface {
 	CountSearch(ctx context.Context, jobID, owner string) error
 	PlanTotals(ctx context.Context, jobID string, slice int) (chunks, rows int, err error)
 	FailJob(ctx context.Context, jobID, reason string) error
+	PauseJob(ctx context.Context, jobID, reason string) error
 	CompleteIfDone(ctx context.Context, jobID string) (bool, error)
 	CutSlices(ctx context.Context, l *idem.Lease, job model.Job, slices []model.Slice, slots int) (model.Job, error)
 	DecideSlots(ctx context.Context, l *idem.Lease, job model.Job, slots int) (model.Job, error)
@@ -199,6 +215,32 @@ const (
 // errBudget stops the search once the delivery's time budget is spent.
 var errBudget = errors.New("expander: time budget spent")
 
+// pauseError stops the search once the source's request budget is down to the Job's reserve.
+type pauseError struct{ usage source.Usage }
+
+func (e *pauseError) Error() string { return "expander: source API budget down to the reserve" }
+
+// overBudget returns a pauseError when u leaves no more than job's reserve.
+func overBudget(job model.Job, u source.Usage) error {
+	if job.APIReserve > 0 && u.Known() && u.Left() <= job.APIReserve {
+		return &pauseError{usage: u}
+	}
+	return nil
+}
+
+// budget asks the source, when it can tell, whether job may search now.
+func (h *Handler) budget(ctx context.Context, job model.Job) error {
+	b, ok := h.cfg.Source.(source.Budgeter)
+	if job.APIReserve <= 0 || !ok {
+		return nil
+	}
+	u, err := b.Usage(ctx)
+	if err != nil {
+		return fmt.Errorf("expander: job %s: API budget: %w", job.ID, err)
+	}
+	return overBudget(job, u)
+}
+
 func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.ExpandMessage, started time.Time) error {
 	job, tenant, err := h.job(ctx, em)
 	if err != nil {
@@ -206,6 +248,15 @@ func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.Expand
 	}
 	if job.Status == model.JobCompleted || job.Status == model.JobFailed {
 		return fmt.Errorf("%w: job %s is already %s", delivery.ErrDuplicate, job.ID, job.Status)
+	}
+	if job.Status == model.JobPending {
+		// Before the window is counted or searched: both spend requests.
+		var pe *pauseError
+		if err := h.budget(ctx, job); errors.As(err, &pe) {
+			return h.pause(ctx, job, em.Slice, nil, pe)
+		} else if err != nil {
+			return err
+		}
 	}
 	all, job, err := h.slices(ctx, lease, job, tenant, em.Slice)
 	if err != nil {
@@ -239,6 +290,10 @@ func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.Expand
 		err := h.plan(ctx, lease, job, sl, pub, started, firstPage)
 		if errors.Is(err, errBudget) {
 			return h.handOff(ctx, lease, job, sl, pub, started)
+		}
+		var pe *pauseError
+		if errors.As(err, &pe) {
+			return h.pause(ctx, job, sl.Index, pub, pe)
 		}
 		if err != nil {
 			return errors.Join(err, pub.wait())
@@ -404,7 +459,7 @@ func (h *Handler) cut(ctx context.Context, job model.Job, slots int) ([]model.Sl
 		return []model.Slice{whole}, nil
 	}
 	count := func(from, to time.Time) (source.Extent, error) {
-		e, err := c.Count(ctx, source.Query{Object: job.SourceObject, From: from, To: to})
+		e, err := c.Count(ctx, source.Query{Object: job.SourceObject, From: from, To: to, Deleted: true})
 		if source.IsPermanent(err) {
 			if ferr := h.cfg.Store.FailJob(ctx, job.ID, err.Error()); ferr != nil {
 				return e, ferr
@@ -513,6 +568,28 @@ func (h *Handler) handOff(ctx context.Context, lease *idem.Lease, job model.Job,
 	}
 }
 
+// pause ends a delivery whose source budget is down to the reserve: once its chunk messages are
+// out, the pause is recorded on the Job and the key handed off with no continuation (the recovery
+// sweep resumes the slice on a later tick). pub is nil when nothing was searched.
+func (h *Handler) pause(ctx context.Context, job model.Job, slice int, pub *stream, pe *pauseError) error {
+	sent := 0
+	if pub != nil {
+		if err := pub.wait(); err != nil {
+			return err
+		}
+		sent = pub.sent
+	}
+	u := pe.usage
+	reason := fmt.Sprintf("API budget: %d of %d daily requests used, %d left, reserve %d", u.Used, u.Limit, u.Left(), job.APIReserve)
+	if err := h.cfg.Store.PauseJob(ctx, job.ID, reason); err != nil {
+		return err
+	}
+	logging.From(ctx).Warn("search paused for the source's API budget; the recovery sweep resumes it", slog.String(logging.Event, "budget_paused"),
+		slog.Int("apiUsed", u.Used), slog.Int("apiLimit", u.Limit), slog.Int("apiReserve", job.APIReserve), slog.Int("slice", slice),
+		slog.Int("chunkMessages", sent))
+	return &idem.HandOff{Reason: reason + "; paused until a recovery sweep finds the budget back"}
+}
+
 // plan writes the chunk plan of one slice, resuming after the last chunk a previous owner wrote
 // and publishing each chunk's message once it is written, and records the slice PLANNED. It
 // returns errBudget when the budget ran out first.
@@ -525,7 +602,7 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, sl
 	if err != nil {
 		return err
 	}
-	q := source.Query{Object: job.SourceObject, Fields: job.Fields, From: sl.From, To: sl.To}
+	q := source.Query{Object: job.SourceObject, Fields: job.Fields, From: sl.From, To: sl.To, Deleted: true}
 	next := model.ChunkIndex(sl.Index, 0)
 	if last != nil {
 		next = last.Index + 1
@@ -602,7 +679,7 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, sl
 			}
 		}
 		for _, r := range p.Records {
-			row := model.ChunkRecord{ID: r.ID, Modstamp: r.Modstamp.UTC(), Fields: r.Fields}
+			row := model.ChunkRecord{ID: r.ID, Modstamp: r.Modstamp.UTC(), Fields: r.Fields, Deleted: r.Deleted}
 			n, err := model.EncodedSize(row)
 			if err != nil || rule.TooLarge(n) {
 				raw, _ := json.Marshal(row)
@@ -625,10 +702,16 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, sl
 			size += n
 		}
 		due := h.cfg.Budget > 0 && h.cfg.Elapsed().Sub(started) >= h.cfg.Budget
-		if !wrote || due {
+		over := overBudget(job, p.Usage)
+		if !wrote || due || over != nil {
 			if err := write(ctx); err != nil {
 				return err
 			}
+		}
+		if over != nil {
+			// The chunks cut so far are the checkpoint; the rows of the chunk being cut are
+			// searched again on resumption.
+			return over
 		}
 		// Handed off only once chunks are committed: that is the checkpoint a continuation
 		// resumes from, so each delivery makes progress.
@@ -642,7 +725,7 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, sl
 			err = write(ctx)
 		}
 	}
-	if errors.Is(err, errBudget) {
+	if errors.Is(err, errBudget) || errors.As(err, new(*pauseError)) {
 		return err
 	}
 	if source.IsPermanent(err) {

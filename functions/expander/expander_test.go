@@ -46,6 +46,11 @@ type world struct {
 	pubErr    error
 	dead      []model.DeadLetter
 	streamed  map[int]chan struct{} // closed when chunk i's message is published; nil: not checked
+	// usage is the source's API usage each page reports (the used count goes up by one a
+	// request, as on Salesforce); nil: unknown.
+	usage  *source.Usage
+	pauses []string
+	query  source.Query // the last search's query
 }
 
 func (w *world) note(format string, args ...any) {
@@ -103,6 +108,11 @@ func (w *world) PlanTotals(_ context.Context, _ string, slice int) (int, int, er
 	return n, rows, nil
 }
 func (w *world) FailJob(_ context.Context, _, reason string) error { w.failed = reason; return nil }
+func (w *world) PauseJob(_ context.Context, _, reason string) error {
+	w.note("pause")
+	w.pauses = append(w.pauses, reason)
+	return nil
+}
 func (w *world) CompleteIfDone(context.Context, string) (bool, error) {
 	w.note("complete-if-done")
 	return false, nil
@@ -150,6 +160,7 @@ func (w *world) FinishPlan(context.Context, string) (model.Job, error) {
 
 func (w *world) Search(ctx context.Context, q source.Query, fn func(context.Context, source.Page) error) error {
 	w.note("search after %v", q.After != nil)
+	w.query = q
 	var rows []source.Record
 	for _, r := range w.rows {
 		if !r.Modstamp.Before(q.From) && r.Modstamp.Before(q.To) {
@@ -167,6 +178,10 @@ func (w *world) Search(ctx context.Context, q source.Query, fn func(context.Cont
 	size := max(w.pageSize, 1)
 	for n := 0; len(rows) > 0 || n == 0; n++ {
 		p := source.Page{Number: n + 1, Records: rows[:min(size, len(rows))]}
+		if w.usage != nil {
+			w.usage.Used++
+			p.Usage = *w.usage
+		}
 		if n == 0 {
 			p.Invalid = w.invalid
 		}
@@ -452,6 +467,73 @@ func TestBudgetHandsOffToAContinuation(t *testing.T) {
 	}
 	if got := chunkIndexes(t, w.published["chunks"]); !slices.Equal(got, []int{0, 1, 2, 3}) || w.searches != 4 {
 		t.Errorf("chunk messages %v, searches %d; want 0..3 once each and 4 queries (1 + 3 continuations)", got, w.searches)
+	}
+}
+
+// budgetWorld is a world whose source also tells its API usage without spending any
+// (source.Budgeter).
+type budgetWorld struct{ *world }
+
+func (w budgetWorld) Usage(context.Context) (source.Usage, error) { return *w.usage, nil }
+
+func TestBudgetPauseWaitsForTheSweepAndResumesWithoutLoss(t *testing.T) {
+	w := newWorld(7) // chunks of 2, pages of 3
+	w.job.APIReserve = 10
+	w.usage = &source.Usage{Used: 88, Limit: 100} // the 2nd page leaves 10: the reserve
+	src := func(c *expander.Config) { c.Source = budgetWorld{w} }
+	err := handler(t, w, idem.Lease{Attempt: 1}, src).Handle(t.Context(), expandMsg("s1-job", "acme"))
+	var hand *idem.HandOff
+	if !errors.As(err, &hand) || hand.Next != nil {
+		t.Fatalf("Handle() = %v, want a hand-off with no continuation (the sweep resumes)", err)
+	}
+	if len(w.pauses) != 1 || !strings.Contains(w.pauses[0], "90 of 100 daily requests used, 10 left, reserve 10") {
+		t.Fatalf("pauses %q, want one with the usage", w.pauses)
+	}
+	// The 2 pages' 6 rows make 2 whole chunks; the third, still being cut, is searched again.
+	if got := chunkIndexes(t, w.published["chunks"]); !slices.Equal(got, []int{0, 1}) || w.finished || w.failed != "" || len(w.dead) != 0 {
+		t.Fatalf("chunk messages %v, finished %v, failed %q, dead letters %d; want chunks 0 and 1, nothing else", got, w.finished, w.failed, len(w.dead))
+	}
+	// A sweep's delivery while the budget is still down pauses before it searches.
+	searches := w.searches
+	err = handler(t, w, idem.Lease{Attempt: 2, TakenOver: true, Continued: true}, src).Handle(t.Context(), expandMsg("s1-job", "acme"))
+	if !errors.As(err, &hand) || w.searches != searches || len(w.pauses) != 2 {
+		t.Fatalf("Handle() = %v, searches %d (was %d), pauses %d; want a pause without a search", err, w.searches, searches, len(w.pauses))
+	}
+	// A new day: the next delivery resumes after the last written chunk.
+	w.usage.Used = 0
+	if err := handler(t, w, idem.Lease{Attempt: 3, TakenOver: true, Continued: true}, src).Handle(t.Context(), expandMsg("s1-job", "acme")); err != nil {
+		t.Fatal(err)
+	}
+	if got := chunkIndexes(t, w.published["chunks"]); !slices.Equal(got, []int{0, 1, 2, 3}) || !w.finished || w.query.After == nil {
+		t.Errorf("chunk messages %v, finished %v, resumed %v; want 0..3 once each, resumed after chunk 1", got, w.finished, w.query.After != nil)
+	}
+	// Without a reserve the budget is never read.
+	w2 := newWorld(7)
+	w2.usage = &source.Usage{Used: 100, Limit: 100}
+	if err := handler(t, w2, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w2} }).Handle(t.Context(), expandMsg("s1-job", "acme")); err != nil || !w2.finished {
+		t.Errorf("without a reserve: Handle() = %v, finished %v", err, w2.finished)
+	}
+}
+
+func TestDeletedRowsArePlannedAsDeletes(t *testing.T) {
+	w := newWorld(3)
+	w.rows[1].Deleted = true
+	if err := handler(t, w, idem.Lease{Attempt: 1}).Handle(t.Context(), expandMsg("s1-job", "acme")); err != nil {
+		t.Fatal(err)
+	}
+	if !w.query.Deleted {
+		t.Errorf("query %+v does not ask for deleted records", w.query)
+	}
+	var deleted []string
+	for _, c := range w.chunks {
+		for _, r := range c.Records {
+			if r.Deleted {
+				deleted = append(deleted, r.ID)
+			}
+		}
+	}
+	if !slices.Equal(deleted, []string{"r01"}) {
+		t.Errorf("deleted rows in the plan %v, want [r01]", deleted)
 	}
 }
 

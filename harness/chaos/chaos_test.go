@@ -139,6 +139,9 @@ func (r *Result) CaughtBy() []string {
 	rep, x := r.Report, r.Extra
 	add(rep.Duplicates, "duplicate records")
 	add(rep.Lost, "lost records")
+	add(rep.LateLost, "late-committed records lost")
+	add(rep.DeleteErrors, "deleted in the source, live in the target (or the reverse)")
+	add(x.Overdrawn, "searched past the API reserve")
 	add(rep.Stale, "stale records")
 	add(rep.Extra, "records outside every window")
 	add(rep.PlanErrors, "chunk count")

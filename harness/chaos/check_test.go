@@ -26,6 +26,9 @@ type ExtraReport struct {
 	NeededSweep    int // cases whose Jobs finished only through the recovery sweep, with no message lost
 	JobsPerTick    int // settings with more than one Job for one tick
 	ResyncJobs     int // resync Jobs no request made (a request sent twice made two), or requests that made none
+	Overdrawn      int // Jobs that searched on past the API reserve: pages at the reserve not followed by a pause
+	Paused         int // Jobs that paused for the API budget
+	Pauses         int // their pauses
 	Violations     []string
 }
 
@@ -51,6 +54,7 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 	}
 	st.mu.Lock()
 	writes, searches, resyncs := maps.Clone(st.chunkWrites), maps.Clone(st.searches), maps.Clone(st.resyncJobs)
+	overdrawn, aborted := maps.Clone(st.overdrawn), maps.Clone(st.aborted)
 	st.mu.Unlock()
 	setting := map[string]int{}
 	for i, s := range c.Settings {
@@ -97,6 +101,17 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 		if n := writes[j.ID]; n > j.ChunkCount {
 			r.ChunkRewrites += n - j.ChunkCount
 			r.violate("job %s: chunk plan written %d times for %d chunks (a chunk created twice)", j.ID, n, j.ChunkCount)
+		}
+		// The API budget: a search stops at the first page that leaves no more than the reserve,
+		// so each such page is followed by a pause (or by the crash an injected fault caused).
+		if j.Pauses > 0 {
+			r.Paused++
+			r.Pauses += j.Pauses
+		}
+		if n := overdrawn[j.ID]; n > j.Pauses+aborted[j.ID] {
+			r.Overdrawn++
+			r.violate("job %s: the source answered %d pages with no more than the reserve %d left, the Job paused %d times (%d expansions cut short by faults)",
+				j.ID, n, c.Budget.Reserve, j.Pauses, aborted[j.ID])
 		}
 		// Counters on Jobs exact: the searches counter counts the searches that ran.
 		if observed && j.Searches != searches[j.ID] {

@@ -24,9 +24,11 @@ import (
 	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/delivery"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/settings"
+	"github.com/oncesync/oncesync/shared/source"
 	"github.com/oncesync/oncesync/shared/target"
 )
 
@@ -101,6 +103,33 @@ var (
 			}
 			return r
 		},
+	}
+	// MutantDeleteImportedLive is "a delete is imported as an update": the importer writes a
+	// deleted row as a live version, so the record deleted in the source lives on in the target.
+	MutantDeleteImportedLive = Mutation{
+		Name: "a deleted row is imported as a live version",
+		Committer: func(_ *Harness, c importer.Committer) importer.Committer {
+			real := c.(*target.Committer)
+			mut := *real
+			mut.Targets = map[string]target.Target{}
+			for k, t := range real.Targets {
+				mut.Targets[k] = undeleting{t}
+			}
+			return &mut
+		},
+	}
+	// MutantNoWindowLag is "a Job's window ends at its tick": with no lag, a record whose
+	// transaction commits after the tick but is stamped before it falls in a window that was
+	// searched before it was visible, and no later window holds it.
+	MutantNoWindowLag = Mutation{Name: "a Job's window ends at its tick (no lag)", Config: func(c *config.Config) { c.WindowLag = 0 }}
+	// MutantBudgetIgnored is "the expander does not read the API budget": searches run on past the
+	// reserve, spending the requests the customer's other integrations need.
+	MutantBudgetIgnored = Mutation{Name: "the API budget is not read", Source: func(s app.Source) app.Source { return blindSource{s} }}
+	// MutantPauseFails is "a budget pause fails the Job": the pause is treated as a permanent
+	// failure, so the message is dead-lettered and the Job waits for an operator.
+	MutantPauseFails = Mutation{
+		Name:          "a budget pause is a permanent failure",
+		ExpanderStore: func(_ *Harness, s expander.Store) expander.Store { return pauseFails{s} },
 	}
 	// MutantSecondJob is "a redelivered tick creates its Job again" (the incident's first
 	// suspect): when the tick's Job exists already, another one is created for the same window.
@@ -383,7 +412,49 @@ func (c doneApartCommitter) Commit(ctx context.Context, job model.Job, index int
 	return target.Result{Stats: st, Rows: len(ch.Records)}, nil
 }
 
+// undeleting is MutantDeleteImportedLive's target: it stages every row as live.
+type undeleting struct{ target.Target }
+
+func (u undeleting) Stage(ctx context.Context, b *firestore.WriteBatch, w target.Batch) (target.Stats, error) {
+	rows := make([]model.ChunkRecord, len(w.Rows))
+	for i, r := range w.Rows {
+		r.Deleted = false
+		rows[i] = r
+	}
+	w.Rows = rows
+	return u.Target.Stage(ctx, b, w)
+}
+
+// blindSource is MutantBudgetIgnored's source: no usage on its pages, no budget to ask.
+type blindSource struct{ s app.Source }
+
+func (b blindSource) Search(ctx context.Context, q source.Query, fn func(context.Context, source.Page) error) error {
+	return b.s.Search(ctx, q, func(ctx context.Context, p source.Page) error {
+		p.Usage = source.Usage{}
+		return fn(ctx, p)
+	})
+}
+
+func (b blindSource) Count(ctx context.Context, q source.Query) (source.Extent, error) {
+	return b.s.(source.Counter).Count(ctx, q)
+}
+
+// pauseFails is MutantPauseFails's expander store.
+type pauseFails struct{ expander.Store }
+
+func (p pauseFails) PauseJob(_ context.Context, jobID, reason string) error {
+	return delivery.Poison("budget_exhausted", "mutant: job %s: %s", jobID, reason)
+}
+
 func TestMutantClaimAlwaysSucceeds(t *testing.T) { testMutant(t, MutantClaim) }
+
+func TestMutantDeleteImportedLive(t *testing.T) { testMutant(t, MutantDeleteImportedLive) }
+
+func TestMutantNoWindowLag(t *testing.T) { testMutant(t, MutantNoWindowLag) }
+
+func TestMutantBudgetIgnored(t *testing.T) { testMutant(t, MutantBudgetIgnored) }
+
+func TestMutantBudgetPauseFails(t *testing.T) { testMutant(t, MutantPauseFails) }
 
 func TestMutantChunkDoneCommittedApart(t *testing.T) { testMutant(t, MutantDoneApart) }
 

@@ -30,8 +30,21 @@ type Case struct {
 	Ticks       []Tick
 	Poison      []string // poison messages published with the first tick (see poisonKinds)
 	Resyncs     []Resync // resync requests, each after a tick's drain, with the faults on
-	Faults      Schedule
+	// Budget, when Reserve is set, gives every setting that API reserve and the source's daily
+	// API requests only Left more than it while the faults are on (a new day comes with the
+	// settling), so Jobs pause and must resume without loss.
+	Budget Budget
+	Faults Schedule
 }
+
+// Budget is a case's API budget (see Case.Budget).
+type Budget struct {
+	Reserve int // every setting's apiReserve
+	Left    int // requests the source allows beyond the reserve when the case starts
+}
+
+// apiLimit is the fixture's daily API requests in a case with a Budget.
+const apiLimit = 10_000
 
 // Resync is an operator's request to import a setting's history again (oncesync-ops settings
 // resync --full), sent after a tick's drain: its window ends at the watermark as it is then.
@@ -165,6 +178,9 @@ func (c Case) String() string {
 			twice = ", sent twice"
 		}
 		fmt.Fprintf(&b, "resync of setting %d after tick %d%s\n", r.Setting, r.AfterTick, twice)
+	}
+	if c.Budget.Reserve > 0 {
+		fmt.Fprintf(&b, "API budget: reserve %d, %d requests left beyond it until the faults stop\n", c.Budget.Reserve, c.Budget.Left)
 	}
 	b.WriteString(c.Faults.String())
 	return b.String()
@@ -339,6 +355,10 @@ func (g gen) draw(t *rapid.T) Case {
 		if i := int(v/4) % len(c.Settings); !c.Settings[i].Ghost {
 			c.Resyncs = append(c.Resyncs, Resync{Setting: i, AfterTick: int(v/16) % len(c.Ticks), Twice: v/8%2 == 0})
 		}
+	}
+	// An API budget that runs down to the reserve in about one case in four, derived the same way.
+	if v := c.Objects[0].Seed / 7; v%4 == 1 {
+		c.Budget = Budget{Reserve: 1 + int(v/4%50), Left: int(v / 200 % 8)}
 	}
 	return c
 }

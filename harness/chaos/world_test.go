@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,8 @@ type Mutation struct {
 	ImporterStore  func(h *Harness, s importer.Store) importer.Store
 	Publisher      func(h *Harness, p app.Publisher) app.Publisher   // under the fault injector
 	Resync         func(r settings.Resync, send int) settings.Resync // the request of a resync's send-th sending (0: the first)
+	Config         func(c *config.Config)                            // the deployment's configuration, after the harness's
+	Source         func(s app.Source) app.Source                     // between the pipeline and the source as the harness observes it
 	Steps          Steps                                             // step boundaries the mutated pipeline exposes (default pipelineSteps)
 }
 
@@ -76,6 +79,10 @@ func NewHarness(t *testing.T, m Mutation) *Harness {
 		// searched in parallel (the budget clock the first page is timed with is frozen).
 		Config: func(c *config.Config) {
 			c.SliceRows, c.MaxSlices, c.SearchSlots, c.ParallelAfter = sliceRows, maxSlices, 2, 0
+			c.WindowLag = lateLag
+			if m.Config != nil {
+				m.Config(c)
+			}
 		},
 		Publisher: func(p app.Publisher) app.Publisher {
 			if m.Publisher != nil {
@@ -84,7 +91,13 @@ func NewHarness(t *testing.T, m Mutation) *Harness {
 			h.Pub = sim.NewFaultyPublisher(p)
 			return h.Pub
 		},
-		Source:  func(c app.Source) app.Source { return noticingSource{c: c, h: h} },
+		Source: func(c app.Source) app.Source {
+			var s app.Source = noticingSource{c: c, h: h}
+			if m.Source != nil {
+				s = m.Source(s)
+			}
+			return s
+		},
 		Observe: h.observe,
 	}
 	if m.Keys != nil {
@@ -129,11 +142,13 @@ type caseState struct {
 	shuffled    int                  // batches reordered
 	copies      map[string]int       // duplicate deliveries by kind
 	resyncJobs  map[string]time.Time // the Jobs the case's resync requests made at their first sending → the end of their window
+	overdrawn   map[string]int       // job → pages the source answered with no more than the reserve left (each must end its search in a pause)
 }
 
 func newCaseState(c *Case, lease time.Duration) *caseState {
 	st := &caseState{c: c, lease: lease, jobs: map[string]Target{}, ticks: map[string]int{}, deliveries: map[Target]int{},
-		chunkWrites: map[string]int{}, aborted: map[string]int{}, handoffs: map[string]int{}, lateCopies: map[string]int{}, searches: map[string]int{}, copies: map[string]int{}, resyncJobs: map[string]time.Time{}}
+		chunkWrites: map[string]int{}, aborted: map[string]int{}, handoffs: map[string]int{}, lateCopies: map[string]int{}, searches: map[string]int{}, copies: map[string]int{}, resyncJobs: map[string]time.Time{},
+		overdrawn: map[string]int{}}
 	for k := range c.Ticks {
 		st.ticks[TickID(k)] = k
 		for i, s := range c.Settings {
@@ -385,11 +400,28 @@ func (s noticingSource) Search(ctx context.Context, q source.Query, fn func(cont
 		}
 	}
 	before := faultTotal(s.h.Env.Fixture)
-	err := s.c.Search(ctx, q, fn)
+	err := s.c.Search(ctx, q, func(ctx context.Context, p source.Page) error {
+		st := s.h.cur.Load()
+		if d, ok := sim.DeliveryFrom(ctx); ok && st != nil && st.c.Budget.Reserve > 0 && p.Usage.Known() && p.Usage.Left() <= st.c.Budget.Reserve {
+			st.mu.Lock()
+			st.overdrawn[jobOf(d)]++
+			st.mu.Unlock()
+		}
+		return fn(ctx, p)
+	})
 	if err != nil && faultTotal(s.h.Env.Fixture) > before {
 		return fmt.Errorf("%w (chaos: injected source fault during the search)", err)
 	}
 	return err
+}
+
+// Usage forwards to the connector's budget (the expander reads it before a search).
+func (s noticingSource) Usage(ctx context.Context) (source.Usage, error) {
+	b, ok := s.c.(source.Budgeter)
+	if !ok {
+		return source.Usage{}, fmt.Errorf("chaos: the connector %T does not tell its budget", s.c)
+	}
+	return b.Usage(ctx)
 }
 
 func faultTotal(f *fixture.Server) int {
@@ -416,7 +448,11 @@ type Result struct {
 func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	t0 := time.Now()
 	e := h.Env
-	if err := e.Reset(ctx, sim.ResetOptions{PageSize: c.PageSize}); err != nil {
+	ro := sim.ResetOptions{PageSize: c.PageSize}
+	if c.Budget.Reserve > 0 {
+		ro.APILimit = apiLimit
+	}
+	if err := e.Reset(ctx, ro); err != nil {
 		return nil, err
 	}
 	h.Pub.Reset()
@@ -427,6 +463,9 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	data, err := h.seed(ctx, &c)
 	if err != nil {
 		return nil, err
+	}
+	if c.Budget.Reserve > 0 {
+		e.Fixture.SetAPIUsage(apiLimit - c.Budget.Reserve - c.Budget.Left)
 	}
 	e.Backend.Reset() // a Firestore fault's Nth counts the pipeline's calls, not the seeding's
 	for _, f := range c.Faults.Firestore {
@@ -480,6 +519,7 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	e.Backend.Clear()
 	h.Pub.Clear()
 	e.Fixture.ClearFaults()
+	e.Fixture.SetAPIUsage(0) // a new day: the budget is back
 	s, settleErr := e.SettleAll(ctx, sim.Policy{After: st.after}, settleSweeps)
 	stats.Add(s)
 
@@ -500,7 +540,8 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	// maximum attempts); a case that lost none must not need it, or the sweep would hide a
 	// protocol that strands work (a takeover that does not re-publish, a hand-off without its
 	// continuation, a completion nobody makes).
-	if s.Sweeps > 0 && len(stats.DeadLettered) == 0 {
+	// A Job that paused for the API budget waits for the sweep by design.
+	if s.Sweeps > 0 && len(stats.DeadLettered) == 0 && extra.Paused == 0 {
 		extra.NeededSweep++
 		extra.violate("liveness: Jobs were unfinished after the faults stopped and every message was delivered to quiescence, and no message was lost; only %d recovery sweep(s) finished them", s.Sweeps)
 	}
@@ -525,6 +566,10 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	f["batch reordered"] += st.shuffled
 	f["dead-lettered after max attempts"] += len(stats.DeadLettered)
 	f["lease expired (clock jump)"] += stats.ClockJumps
+	f["source record deleted"] += data.stats.deleted
+	f["source record restored"] += data.stats.restored
+	f["record committed late"] += data.stats.late
+	f["budget pause"] += extra.Pauses
 	for _, r := range c.Resyncs {
 		f["resync request"]++
 		if r.Twice {
@@ -617,10 +662,14 @@ func suppressed(ctx context.Context, e *sim.Env) (int, error) {
 
 // world is a case's ground truth: every row each object's source holds.
 type world struct {
-	c    *Case
-	rows [][]fixture.Row // per object: valid rows, every version
-	bad  []int           // per object: malformed rows
+	c     *Case
+	rows  [][]fixture.Row // per object: valid rows, every version
+	bad   []int           // per object: malformed rows
+	stats lifeStats
 }
+
+// lifeStats counts the rows of the records' lifecycle the ticks added.
+type lifeStats struct{ deleted, restored, late int }
 
 // seed writes tenants and settings and loads the first window's rows.
 func (h *Harness) seed(ctx context.Context, c *Case) (*world, error) {
@@ -645,7 +694,7 @@ func (h *Harness) seed(ctx context.Context, c *Case) (*world, error) {
 			}
 		}
 		st := model.SyncSetting{ID: s.ID, TenantID: s.Tenant, SourceObject: c.Objects[s.Object].Name, Fields: []string{"Name", "Email", "Title"},
-			Target: s.Target, ChunkSize: s.ChunkSize, Enabled: true, Watermark: windowStart}
+			Target: s.Target, ChunkSize: s.ChunkSize, Enabled: true, Watermark: windowStart, APIReserve: c.Budget.Reserve}
 		if _, err := e.FS.Collection(model.SyncSettings).Doc(s.ID).Set(ctx, st); err != nil {
 			return nil, fmt.Errorf("chaos: setting: %w", err)
 		}
@@ -656,7 +705,11 @@ func (h *Harness) seed(ctx context.Context, c *Case) (*world, error) {
 // badRowAt is where the b-th malformed row of an object is filed: inside the first window.
 func badRowAt(b int) time.Time { return windowStart.Add(time.Duration(b+1) * time.Hour) }
 
-// addTickRows adds tick k's new records and newer versions, inside [from, to).
+// addTickRows adds tick k's new records and newer versions, inside [from, to). Besides what the
+// case draws, it adds (derived from the object's seed and k, so the committed fail files still
+// decode to their cases) deletions of existing records, restorations of records deleted at an
+// earlier tick, and new records whose transaction commits late: stamped in the last lateLag
+// before the tick, visible to the source's searches only up to lateLag after their stamp.
 func (w *world) addTickRows(e *sim.Env, k int, tk Tick, from, to time.Time) {
 	span := to.Sub(from)
 	if span < 2*time.Millisecond {
@@ -677,9 +730,76 @@ func (w *world) addTickRows(e *sim.Env, k int, tk Tick, from, to time.Time) {
 				add = append(add, fixture.Row{ID: old.ID, Modstamp: at, Fields: fields})
 			}
 		}
+		add = append(add, w.lifecycle(i, k, from, to, add)...)
 		e.Fixture.PutRecords(o.Name, add...)
 		w.rows[i] = append(w.rows[i], add...)
 	}
+}
+
+// lateLag is the chaos deployment's window lag (ONCESYNC_WINDOW_LAG), and the longest a generated
+// record's commit comes after its stamp: the lag is sized to be enough.
+const lateLag = 2 * time.Minute
+
+// lifecycle returns tick k's deletions, restorations and late commits of object i, inside
+// [from, to), none at a (record, stamp) the object has already or the tick adds.
+func (w *world) lifecycle(i, k int, from, to time.Time, adding []fixture.Row) []fixture.Row {
+	o := w.c.Objects[i]
+	r := rand.New(rand.NewPCG(uint64(o.Seed), uint64(k)<<32|0xde1))
+	span := int64(to.Sub(from) / time.Millisecond)
+	used := map[rowKey]bool{}
+	latest := map[string]fixture.Row{}
+	for _, row := range slices.Concat(w.rows[i], adding) {
+		used[rowKey{row.ID, row.Modstamp.UnixMilli()}] = true
+		if l, ok := latest[row.ID]; !ok || row.Modstamp.After(l.Modstamp) {
+			latest[row.ID] = row
+		}
+	}
+	ids := slices.Sorted(maps.Keys(latest))
+	var out []fixture.Row
+	at := func(id string) (time.Time, bool) {
+		t := from.Add(time.Duration(r.Int64N(span)) * time.Millisecond)
+		if used[rowKey{id, t.UnixMilli()}] {
+			return t, false
+		}
+		used[rowKey{id, t.UnixMilli()}] = true
+		return t, true
+	}
+	// Deletions of records live now, and restorations of records deleted now (at an earlier tick).
+	for range r.IntN(4) {
+		if len(ids) == 0 {
+			break
+		}
+		old := latest[ids[r.IntN(len(ids))]]
+		if t, ok := at(old.ID); ok && t.After(old.Modstamp) {
+			row := fixture.Row{ID: old.ID, Modstamp: t, Fields: maps.Clone(old.Fields), Deleted: !old.Deleted}
+			latest[old.ID] = row
+			out = append(out, row)
+			if row.Deleted {
+				w.stats.deleted++
+			} else {
+				w.stats.restored++
+			}
+		}
+	}
+	// Late commits: new records stamped in [to-d, to), visible at stamp+d, d up to lateLag.
+	if n := r.IntN(3); n > 0 {
+		d := time.Duration(1+r.Int64N(int64(lateLag/time.Second))) * time.Second
+		lo := to.Add(-d)
+		if lo.Before(from) {
+			lo = from
+		}
+		if to.Sub(lo) >= time.Millisecond {
+			for _, row := range fixture.Generate(o.Seed^int64(k)<<20^0x1a7e, n, lo, to, fixture.GenOptions{KeyPrefix: o.Prefix}) {
+				if used[rowKey{row.ID, row.Modstamp.UnixMilli()}] {
+					continue
+				}
+				row.VisibleAt = row.Modstamp.Add(d)
+				out = append(out, row)
+				w.stats.late++
+			}
+		}
+	}
+	return out
 }
 
 // expect is what sim's checkers compare with.
@@ -713,7 +833,7 @@ func (w *world) expect(st *caseState, stats sim.Stats, observed bool) sim.Expect
 	}
 	st.mu.Lock()
 	aborted, searches := maps.Clone(st.aborted), maps.Clone(st.searches)
-	handoffs, late := maps.Clone(st.handoffs), maps.Clone(st.lateCopies)
+	handoffs, late, overdrawn := maps.Clone(st.handoffs), maps.Clone(st.lateCopies), maps.Clone(st.overdrawn)
 	st.mu.Unlock()
 	// Source searches per Job, allowed from the faults the schedule injected, never from what the
 	// run did: one per slice (sim adds it), plus one per expansion cut short by an injected crash or error, plus one per
@@ -721,7 +841,9 @@ func (w *world) expect(st *caseState, stats sim.Stats, observed bool) sim.Expect
 	// scheduled after the original's lease expired (it takes over from an owner that may have
 	// searched already: a function that outlives its lease). A takeover of a live lease, the
 	// incident's symptom, is allowed nothing.
-	x.MaxSearches = func(job string) int { return aborted[job] + handoffs[job] + late[job] }
+	// Plus one per page the source answered with the budget down to the reserve: the search
+	// pauses there, and its resumption searches again.
+	x.MaxSearches = func(job string) int { return aborted[job] + handoffs[job] + late[job] + overdrawn[job] }
 	if observed {
 		x.Searches = func(job string) int { return searches[job] }
 	}

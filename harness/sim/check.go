@@ -47,6 +47,8 @@ type Report struct {
 	Jobs, Completed, Chunks, Rows, Engagements int
 	Slices                                     int
 	Duplicates, Lost, Stale, Extra             int
+	DeleteErrors                               int // deleted in the source but live in the target, or the reverse
+	LateLost                                   int // of Lost, rows the source made visible only after their stamp
 	PlanErrors, CounterErrors, SearchOveruse   int
 	OpenLeases, DeadLetters, DeadRows          int
 	Abandoned                                  int // open keys excused by Expect.Abandoned
@@ -61,8 +63,8 @@ func (r *Report) violate(format string, args ...any) {
 
 func (r Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "jobs=%d completed=%d chunks=%d rows=%d engagements=%d | duplicates=%d lost=%d stale=%d extra=%d | plan-errors=%d counter-errors=%d search-overuse=%d open-leases=%d | dead-letters=%d (rows %d)",
-		r.Jobs, r.Completed, r.Chunks, r.Rows, r.Engagements, r.Duplicates, r.Lost, r.Stale, r.Extra,
+	fmt.Fprintf(&b, "jobs=%d completed=%d chunks=%d rows=%d engagements=%d | duplicates=%d lost=%d (late %d) stale=%d extra=%d delete-errors=%d | plan-errors=%d counter-errors=%d search-overuse=%d open-leases=%d | dead-letters=%d (rows %d)",
+		r.Jobs, r.Completed, r.Chunks, r.Rows, r.Engagements, r.Duplicates, r.Lost, r.LateLost, r.Stale, r.Extra, r.DeleteErrors,
 		r.PlanErrors, r.CounterErrors, r.SearchOveruse, r.OpenLeases, r.DeadLetters, r.DeadRows)
 	for _, v := range r.Violations {
 		b.WriteString("\n  violation: " + v)
@@ -238,9 +240,19 @@ func indexesOf(plan []model.Chunk) []int {
 type found struct {
 	count   int
 	version time.Time
+	deleted bool // the newest version's tombstone flag
 }
 
-// checkRecords compares the target records of one setting with the rows inside its Jobs' windows.
+// newest is a record's newest row in the checked windows.
+type newest struct {
+	version time.Time
+	deleted bool
+	late    bool // visible only after its stamp (fixture.Row.VisibleAt)
+}
+
+// checkRecords compares the target records of one setting with the rows inside its Jobs' windows:
+// one record per external ID, at the newest version, deleted exactly when that version is a
+// deletion.
 func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r *Report) error {
 	st := ds.Setting
 	end := st.Watermark
@@ -249,13 +261,13 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 			end = j.WindowTo
 		}
 	}
-	want := map[string]time.Time{}
+	want := map[string]newest{}
 	for _, row := range ds.Rows {
 		if row.Modstamp.Before(st.Watermark) || !row.Modstamp.Before(end) {
 			continue
 		}
-		if v, ok := want[row.ID]; !ok || row.Modstamp.After(v) {
-			want[row.ID] = row.Modstamp
+		if v, ok := want[row.ID]; !ok || row.Modstamp.After(v.version) {
+			want[row.ID] = newest{version: row.Modstamp, deleted: row.Deleted, late: !row.VisibleAt.IsZero()}
 		}
 	}
 	kind, _ := model.Kind(st.Target)
@@ -276,8 +288,8 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 			got[eng.ExternalID] = f
 		}
 		f.count++
-		if eng.Version.After(f.version) {
-			f.version = eng.Version
+		if eng.Version.After(f.version) || f.count == 1 {
+			f.version, f.deleted = eng.Version, eng.Deleted
 		}
 		if st.Target == model.TargetUpsert && d.Ref.ID != model.EngagementKey(eng.TenantID, eng.SourceObject, eng.ExternalID) {
 			r.violate("engagement %s is stored under a foreign ID", d.Ref.ID)
@@ -300,15 +312,26 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 		case !ok:
 			r.Extra++
 			r.violate("setting %s: external ID %s imported but not in any window", st.ID, id)
-		case !f.version.Equal(v):
+		case !f.version.Equal(v.version):
 			r.Stale++
-			r.violate("setting %s: external ID %s has version %v, newest in window is %v", st.ID, id, f.version, v)
+			r.violate("setting %s: external ID %s has version %v, newest in window is %v", st.ID, id, f.version, v.version)
+		case v.deleted && !f.deleted:
+			r.DeleteErrors++
+			r.violate("setting %s: external ID %s was deleted in the source at %v, its target record is live", st.ID, id, v.version)
+		case !v.deleted && f.deleted:
+			r.DeleteErrors++
+			r.violate("setting %s: external ID %s is live in the source at %v, its target record is a tombstone", st.ID, id, v.version)
 		}
 	}
-	for id := range want {
+	for id, v := range want {
 		if _, ok := got[id]; !ok {
 			r.Lost++
-			r.violate("setting %s: external ID %s in the window was never imported", st.ID, id)
+			if v.late {
+				r.LateLost++
+				r.violate("setting %s: external ID %s in the window, visible only after its stamp (a late commit), was never imported", st.ID, id)
+			} else {
+				r.violate("setting %s: external ID %s in the window was never imported", st.ID, id)
+			}
 		}
 	}
 	return nil

@@ -138,7 +138,8 @@ func New(t testing.TB, opts Options) *Env {
 		}
 	}
 
-	e.Fixture = fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize})
+	// Rows that commit late (fixture.Row.VisibleAt) become visible on the simulated clock.
+	e.Fixture = fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize, Visible: e.Clock.Now})
 	e.fixture.Store(e.Fixture)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.fixture.Load().ServeHTTP(w, r)

@@ -19,6 +19,7 @@ import (
 // ResetOptions shape the world Reset leaves behind.
 type ResetOptions struct {
 	PageSize int // the new fixture server's page size (default 2000)
+	APILimit int // the new fixture server's daily API requests (fixture.Options.APILimit)
 }
 
 // Reset empties the Env for the next case of a property test, without the cost of a new Env: it
@@ -40,7 +41,7 @@ func (e *Env) Reset(ctx context.Context, opts ResetOptions) error {
 			return fmt.Errorf("sim: reset: %w", err)
 		}
 	}
-	f := fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize})
+	f := fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize, APILimit: opts.APILimit, Visible: e.Clock.Now})
 	e.fixture.Store(f)
 	e.Fixture = f
 	e.Backend.Reset()

@@ -776,6 +776,7 @@ func timeline(job model.Job, keys []KeyReport, chunks []ChunkReport, dls []DeadL
 		add(job.CreatedAt, "Job created by tick %s: window %s → %s, %s → %s target", job.TickID, ts(job.WindowFrom), ts(job.WindowTo), job.SourceObject, job.Target)
 	}
 	add(job.ReopenedAt, "FAILED Job reopened by a replay of its dead letter (%d reopen%s in all)", job.Reopens, pluralS(job.Reopens))
+	add(job.PausedAt, "search paused for the source's API budget (%d pause%s in all; the last: %s); the recovery sweep resumes it", job.Pauses, pluralS(job.Pauses), job.Pause)
 	for _, k := range keys {
 		if !k.Found && k.Duplicates == 0 {
 			continue

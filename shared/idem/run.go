@@ -43,7 +43,7 @@ var _ Runner = Guard{}
 //	nil                      → Complete; ack
 //	wraps delivery.ErrDuplicate → Complete; the error is returned (ack, logged as a duplicate)
 //	delivery.IsPermanent     → GiveUp: the key is deleted, then the error is returned (dead letter)
-//	a HandOff                → HandOff (a release), then the hand-off's Next runs (a continuation); ack
+//	a HandOff                → HandOff (a release), then the hand-off's Next runs (a continuation, if any); ack
 //	wraps ErrLeaseLost       → returned as is: another owner holds the key (redeliver)
 //	anything else            → Release (best effort), the error is returned (redeliver)
 //
@@ -78,8 +78,10 @@ func (g Guard) Run(ctx context.Context, k Key, owner string, labels map[string]s
 		if rerr := g.Keys.HandOff(ctx, lease); rerr != nil {
 			return fmt.Errorf("idem: hand %s off: %w", k, rerr)
 		}
-		if nerr := hand.Next(ctx); nerr != nil {
-			return fmt.Errorf("idem: hand %s off: %w", k, nerr)
+		if hand.Next != nil {
+			if nerr := hand.Next(ctx); nerr != nil {
+				return fmt.Errorf("idem: hand %s off: %w", k, nerr)
+			}
 		}
 		logging.From(ctx).Info("work handed off to a continuation", slog.String(logging.Event, "handed_off"),
 			slog.String("detail", hand.Reason))
@@ -94,10 +96,11 @@ func (g Guard) Run(ctx context.Context, k Key, owner string, labels map[string]s
 
 // HandOff is returned by a unit of work that checkpointed and stops before it is finished (its
 // time budget is spent). Run releases the key, so that the continuation takes it over at once,
-// then calls Next, which publishes the continuation; the delivery is acked.
+// then calls Next, which publishes the continuation; the delivery is acked. Without Next the work
+// waits for a later delivery (the expander's budget pause: the recovery sweep resumes it).
 type HandOff struct {
 	Reason string                          // logged
-	Next   func(ctx context.Context) error // publishes the continuation
+	Next   func(ctx context.Context) error // publishes the continuation; nil: none
 }
 
 func (h *HandOff) Error() string { return "idem: handed off: " + h.Reason }

@@ -125,6 +125,10 @@ type SyncSetting struct {
 	Enabled      bool      `firestore:"enabled" json:"enabled"`
 	Watermark    time.Time `firestore:"watermark" json:"watermark"` // end of the last Job's window
 	LastJobID    string    `firestore:"lastJobId" json:"lastJobId"`
+	// APIReserve is how many of the org's daily API requests this setting's Jobs leave to the
+	// customer's other integrations: a search that finds no more than this left pauses (see
+	// Job.Pauses) until the budget recovers. 0: no reserve, the budget is not read.
+	APIReserve int `firestore:"apiReserve,omitempty" json:"apiReserve,omitempty"`
 }
 
 // JobStatus is a Job's place in its life cycle: PENDING → PLANNED → COMPLETED.
@@ -156,6 +160,15 @@ type Job struct {
 	WindowTo     time.Time `firestore:"windowTo" json:"windowTo"`
 	Status       JobStatus `firestore:"status" json:"status"`
 	CreatedAt    time.Time `firestore:"createdAt" json:"createdAt"`
+
+	// APIReserve is the setting's, when the Job was made.
+	APIReserve int `firestore:"apiReserve,omitempty" json:"apiReserve,omitempty"`
+	// Budget pauses: a search stopped (or did not start) because the source's request budget was
+	// down to the reserve; the key was handed off at the last written chunk, and the recovery
+	// sweep resumes the Job once the budget allows.
+	Pauses   int       `firestore:"pauses,omitempty" json:"pauses,omitempty"`
+	PausedAt time.Time `firestore:"pausedAt,omitempty" json:"pausedAt,omitzero"`
+	Pause    string    `firestore:"pause,omitempty" json:"pause,omitempty"` // the last pause's reason
 
 	Searches   int      `firestore:"searches" json:"searches"`               // source searches started for this Job
 	SearchedBy []string `firestore:"searchedBy" json:"searchedBy,omitempty"` // lease owners that searched (keeps Searches exact)
@@ -276,6 +289,7 @@ type Chunk struct {
 	DoneAt       time.Time     `firestore:"doneAt" json:"doneAt"`
 	Imported     int           `firestore:"imported" json:"imported"`
 	Unchanged    int           `firestore:"unchanged" json:"unchanged"`
+	Tombstoned   int           `firestore:"tombstoned" json:"tombstoned,omitempty"` // of Imported, written as deleted
 }
 
 // ChunkRecord is one source record inside a chunk.
@@ -283,9 +297,16 @@ type ChunkRecord struct {
 	ID       string         `firestore:"id" json:"id"`
 	Modstamp time.Time      `firestore:"modstamp" json:"modstamp"`
 	Fields   map[string]any `firestore:"fields" json:"fields,omitempty"`
+	Deleted  bool           `firestore:"deleted,omitempty" json:"deleted,omitempty"` // deleted in the source at Modstamp
 }
 
 // Engagement is the target record: one per tenant + source object + external ID.
+//
+// A record deleted in the source is kept as a tombstone: Deleted set, DeletedAt when oncesync
+// recorded it, DeletedBy what told it (DeletedBySource: a deleted row, whose stamp is the
+// Version; DeletedByReconcile: the ID was missing from the source, and Version is the last
+// version seen). Versions stay monotonic both ways: a row older than the stored version, deleted
+// or not, changes nothing, and a newer live row (the record restored) revives it.
 type Engagement struct {
 	TenantID     string         `firestore:"tenantId" json:"tenantId"`
 	SourceObject string         `firestore:"sourceObject" json:"sourceObject"`
@@ -295,7 +316,16 @@ type Engagement struct {
 	JobID        string         `firestore:"jobId" json:"jobId"`
 	Chunk        int            `firestore:"chunk" json:"chunk"`
 	ImportedAt   time.Time      `firestore:"importedAt" json:"importedAt"`
+	Deleted      bool           `firestore:"deleted" json:"deleted,omitempty"`
+	DeletedAt    time.Time      `firestore:"deletedAt" json:"deletedAt,omitzero"`
+	DeletedBy    string         `firestore:"deletedBy" json:"deletedBy,omitempty"`
 }
+
+// Who tombstoned a target record (Engagement.DeletedBy).
+const (
+	DeletedBySource    = "source"    // a deleted row of a search
+	DeletedByReconcile = "reconcile" // oncesync-ops settings reconcile: the ID is gone from the source
+)
 
 // TickMessage is published by Cloud Scheduler. Every field is optional: the tick's identity
 // defaults to the Pub/Sub message ID and its time to the publish time.

@@ -80,8 +80,9 @@ func ValidateSetting(s model.SyncSetting) error {
 	if s.SourceObject == "" {
 		errs = append(errs, errors.New("no source object"))
 	}
-	// The connector's own check of the query it will send (its window here is any valid one).
-	q := source.Query{Object: s.SourceObject, Fields: s.Fields, From: s.Watermark, To: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)}
+	// The connector's own check of the query the expander will send (deleted records included;
+	// its window here is any valid one).
+	q := source.Query{Object: s.SourceObject, Fields: s.Fields, From: s.Watermark, To: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), Deleted: true}
 	if s.SourceObject != "" {
 		if err := salesforce.ValidateQuery(q); err != nil {
 			errs = append(errs, fmt.Errorf("the source would refuse it: %v", err))

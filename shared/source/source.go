@@ -22,6 +22,21 @@
 // Record.Fields holds the requested fields under the names the Query spelled them, decoded as
 // encoding/json decodes into any. A field missing from a row is missing from Fields.
 //
+// # Deleted records
+//
+// With Query.Deleted, a search also returns the records deleted in the window, as long as the
+// source still keeps them (Salesforce: the recycle bin, 15 days), each with Record.Deleted set
+// and its stamp at the deletion; a record restored after that comes back live with a later
+// stamp. A record the source no longer keeps (a hard delete) is not returned at all: only a
+// comparison of IDs finds it (oncesync-ops settings reconcile). Count measures the same rows
+// Search returns.
+//
+// # API budget
+//
+// A connector whose source rations requests (Salesforce: the org's daily API requests) reports
+// what it learned of the budget with each page (Page.Usage) and answers Budgeter.Usage before a
+// search; a zero Usage means unknown.
+//
 // # Errors
 //
 // Search returns ErrPermanent (check with IsPermanent) when repeating the search cannot help (an
@@ -42,6 +57,25 @@ import (
 type Source interface {
 	Search(ctx context.Context, q Query, fn func(ctx context.Context, p Page) error) error
 }
+
+// Budgeter is implemented by a connector that can tell how much of its source's request budget
+// is spent without spending any (Salesforce: /limits, which does not count against the daily
+// requests). The expander asks it before a search of a setting that keeps a reserve.
+type Budgeter interface {
+	Usage(ctx context.Context) (Usage, error)
+}
+
+// Usage is how much of a source's request budget is spent: Used of Limit requests (Salesforce:
+// DailyApiRequests, a rolling 24 hours). The zero Usage means unknown.
+type Usage struct {
+	Used, Limit int
+}
+
+// Known reports whether u says anything.
+func (u Usage) Known() bool { return u.Limit > 0 }
+
+// Left is how many requests remain (never negative).
+func (u Usage) Left() int { return max(u.Limit-u.Used, 0) }
 
 // Counter is implemented by a connector that can measure a window without reading its records
 // (Salesforce answers an aggregate query: COUNT(Id), MIN and MAX of SystemModstamp). The expander
@@ -66,6 +100,9 @@ type Query struct {
 	From   time.Time
 	To     time.Time
 	After  *Key // resume strictly after this key (keyset paging); nil starts at From
+	// Deleted also returns the records deleted in the window, with Record.Deleted set (see the
+	// package documentation).
+	Deleted bool
 }
 
 // Key is a position in (Modstamp, ID) order, the order Search returns records in.
@@ -93,6 +130,7 @@ type Record struct {
 	ID       string         // the source's record ID
 	Modstamp time.Time      // its modification stamp (UTC)
 	Fields   map[string]any // the requested fields besides the ID and stamp, as decoded JSON
+	Deleted  bool           // the record was deleted at Modstamp (only with Query.Deleted)
 }
 
 // Key returns r's position in (Modstamp, ID) order.
@@ -108,7 +146,8 @@ type Invalid struct {
 type Page struct {
 	Records []Record
 	Invalid []Invalid
-	Number  int // 1-based
+	Number  int   // 1-based
+	Usage   Usage // the source's request budget after this page, when the connector knows it
 }
 
 // ErrPermanent marks failures that repeating the search cannot fix: a rejected query or token, a

@@ -184,7 +184,7 @@ func (s *Store) createJob(ctx context.Context, jobID, settingID string, fill fun
 		}
 		job = model.Job{
 			ID: jobID, TenantID: st.TenantID, SettingID: settingID, SourceObject: st.SourceObject, Fields: st.Fields, Target: st.Target,
-			Status: model.JobPending, CreatedAt: s.Now().UTC(),
+			APIReserve: st.APIReserve, Status: model.JobPending, CreatedAt: s.Now().UTC(),
 		}
 		if err := fill(tx, st, &job); err != nil {
 			return err
@@ -437,6 +437,18 @@ func (s *Store) FailJob(ctx context.Context, jobID, reason string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("store: fail job %q: %w", jobID, err)
+	}
+	return nil
+}
+
+// PauseJob records that a search of the Job paused for the source's request budget: the count,
+// when, and why (the audit shows it).
+func (s *Store) PauseJob(ctx context.Context, jobID, reason string) error {
+	_, err := s.JobRef(jobID).Update(ctx, []firestore.Update{
+		{Path: "pauses", Value: firestore.Increment(1)}, {Path: "pausedAt", Value: s.Now().UTC()}, {Path: "pause", Value: reason},
+	})
+	if err != nil {
+		return fmt.Errorf("store: pause job %q: %w", jobID, err)
 	}
 	return nil
 }

@@ -26,6 +26,14 @@
 // Both keep versions monotonic: a source row older than (or as old as) the stored version changes
 // nothing and counts as unchanged. A resync Job's rows as old as the stored version are written
 // again (that is what a resync is for); older ones still change nothing.
+//
+// # Deletes
+//
+// A deleted row is a version like any other: it turns the record into a tombstone (deleted,
+// deletedAt, deletedBy "source", the version that deleted it) under the same rules, so an older
+// delete changes nothing and a newer live row (the record restored in the source) revives it. A
+// delete of a record never imported creates its tombstone, so an older version that arrives later
+// cannot bring it back.
 package target
 
 import (
@@ -47,8 +55,17 @@ var ErrUnknownTarget = errors.New("target: unknown target kind")
 
 // Stats counts what a write did.
 type Stats struct {
-	Imported  int // records created or updated
-	Unchanged int // rows whose target already had this version or a newer one
+	Imported   int // records created or updated, tombstones included
+	Unchanged  int // rows whose target already had this version or a newer one
+	Tombstoned int // of Imported, records written as deleted
+}
+
+// count counts one written row.
+func (st *Stats) count(r model.ChunkRecord) {
+	st.Imported++
+	if r.Deleted {
+		st.Tombstoned++
+	}
 }
 
 // Target stages one chunk's rows into a batch. It reads the documents the rows change outside any
@@ -68,10 +85,14 @@ type Batch struct {
 }
 
 func (b Batch) engagement(r model.ChunkRecord) model.Engagement {
-	return model.Engagement{
+	e := model.Engagement{
 		TenantID: b.Job.TenantID, SourceObject: b.Job.SourceObject, ExternalID: r.ID,
 		Version: r.Modstamp, Fields: r.Fields, JobID: b.Job.ID, Chunk: b.Chunk, ImportedAt: b.Now,
 	}
+	if r.Deleted {
+		e.Deleted, e.DeletedAt, e.DeletedBy = true, b.Now, model.DeletedBySource
+	}
+	return e
 }
 
 // updates is e as field updates: an Update (which, unlike Set, takes a precondition) that
@@ -82,6 +103,7 @@ func updates(e model.Engagement) []firestore.Update {
 		{Path: "externalId", Value: e.ExternalID}, {Path: "version", Value: e.Version},
 		{Path: "fields", Value: e.Fields}, {Path: "jobId", Value: e.JobID},
 		{Path: "chunk", Value: e.Chunk}, {Path: "importedAt", Value: e.ImportedAt},
+		{Path: "deleted", Value: e.Deleted}, {Path: "deletedAt", Value: e.DeletedAt}, {Path: "deletedBy", Value: e.DeletedBy},
 	}
 }
 
@@ -120,7 +142,7 @@ func (u Upsert) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (S
 	for i, r := range b.Rows {
 		if !snaps[i].Exists() {
 			wb.Create(refs[i], b.engagement(r))
-			st.Imported++
+			st.count(r)
 			continue
 		}
 		v, err := snaps[i].DataAt("version")
@@ -132,7 +154,7 @@ func (u Upsert) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (S
 			continue
 		}
 		wb.Update(refs[i], updates(b.engagement(r)), firestore.LastUpdateTime(snaps[i].UpdateTime))
-		st.Imported++
+		st.count(r)
 	}
 	return st, nil
 }
@@ -166,7 +188,7 @@ func (g Generated) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch)
 			doc := recs.NewDoc()
 			wb.Create(refs[i], indexEntry{DocID: doc.ID, Version: r.Modstamp})
 			wb.Create(doc, b.engagement(r))
-			st.Imported++
+			st.count(r)
 			continue
 		}
 		var e indexEntry
@@ -181,7 +203,7 @@ func (g Generated) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch)
 		// already orders every writer of this external ID.
 		wb.Update(refs[i], []firestore.Update{{Path: "version", Value: r.Modstamp}}, firestore.LastUpdateTime(snaps[i].UpdateTime))
 		wb.Set(recs.Doc(e.DocID), b.engagement(r))
-		st.Imported++
+		st.count(r)
 	}
 	return st, nil
 }
@@ -311,6 +333,7 @@ func doneUpdates(st Stats, now time.Time) []firestore.Update {
 		{Path: "doneAt", Value: now},
 		{Path: "imported", Value: st.Imported},
 		{Path: "unchanged", Value: st.Unchanged},
+		{Path: "tombstoned", Value: st.Tombstoned},
 	}
 }
 

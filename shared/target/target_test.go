@@ -150,6 +150,58 @@ func TestResyncRewritesTheSameVersionOnly(t *testing.T) {
 	}
 }
 
+// A deleted row is a version: it tombstones the record (created if never imported), an older
+// delete or live row changes nothing, and a newer live row revives it. Both targets.
+func TestDeletesAreVersionsBothWays(t *testing.T) {
+	t.Parallel()
+	del := func(id string, minute int) model.ChunkRecord { r := rec(id, minute); r.Deleted = true; return r }
+	for _, kind := range []string{model.TargetUpsert, model.TargetGenerated} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			fs := emu.Firestore(t, emu.ProjectID(t))
+			ctx := t.Context()
+			c := target.NewCommitter(fs, func() time.Time { return t0 })
+			j := plant(t, fs, "job", kind,
+				[]model.ChunkRecord{rec("a", 1), rec("b", 1), rec("c", 1)},
+				[]model.ChunkRecord{del("a", 5), del("b", 5), del("d", 5)}, // deleted; d never seen live
+				[]model.ChunkRecord{del("a", 3), rec("b", 4), rec("d", 2)}, // older: nothing changes
+				[]model.ChunkRecord{rec("b", 9), del("c", 0)},              // b restored; c's delete is older than c
+			)
+			want := []target.Stats{{Imported: 3}, {Imported: 3, Tombstoned: 3}, {Unchanged: 3}, {Imported: 1, Unchanged: 1}}
+			for i := range want {
+				got, err := c.Commit(ctx, j, i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want[i], got.Stats); diff != "" {
+					t.Errorf("chunk %d (-want +got):\n%s", i, diff)
+				}
+			}
+			coll := map[string]string{model.TargetUpsert: model.Engagements, model.TargetGenerated: model.EngagementsGen}[kind]
+			docs, err := fs.Collection(coll).Documents(ctx).GetAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			for _, d := range docs {
+				var e model.Engagement
+				if err := d.DataTo(&e); err != nil {
+					t.Fatal(err)
+				}
+				state := "live"
+				if e.Deleted {
+					state = fmt.Sprintf("deleted by %s at %s", e.DeletedBy, e.DeletedAt.Format("15:04"))
+				}
+				got[e.ExternalID] += fmt.Sprintf("v%s %s;", e.Version.Format("04"), state)
+			}
+			wantRecs := map[string]string{"a": "v05 deleted by source at 00:00;", "b": "v09 live;", "c": "v01 live;", "d": "v05 deleted by source at 00:00;"}
+			if diff := cmp.Diff(wantRecs, got); diff != "" {
+				t.Errorf("records (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestConcurrentCommitsOfOneChunkImportOnce(t *testing.T) {
 	t.Parallel()
 	fs := emu.Firestore(t, emu.ProjectID(t))

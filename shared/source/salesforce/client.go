@@ -154,9 +154,11 @@ var _ source.Source = (*Client)(nil)
 
 // Client searches one Salesforce org. It is safe for concurrent use.
 type Client struct {
-	cfg      Config
-	base     string // BaseURL without a trailing slash
-	queryURL string
+	cfg         Config
+	base        string // BaseURL without a trailing slash
+	queryURL    string
+	queryAllURL string // the query resource that also returns deleted records
+	limitsURL   string
 }
 
 // New returns a Client for cfg, after validating it.
@@ -166,7 +168,16 @@ func New(cfg Config) (*Client, error) {
 	}
 	cfg = cfg.withDefaults()
 	base := strings.TrimRight(cfg.BaseURL, "/")
-	return &Client{cfg: cfg, base: base, queryURL: base + "/services/data/" + cfg.APIVersion + "/query"}, nil
+	api := base + "/services/data/" + cfg.APIVersion
+	return &Client{cfg: cfg, base: base, queryURL: api + "/query", queryAllURL: api + "/queryAll", limitsURL: api + "/limits"}, nil
+}
+
+// resource is the query resource q is sent to: queryAll when it asks for deleted records.
+func (c *Client) resource(q source.Query) string {
+	if q.Deleted {
+		return c.queryAllURL
+	}
+	return c.queryURL
 }
 
 // maxBody bounds one response body; a full page of 2000 wide records is far below it.
@@ -181,13 +192,13 @@ func (c *Client) Search(ctx context.Context, q source.Query, fn func(ctx context
 	}
 	q = normalized(q)
 	chk := newChecker(q)
-	next := c.queryURL + "?q=" + url.QueryEscape(SOQL(q))
+	next := c.resource(q) + "?q=" + url.QueryEscape(SOQL(q))
 	for n := 1; ; n++ {
-		res, err := c.page(ctx, next)
+		res, usage, err := c.page(ctx, next)
 		if err != nil {
 			return fmt.Errorf("salesforce: page %d of %s: %w", n, q.Object, err)
 		}
-		p := source.Page{Number: n}
+		p := source.Page{Number: n, Usage: usage}
 		for _, raw := range *res.Records {
 			if rec, reason := chk.row(raw); reason != "" {
 				p.Invalid = append(p.Invalid, source.Invalid{Raw: raw, Reason: reason})
@@ -216,7 +227,7 @@ func (c *Client) Count(ctx context.Context, q source.Query) (source.Extent, erro
 	if err := ValidateQuery(q); err != nil {
 		return source.Extent{}, fmt.Errorf("salesforce: count of %s: %w", q.Object, err)
 	}
-	body, err := c.get(ctx, c.queryURL+"?q="+url.QueryEscape(CountSOQL(q)))
+	body, _, err := c.get(ctx, c.resource(q)+"?q="+url.QueryEscape(CountSOQL(q)))
 	if err != nil {
 		return source.Extent{}, fmt.Errorf("salesforce: count of %s: %w", q.Object, err)
 	}
@@ -274,12 +285,62 @@ type queryResult struct {
 }
 
 // page fetches and decodes one page.
-func (c *Client) page(ctx context.Context, u string) (*queryResult, error) {
-	body, err := c.get(ctx, u)
+func (c *Client) page(ctx context.Context, u string) (*queryResult, source.Usage, error) {
+	body, usage, err := c.get(ctx, u)
 	if err != nil {
-		return nil, err
+		return nil, usage, err
 	}
-	return decodePage(body)
+	res, err := decodePage(body)
+	return res, usage, err
+}
+
+var _ source.Budgeter = (*Client)(nil)
+
+// Usage reads the org's daily API requests from the limits resource, which does not count
+// against them. Errors are as Search's.
+func (c *Client) Usage(ctx context.Context) (source.Usage, error) {
+	body, _, err := c.get(ctx, c.limitsURL)
+	if err != nil {
+		return source.Usage{}, fmt.Errorf("salesforce: limits: %w", err)
+	}
+	u, err := decodeLimits(body)
+	if err != nil {
+		return u, fmt.Errorf("salesforce: limits: %w", err)
+	}
+	return u, nil
+}
+
+// decodeLimits reads DailyApiRequests from a limits response.
+func decodeLimits(body []byte) (source.Usage, error) {
+	var res struct {
+		Daily *struct {
+			Max       *int `json:"Max"`
+			Remaining *int `json:"Remaining"`
+		} `json:"DailyApiRequests"`
+	}
+	if err := json.Unmarshal(body, &res); err != nil || res.Daily == nil || res.Daily.Max == nil || res.Daily.Remaining == nil ||
+		*res.Daily.Max <= 0 || *res.Daily.Remaining < 0 {
+		return source.Usage{}, permanentf("response is not a limits result with DailyApiRequests Max and Remaining (body %q)", snippet(body))
+	}
+	return source.Usage{Used: max(*res.Daily.Max-*res.Daily.Remaining, 0), Limit: *res.Daily.Max}, nil
+}
+
+// limitInfo reads "api-usage=N/M" from a Sforce-Limit-Info header ("api-usage=18/15000",
+// possibly with per-app parts after a comma); the zero Usage when there is none.
+func limitInfo(h string) source.Usage {
+	for part := range strings.SplitSeq(h, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || !strings.EqualFold(k, "api-usage") {
+			continue
+		}
+		used, limit, ok := strings.Cut(v, "/")
+		n, err1 := strconv.Atoi(strings.TrimSpace(used))
+		m, err2 := strconv.Atoi(strings.TrimSpace(limit))
+		if ok && err1 == nil && err2 == nil && n >= 0 && m > 0 {
+			return source.Usage{Used: n, Limit: m}
+		}
+	}
+	return source.Usage{}
 }
 
 // decodePage decodes one query response body.
@@ -311,15 +372,16 @@ func (c *Client) nextURL(next, current string) (string, error) {
 	return abs, nil
 }
 
-// get fetches u, retrying transient failures with exponential backoff and jitter.
-func (c *Client) get(ctx context.Context, u string) ([]byte, error) {
+// get fetches u, retrying transient failures with exponential backoff and jitter. It returns the
+// API usage the last answer reported.
+func (c *Client) get(ctx context.Context, u string) (body []byte, usage source.Usage, err error) {
 	for attempt := 1; ; attempt++ {
-		body, err := c.once(ctx, u)
+		body, usage, err = c.once(ctx, u)
 		if err == nil {
-			return body, nil
+			return body, usage, nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w (attempt %d: %v)", ctx.Err(), attempt, err)
+			return nil, usage, fmt.Errorf("%w (attempt %d: %v)", ctx.Err(), attempt, err)
 		}
 		var wait time.Duration
 		var ae *APIError
@@ -327,22 +389,22 @@ func (c *Client) get(ctx context.Context, u string) ([]byte, error) {
 		case errors.As(err, &ae):
 			switch classify(ae.Status, ae.Code) {
 			case permanent, transient:
-				return nil, err
+				return nil, usage, err
 			}
 			wait = ae.RetryAfter
 		case errors.As(err, new(*attemptError)):
 		default:
-			return nil, err
+			return nil, usage, err
 		}
 		if attempt >= c.cfg.MaxAttempts {
-			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+			return nil, usage, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
 		}
 		d := max(c.backoff(attempt), wait)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-			return nil, fmt.Errorf("gave up after %d attempts, the next in %v would be past the deadline: %w", attempt, d, err)
+			return nil, usage, fmt.Errorf("gave up after %d attempts, the next in %v would be past the deadline: %w", attempt, d, err)
 		}
 		if serr := c.cfg.Sleep(ctx, d); serr != nil {
-			return nil, fmt.Errorf("%w (waiting to retry after attempt %d: %v)", serr, attempt, err)
+			return nil, usage, fmt.Errorf("%w (waiting to retry after attempt %d: %v)", serr, attempt, err)
 		}
 	}
 }
@@ -360,33 +422,35 @@ func (c *Client) backoff(attempt int) time.Duration {
 }
 
 // once makes one request with its own deadline.
-func (c *Client) once(ctx context.Context, u string) ([]byte, error) {
+func (c *Client) once(ctx context.Context, u string) ([]byte, source.Usage, error) {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
+	var usage source.Usage
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, permanentf("request: %v", err)
+		return nil, usage, permanentf("request: %v", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
 	req.Header.Set("Sforce-Query-Options", "batchSize="+strconv.Itoa(c.cfg.PageSize))
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return nil, c.attemptErr(rctx, stripURL(err))
+		return nil, usage, c.attemptErr(rctx, stripURL(err))
 	}
 	defer resp.Body.Close()
+	usage = limitInfo(resp.Header.Get("Sforce-Limit-Info"))
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return nil, apiError(resp, body)
+		return nil, usage, apiError(resp, body)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return nil, c.attemptErr(rctx, fmt.Errorf("reading response: %w", err))
+		return nil, usage, c.attemptErr(rctx, fmt.Errorf("reading response: %w", err))
 	}
 	if len(body) > maxBody {
-		return nil, permanentf("response larger than %d bytes", maxBody)
+		return nil, usage, permanentf("response larger than %d bytes", maxBody)
 	}
-	return body, nil
+	return body, usage, nil
 }
 
 func (c *Client) attemptErr(rctx context.Context, err error) error {

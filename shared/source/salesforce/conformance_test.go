@@ -17,7 +17,7 @@ type fixtureHarness struct{ srv *fixture.Server }
 func (h fixtureHarness) Put(object string, recs ...source.Record) {
 	rows := make([]fixture.Row, len(recs))
 	for i, r := range recs {
-		rows[i] = fixture.Row{ID: r.ID, Modstamp: r.Modstamp, Fields: r.Fields}
+		rows[i] = fixture.Row{ID: r.ID, Modstamp: r.Modstamp, Fields: r.Fields, Deleted: r.Deleted}
 	}
 	h.srv.PutRecords(object, rows...)
 }

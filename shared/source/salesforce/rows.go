@@ -62,6 +62,16 @@ func (c *checker) row(raw json.RawMessage) (source.Record, string) {
 		return source.Record{}, fmt.Sprintf("repeats the previous row's key %v", k)
 	}
 	rec := source.Record{ID: id, Modstamp: t, Fields: make(map[string]any, len(c.q.Fields))}
+	if c.q.Deleted {
+		// Absent counts as live: an object without the field has no recycle bin.
+		switch v := obj["IsDeleted"].(type) {
+		case bool:
+			rec.Deleted = v
+		case nil:
+		default:
+			return source.Record{}, fmt.Sprintf("IsDeleted %s is not a boolean", jsonText(v))
+		}
+	}
 	for _, f := range c.q.Fields {
 		v, ok := obj[f]
 		if !ok {

@@ -767,3 +767,76 @@ func TestCountSendsTheAggregateQueryAndReadsItsRow(t *testing.T) {
 		t.Errorf("an empty window: %+v, %v", e, err)
 	}
 }
+
+func TestDeletedRecordsComeFromQueryAll(t *testing.T) {
+	var paths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.URL.Path+" "+r.URL.Query().Get("q"))
+		fmt.Fprint(w, `{"done":true,"records":[`+
+			`{"Id":"003A","SystemModstamp":"2024-01-02T00:00:00.000+0000","IsDeleted":true,"Name":"gone"},`+
+			`{"Id":"003B","SystemModstamp":"2024-01-02T00:00:01.000+0000","IsDeleted":false,"Name":"here"},`+
+			`{"Id":"003C","SystemModstamp":"2024-01-02T00:00:02.000+0000","Name":"no field: live"},`+
+			`{"Id":"003D","SystemModstamp":"2024-01-02T00:00:03.000+0000","IsDeleted":"yes"}]}`)
+	}))
+	defer srv.Close()
+	c, _ := newClient(t, srv.URL, nil)
+	q := source.Query{Object: "Contact", Fields: []string{"Name"}, From: jan1, To: feb1, Deleted: true}
+	var got []source.Record
+	var bad []source.Invalid
+	if err := c.Search(t.Context(), q, func(_ context.Context, p source.Page) error {
+		got, bad = append(got, p.Records...), append(bad, p.Invalid...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := "/services/data/v60.0/queryAll SELECT Id, SystemModstamp, IsDeleted, Name FROM Contact WHERE SystemModstamp >= 2024-01-01T00:00:00.000Z AND SystemModstamp < 2024-02-01T00:00:00.000Z ORDER BY SystemModstamp, Id"
+	if len(paths) != 1 || paths[0] != want {
+		t.Errorf("requests %q, want [%q]", paths, want)
+	}
+	var flags []string
+	for _, r := range got {
+		flags = append(flags, fmt.Sprintf("%s:%v", r.ID, r.Deleted))
+	}
+	if fmt.Sprint(flags) != "[003A:true 003B:false 003C:false]" || len(bad) != 1 || bad[0].Reason != `IsDeleted "yes" is not a boolean` {
+		t.Errorf("records %v, invalid %+v", flags, bad)
+	}
+	if err := salesforce.ValidateQuery(source.Query{Object: "Contact", Fields: []string{"IsDeleted"}, From: jan1, To: feb1, Deleted: true}); !source.IsPermanent(err) {
+		t.Errorf("IsDeleted selected twice: %v, want a permanent error", err)
+	}
+}
+
+func TestAPIUsageIsReadFromEveryAnswerAndFromLimits(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/services/data/v60.0/limits":
+			fmt.Fprint(w, `{"DailyApiRequests":{"Max":15000,"Remaining":14000},"DataStorageMB":{"Max":5,"Remaining":5}}`)
+		default:
+			w.Header().Set("Sforce-Limit-Info", "api-usage=1001/15000, per-app-api-usage=17/250(appName=sync)")
+			fmt.Fprint(w, `{"done":true,"records":[]}`)
+		}
+	}))
+	defer srv.Close()
+	c, _ := newClient(t, srv.URL, nil)
+	var pages []source.Page
+	if err := c.Search(t.Context(), contactQuery, func(_ context.Context, p source.Page) error { pages = append(pages, p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(pages) != 1 || pages[0].Usage != (source.Usage{Used: 1001, Limit: 15000}) || pages[0].Usage.Left() != 13999 {
+		t.Errorf("page usage %+v, want 1001 of 15000", pages[0].Usage)
+	}
+	u, err := c.Usage(t.Context())
+	if err != nil || u != (source.Usage{Used: 1000, Limit: 15000}) {
+		t.Errorf("Usage() = %+v, %v; want 1000 of 15000", u, err)
+	}
+}
+
+func TestLimitsThatAreNotLimitsArePermanent(t *testing.T) {
+	for _, body := range []string{`{}`, `{"DailyApiRequests":{"Max":0,"Remaining":0}}`, `not json`, `{"DailyApiRequests":{"Max":10}}`} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) }))
+		c, _ := newClient(t, srv.URL, nil)
+		if _, err := c.Usage(t.Context()); !source.IsPermanent(err) {
+			t.Errorf("limits %s: %v, want a permanent error", body, err)
+		}
+		srv.Close()
+	}
+}

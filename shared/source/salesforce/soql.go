@@ -22,16 +22,20 @@ var (
 // SOQL returns the query text Search sends. It does not validate q: an invalid query (see
 // ValidateQuery) yields text that must not be sent anywhere.
 //
-//	SELECT Id, SystemModstamp, F1, F2 FROM Obj
+//	SELECT Id, SystemModstamp[, IsDeleted], F1, F2 FROM Obj
 //	WHERE SystemModstamp >= <From> AND SystemModstamp < <To>
 //	[AND (SystemModstamp > <T> OR (SystemModstamp = <T> AND Id > '<ID>'))]
 //	ORDER BY SystemModstamp, Id
 //
-// (on one line, with single spaces).
+// (on one line, with single spaces). IsDeleted is selected when q asks for deleted records (they
+// are sent to the queryAll resource).
 func SOQL(q source.Query) string {
 	q = normalized(q)
 	var b strings.Builder
 	b.WriteString("SELECT Id, SystemModstamp")
+	if q.Deleted {
+		b.WriteString(", IsDeleted")
+	}
 	for _, f := range q.Fields {
 		b.WriteString(", ")
 		b.WriteString(f)
@@ -85,6 +89,8 @@ func ValidateQuery(q source.Query) error {
 			errs = append(errs, fmt.Errorf("field %q is not a SOQL identifier", f))
 		case lf == "id" || lf == "systemmodstamp":
 			errs = append(errs, fmt.Errorf("field %q is always selected; leave it out of Fields", f))
+		case lf == "isdeleted" && q.Deleted:
+			errs = append(errs, fmt.Errorf("field %q is selected for deleted records; leave it out of Fields", f))
 		case seen[lf]:
 			errs = append(errs, fmt.Errorf("field %q is selected twice", f))
 		}

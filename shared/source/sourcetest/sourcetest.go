@@ -17,7 +17,8 @@ import (
 
 // Harness is one backend of the connector under test.
 type Harness interface {
-	// Put stores records of object, as the service would hold them (stamps to its precision).
+	// Put stores records of object, as the service would hold them (stamps to its precision); a
+	// Record with Deleted set is stored as deleted at its stamp.
 	Put(object string, recs ...source.Record)
 	// PutBad stores one row of object that is bad source data (it has no ID).
 	PutBad(object string, stamp time.Time)
@@ -37,6 +38,39 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Run("CanceledContext", func(t *testing.T) { t.Parallel(); canceled(t, newHarness(t)) })
 	t.Run("InvalidQueryIsPermanent", func(t *testing.T) { t.Parallel(); invalidQuery(t, newHarness(t)) })
 	t.Run("CountIsTheSearchsLength", func(t *testing.T) { t.Parallel(); count(t, newHarness(t)) })
+	t.Run("DeletedRecordsOnlyWhenAsked", func(t *testing.T) { t.Parallel(); deleted(t, newHarness(t)) })
+}
+
+func deleted(t *testing.T, h Harness) {
+	all := records(6)
+	for _, i := range []int{1, 4} {
+		all[i].Deleted = true
+	}
+	h.Put("Contact", all...)
+	s := h.Open(t, h.PageSize())
+	q := source.Query{Object: "Contact", Fields: []string{"Name"}, From: base, To: base.Add(time.Hour)}
+	var live []source.Record
+	for _, r := range sorted(all) {
+		if !r.Deleted {
+			live = append(live, r)
+		}
+	}
+	got, _ := flatten(search(t, s, q))
+	sameRecords(t, "without Deleted", got, live)
+	q.Deleted = true
+	got, _ = flatten(search(t, s, q))
+	sameRecords(t, "with Deleted", got, sorted(all))
+	for i, r := range sorted(all) {
+		if got[i].Deleted != r.Deleted {
+			t.Fatalf("with Deleted: record %s Deleted = %v, want %v", r.ID, got[i].Deleted, r.Deleted)
+		}
+	}
+	if c, ok := s.(source.Counter); ok {
+		e, err := c.Count(t.Context(), q)
+		if err != nil || e.Count != len(all) {
+			t.Fatalf("count with Deleted = %d, %v; want %d", e.Count, err, len(all))
+		}
+	}
 }
 
 var base = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
