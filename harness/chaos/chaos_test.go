@@ -142,6 +142,7 @@ func (r *Result) CaughtBy() []string {
 	add(rep.LateLost, "late-committed records lost")
 	add(rep.DeleteErrors, "deleted in the source, live in the target (or the reverse)")
 	add(x.Overdrawn, "searched past the API reserve")
+	add(x.ReconcileRepeats, "reconcile run again changed records")
 	add(rep.Stale, "stale records")
 	add(rep.Extra, "records outside every window")
 	add(rep.PlanErrors, "chunk count")

@@ -29,7 +29,9 @@ type ExtraReport struct {
 	Overdrawn      int // Jobs that searched on past the API reserve: pages at the reserve not followed by a pause
 	Paused         int // Jobs that paused for the API budget
 	Pauses         int // their pauses
-	Violations     []string
+	// ReconcileRepeats counts settings whose second reconcile run tombstoned anything.
+	ReconcileRepeats int
+	Violations       []string
 }
 
 func (r *ExtraReport) violate(format string, args ...any) {

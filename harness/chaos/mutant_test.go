@@ -131,6 +131,9 @@ var (
 		Name:          "a budget pause is a permanent failure",
 		ExpanderStore: func(_ *Harness, s expander.Store) expander.Store { return pauseFails{s} },
 	}
+	// MutantReconcileFirstPage is "reconcile reads one page of the source": the IDs on later pages
+	// look missing, so live records are tombstoned.
+	MutantReconcileFirstPage = Mutation{Name: "reconcile reads only the source's first page", Reconcile: func(s source.Source) source.Source { return firstPage{s} }}
 	// MutantSecondJob is "a redelivered tick creates its Job again" (the incident's first
 	// suspect): when the tick's Job exists already, another one is created for the same window.
 	MutantSecondJob = Mutation{
@@ -439,6 +442,24 @@ func (b blindSource) Count(ctx context.Context, q source.Query) (source.Extent, 
 	return b.s.(source.Counter).Count(ctx, q)
 }
 
+// firstPage is MutantReconcileFirstPage's source.
+type firstPage struct{ source.Source }
+
+var errFirstPage = errors.New("mutant: first page only")
+
+func (f firstPage) Search(ctx context.Context, q source.Query, fn func(context.Context, source.Page) error) error {
+	err := f.Source.Search(ctx, q, func(ctx context.Context, p source.Page) error {
+		if err := fn(ctx, p); err != nil {
+			return err
+		}
+		return errFirstPage
+	})
+	if errors.Is(err, errFirstPage) {
+		return nil
+	}
+	return err
+}
+
 // pauseFails is MutantPauseFails's expander store.
 type pauseFails struct{ expander.Store }
 
@@ -455,6 +476,8 @@ func TestMutantNoWindowLag(t *testing.T) { testMutant(t, MutantNoWindowLag) }
 func TestMutantBudgetIgnored(t *testing.T) { testMutant(t, MutantBudgetIgnored) }
 
 func TestMutantBudgetPauseFails(t *testing.T) { testMutant(t, MutantPauseFails) }
+
+func TestMutantReconcileFirstPage(t *testing.T) { testMutant(t, MutantReconcileFirstPage) }
 
 func TestMutantChunkDoneCommittedApart(t *testing.T) { testMutant(t, MutantDoneApart) }
 

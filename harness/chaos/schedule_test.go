@@ -34,6 +34,10 @@ type Case struct {
 	// API requests only Left more than it while the faults are on (a new day comes with the
 	// settling), so Jobs pause and must resume without loss.
 	Budget Budget
+	// Purges, when set, hard-deletes that many records of each object from the source once
+	// everything has settled, and reconciles every setting twice, with the case's Firestore faults
+	// on again.
+	Purges int
 	Faults Schedule
 }
 
@@ -181,6 +185,9 @@ func (c Case) String() string {
 	}
 	if c.Budget.Reserve > 0 {
 		fmt.Fprintf(&b, "API budget: reserve %d, %d requests left beyond it until the faults stop\n", c.Budget.Reserve, c.Budget.Left)
+	}
+	if c.Purges > 0 {
+		fmt.Fprintf(&b, "then %d records of each object hard-deleted, every setting reconciled twice\n", c.Purges)
 	}
 	b.WriteString(c.Faults.String())
 	return b.String()
@@ -359,6 +366,10 @@ func (g gen) draw(t *rapid.T) Case {
 	// An API budget that runs down to the reserve in about one case in four, derived the same way.
 	if v := c.Objects[0].Seed / 7; v%4 == 1 {
 		c.Budget = Budget{Reserve: 1 + int(v/4%50), Left: int(v / 200 % 8)}
+	}
+	// Hard deletes and a reconcile in about one case in three, derived the same way.
+	if v := c.Objects[0].Seed / 11; v%3 == 2 {
+		c.Purges = 1 + int(v/3%4)
 	}
 	return c
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/reconcile"
 	"github.com/oncesync/oncesync/shared/settings"
 	"github.com/oncesync/oncesync/shared/source"
 )
@@ -53,6 +54,7 @@ type Mutation struct {
 	Resync         func(r settings.Resync, send int) settings.Resync // the request of a resync's send-th sending (0: the first)
 	Config         func(c *config.Config)                            // the deployment's configuration, after the harness's
 	Source         func(s app.Source) app.Source                     // between the pipeline and the source as the harness observes it
+	Reconcile      func(s source.Source) source.Source               // the source reconcile reads
 	Steps          Steps                                             // step boundaries the mutated pipeline exposes (default pipelineSteps)
 }
 
@@ -523,6 +525,10 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	s, settleErr := e.SettleAll(ctx, sim.Policy{After: st.after}, settleSweeps)
 	stats.Add(s)
 
+	purge, err := h.purgeAndReconcile(ctx, &c, data, injected)
+	if err != nil {
+		return nil, err
+	}
 	x := data.expect(st, stats, true)
 	rep, err := e.Check(ctx, x)
 	if err != nil {
@@ -551,6 +557,8 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 		res.Violations = append(res.Violations, fmt.Sprintf("did not settle once the faults stopped: %v", settleErr))
 	}
 	res.Violations = append(res.Violations, extra.Violations...)
+	res.Violations = append(res.Violations, purge.violations...)
+	res.Extra.ReconcileRepeats = purge.repeats
 	if res.Suppressed, err = suppressed(ctx, e); err != nil {
 		return nil, err
 	}
@@ -570,6 +578,9 @@ func (h *Harness) Run(ctx context.Context, c Case) (*Result, error) {
 	f["source record restored"] += data.stats.restored
 	f["record committed late"] += data.stats.late
 	f["budget pause"] += extra.Pauses
+	f["source record hard-deleted"] += purge.purged
+	f["reconcile tombstone"] += purge.tombstoned
+	f["reconcile run failed (run again)"] += purge.failedRuns
 	for _, r := range c.Resyncs {
 		f["resync request"]++
 		if r.Twice {
@@ -662,10 +673,11 @@ func suppressed(ctx context.Context, e *sim.Env) (int, error) {
 
 // world is a case's ground truth: every row each object's source holds.
 type world struct {
-	c     *Case
-	rows  [][]fixture.Row // per object: valid rows, every version
-	bad   []int           // per object: malformed rows
-	stats lifeStats
+	c      *Case
+	rows   [][]fixture.Row   // per object: valid rows, every version
+	bad    []int             // per object: malformed rows
+	purged []map[string]bool // per object: IDs hard-deleted from the source
+	stats  lifeStats
 }
 
 // lifeStats counts the rows of the records' lifecycle the ticks added.
@@ -674,7 +686,7 @@ type lifeStats struct{ deleted, restored, late int }
 // seed writes tenants and settings and loads the first window's rows.
 func (h *Harness) seed(ctx context.Context, c *Case) (*world, error) {
 	e := h.Env
-	w := &world{c: c, rows: make([][]fixture.Row, len(c.Objects)), bad: make([]int, len(c.Objects))}
+	w := &world{c: c, rows: make([][]fixture.Row, len(c.Objects)), bad: make([]int, len(c.Objects)), purged: make([]map[string]bool, len(c.Objects))}
 	for i, o := range c.Objects {
 		rows := fixture.Generate(o.Seed, o.Rows, windowStart, simStart, fixture.GenOptions{UpdatedInWindow: float64(o.Updated) / 100, KeyPrefix: o.Prefix})
 		e.Fixture.PutRecords(o.Name, rows...)
@@ -734,6 +746,79 @@ func (w *world) addTickRows(e *sim.Env, k int, tk Tick, from, to time.Time) {
 		e.Fixture.PutRecords(o.Name, add...)
 		w.rows[i] = append(w.rows[i], add...)
 	}
+}
+
+// purgeResult is what purgeAndReconcile did and found.
+type purgeResult struct {
+	purged, tombstoned, failedRuns, repeats int
+	violations                              []string
+}
+
+// purgeAndReconcile hard-deletes c.Purges records of each object from the source (records the
+// target holds, chosen by the object's seed), then reconciles every setting twice, each run
+// retried until it succeeds, with the case's Firestore faults on again: the second run of each
+// setting must change nothing. The record checkers then require exactly the purged records that
+// were imported to be tombstoned, and nothing else.
+func (h *Harness) purgeAndReconcile(ctx context.Context, c *Case, w *world, faults map[string]int) (purgeResult, error) {
+	var pr purgeResult
+	if c.Purges == 0 {
+		return pr, nil
+	}
+	e := h.Env
+	for i, o := range c.Objects {
+		ids := map[string]bool{}
+		for _, row := range w.rows[i] {
+			ids[row.ID] = true
+		}
+		sorted := slices.Sorted(maps.Keys(ids))
+		r := rand.New(rand.NewPCG(uint64(o.Seed), 0x9e6e))
+		w.purged[i] = map[string]bool{}
+		for range min(c.Purges, len(sorted)) {
+			id := sorted[r.IntN(len(sorted))]
+			w.purged[i][id] = true
+		}
+		pr.purged += e.Fixture.Purge(o.Name, slices.Sorted(maps.Keys(w.purged[i]))...)
+	}
+	src, err := app.NewSource(e.Config, app.SourceTuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	if err != nil {
+		return pr, err
+	}
+	if h.Mut.Reconcile != nil {
+		src = h.Mut.Reconcile(src)
+	}
+	e.Backend.Reset()
+	for _, f := range c.Faults.Firestore {
+		e.Backend.Inject(f)
+	}
+	defer e.Backend.Clear()
+	cfg := reconcile.Config{FS: e.FS, Source: src, Now: e.Clock.Now, Lag: e.Config.WindowLag}
+	for _, s := range c.Settings {
+		if s.Ghost {
+			continue
+		}
+		for run := range 2 {
+			var res reconcile.Result
+			for attempt := 0; ; attempt++ {
+				if res, err = reconcile.Run(ctx, cfg, s.ID); err == nil {
+					break
+				}
+				pr.failedRuns++
+				if attempt == 20 {
+					return pr, fmt.Errorf("chaos: reconcile of %s failed 20 times: %w", s.ID, err)
+				}
+			}
+			pr.tombstoned += res.Tombstoned
+			if run == 1 && res.Tombstoned > 0 {
+				pr.repeats++
+				pr.violations = append(pr.violations, fmt.Sprintf("reconcile of setting %s run again tombstoned %d more records (%v): not idempotent",
+					s.ID, res.Tombstoned, res.TombstonedID))
+			}
+		}
+	}
+	for k, v := range e.Backend.Injected() {
+		faults["reconcile: firestore "+k] += v
+	}
+	return pr, nil
 }
 
 // lateLag is the chaos deployment's window lag (ONCESYNC_WINDOW_LAG), and the longest a generated
@@ -829,7 +914,7 @@ func (w *world) expect(st *caseState, stats sim.Stats, observed bool) sim.Expect
 			continue
 		}
 		ss := model.SyncSetting{ID: s.ID, TenantID: s.Tenant, SourceObject: w.c.Objects[s.Object].Name, Target: s.Target, Watermark: windowStart}
-		x.Datasets = append(x.Datasets, sim.Dataset{Setting: ss, Rows: w.rows[s.Object], Poison: poison[i]})
+		x.Datasets = append(x.Datasets, sim.Dataset{Setting: ss, Rows: w.rows[s.Object], Poison: poison[i], Purged: w.purged[s.Object]})
 	}
 	st.mu.Lock()
 	aborted, searches := maps.Clone(st.aborted), maps.Clone(st.searches)

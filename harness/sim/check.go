@@ -19,6 +19,9 @@ type Dataset struct {
 	Setting model.SyncSetting // as created (its Watermark is the first window's start)
 	Rows    []fixture.Row     // valid rows served for Setting.SourceObject
 	Poison  int               // rows the generator made bad (each must be dead-lettered)
+	// Purged are IDs hard-deleted from the source (then reconciled): their records must be
+	// tombstones, whatever their last version says.
+	Purged map[string]bool
 }
 
 // Expect is what the checkers compare the final state with.
@@ -267,7 +270,7 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 			continue
 		}
 		if v, ok := want[row.ID]; !ok || row.Modstamp.After(v.version) {
-			want[row.ID] = newest{version: row.Modstamp, deleted: row.Deleted, late: !row.VisibleAt.IsZero()}
+			want[row.ID] = newest{version: row.Modstamp, deleted: row.Deleted || ds.Purged[row.ID], late: !row.VisibleAt.IsZero()}
 		}
 	}
 	kind, _ := model.Kind(st.Target)

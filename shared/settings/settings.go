@@ -94,6 +94,9 @@ func ValidateSetting(s model.SyncSetting) error {
 	if s.ChunkSize < 0 || s.ChunkSize > config.MaxChunkSize {
 		errs = append(errs, fmt.Errorf("chunk size %d outside 1..%d (0: the deployment default)", s.ChunkSize, config.MaxChunkSize))
 	}
+	if s.APIReserve < 0 {
+		errs = append(errs, fmt.Errorf("API reserve %d is negative (0: no reserve)", s.APIReserve))
+	}
 	if s.LastJobID != "" {
 		errs = append(errs, errors.New("lastJobId is the scheduler's to write"))
 	}

@@ -13,10 +13,12 @@ import (
 
 	"cloud.google.com/go/firestore"
 
+	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/cli"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/reconcile"
 	"github.com/oncesync/oncesync/shared/settings"
 )
 
@@ -31,7 +33,7 @@ func cmdTenants() cli.Command {
 
 func cmdSettings() cli.Command {
 	return cli.Command{
-		Summary: "add, list, show, enable, disable and resync sync settings: settings add ID --tenant T --object O [--fields F,G] [--target K] | list [--tenant T] | show ID | enable ID | disable ID | resync ID --from T --to T | --full",
+		Summary: "add, list, show, enable, disable, resync and reconcile sync settings: settings add ID --tenant T --object O [--fields F,G] [--target K] | list [--tenant T] | show ID | enable ID | disable ID | resync ID --from T --to T | --full | reconcile ID",
 		Run: func(ctx context.Context, args []string) int {
 			return runAdmin(ctx, "settings", args, os.Stdout, os.Stderr)
 		},
@@ -51,11 +53,12 @@ exists, not found); 2: could not run.
 flags:`
 
 const settingsUsage = `usage: oncesync-ops settings add ID --tenant T --object O [--fields F,G,...] [--target upsert|generated]
-                                [--chunk-size N] [--since T] [--disabled] [flags]
+                                [--chunk-size N] [--since T] [--api-reserve N] [--disabled] [flags]
        oncesync-ops settings list [--tenant T] [flags]
        oncesync-ops settings show ID [flags]
        oncesync-ops settings enable ID | disable ID [flags]
        oncesync-ops settings resync ID (--from T --to T | --full) [--label L] [--topic T] [flags]
+       oncesync-ops settings reconcile ID [flags]
 
 "add" creates syncSettings/ID for an existing tenant (never overwrites one: exit code 1 if it
 exists), after checking it as the pipeline will use it: IDs of letters, digits, '-' and '_'; the
@@ -63,7 +66,9 @@ object and fields SOQL identifiers (Id and SystemModstamp are always selected: l
 known target; a chunk size of 1 to 5000 (0: the deployment default). Its first Job imports from
 --since (RFC 3339 or 2006-01-02; default: everything the source has) to the tick. "enable" and
 "disable" change the flag of an existing setting only; its watermark stays, so the next Job after
-enabling covers the time it was disabled.
+enabling covers the time it was disabled. --api-reserve N leaves N of the org's daily API requests
+to its other integrations: a search that finds no more than N left pauses, and the recovery sweep
+resumes it once the budget is back (0: no reserve).
 
 "resync" imports a window of the setting again, as a Job with the same guarantees as a tick's,
 without moving the watermark: after a fixed mapping or a restored backup. Rows as new as the
@@ -72,6 +77,12 @@ The same request (setting, window, --label) makes one Job however often it is se
 it re-publishes the Job's expand message while the Job is unfinished, and says so once it is
 COMPLETED. A new --label asks for another resync of the same window. The window must end by the
 watermark (the next tick imports what comes after).
+
+"reconcile" tombstones the setting's target records whose IDs the source no longer has at all (hard
+deletes: deletes the source still reports arrive with the Jobs). It reads every ID of the source
+object (about 60 bytes of memory an ID), then the target's records, and reports progress on
+stderr. A second run changes nothing. It searches the source as the expander does: set
+ONCESYNC_SOURCE_URL and ONCESYNC_SOURCE_TOKEN (and ONCESYNC_WINDOW_LAG as deployed).
 
 Exit code 1: refused (invalid, exists, unknown tenant, not found, window after the watermark); 2:
 could not run.
@@ -83,7 +94,7 @@ func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	usage := map[string]string{"tenants": tenantsUsage, "settings": settingsUsage}[cmd]
 	subs := []string{"add", "list", "show", "enable", "disable"}
 	if cmd == "settings" {
-		subs = append(subs, "resync")
+		subs = append(subs, "resync", "reconcile")
 	}
 	sub, fs, code, done := subcommand(cmd, usage, subs, args, stderr)
 	if done {
@@ -111,6 +122,7 @@ func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.
 		fs.StringVar(&s.Target, "target", model.TargetUpsert, "add: the target kind, "+targets)
 		fs.IntVar(&s.ChunkSize, "chunk-size", 0, "add: records per chunk, 1..5000 (0: the deployment default)")
 		fs.StringVar(&since, "since", "", "add: the first Job's window starts here (`T`: RFC 3339, 2006-01-02 or a duration ago; default: the beginning)")
+		fs.IntVar(&s.APIReserve, "api-reserve", 0, "add: the org's daily API requests to leave to other integrations (0: no reserve)")
 		fs.StringVar(&rs.from, "from", "", "resync: the window's start (`T`: RFC 3339 or 2006-01-02)")
 		fs.StringVar(&rs.to, "to", "", "resync: the window's end, at most the watermark (`T`)")
 		fs.BoolVar(&rs.full, "full", false, "resync: the whole history, up to the watermark")
@@ -153,8 +165,11 @@ func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	}
 	defer client.Close()
 	a := settings.Admin{FS: client}
-	if sub == "resync" {
+	switch sub {
+	case "resync":
 		return runResync(ctx, cloud, client, id, rs, stdout, stderr)
+	case "reconcile":
+		return runReconcile(ctx, client, id, os.Getenv, stdout, stderr)
 	}
 
 	var out any // what list and show print
@@ -243,8 +258,8 @@ func writeAdmin(w io.Writer, v any) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.TenantID, s.SourceObject, s.Target, chunk(s.ChunkSize), onOff[s.Enabled], when(s.Watermark), s.LastJobID)
 		}
 	case model.SyncSetting:
-		fmt.Fprintf(tw, "setting\t%s\ntenant\t%s\nobject\t%s\nfields\tId, SystemModstamp%s\ntarget\t%s\nchunk size\t%s\nstate\t%s\nwatermark\t%s\nlast job\t%s\n",
-			v.ID, v.TenantID, v.SourceObject, prefixed(v.Fields), v.Target, chunk(v.ChunkSize), onOff[v.Enabled], when(v.Watermark), v.LastJobID)
+		fmt.Fprintf(tw, "setting\t%s\ntenant\t%s\nobject\t%s\nfields\tId, SystemModstamp%s\ntarget\t%s\nchunk size\t%s\nstate\t%s\nwatermark\t%s\nlast job\t%s\napi reserve\t%d\n",
+			v.ID, v.TenantID, v.SourceObject, prefixed(v.Fields), v.Target, chunk(v.ChunkSize), onOff[v.Enabled], when(v.Watermark), v.LastJobID, v.APIReserve)
 	default:
 		return fmt.Errorf("cannot print %T", v)
 	}
@@ -312,5 +327,41 @@ func runResync(ctx context.Context, cloud *auditCloud, client *firestore.Client,
 	}
 	fmt.Fprintf(stdout, ": window %s → %s of setting %s; follow it with oncesync-ops audit job %s\n",
 		job.WindowFrom.Format(time.RFC3339Nano), job.WindowTo.Format(time.RFC3339Nano), id, job.ID)
+	return exitClean
+}
+
+// runReconcile tombstones the setting's records the source no longer has (package reconcile), with
+// the connector the expander uses, configured from the environment.
+func runReconcile(ctx context.Context, client *firestore.Client, id string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "oncesync-ops settings reconcile: %v\n", err)
+		return code
+	}
+	cfg, err := config.Load(config.Expander, getenv)
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	src, err := app.NewSource(cfg, app.SourceTuning{})
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	res, err := reconcile.Run(ctx, reconcile.Config{FS: client, Source: src, Lag: cfg.WindowLag, Progress: func(p reconcile.Progress) {
+		fmt.Fprintf(stderr, "%s: %d source IDs, %d target records compared, %d tombstoned\n", p.Phase, p.SourceIDs, p.Records, p.Tombstoned)
+	}}, id)
+	if errors.Is(err, reconcile.ErrNotFound) {
+		return fail(exitFindings, err)
+	}
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	fmt.Fprintf(stdout, "setting %s: the source holds %d IDs (as of %s); %d target records: %d tombstoned now, %d already tombstoned, %d changed meanwhile (left for the next run)\n",
+		id, res.SourceIDs, res.Since.Format(time.RFC3339), res.Records, res.Tombstoned, res.AlreadyGone, res.Changed)
+	if len(res.TombstonedID) > 0 {
+		fmt.Fprintf(stdout, "tombstoned: %s", strings.Join(res.TombstonedID, ", "))
+		if res.Tombstoned > len(res.TombstonedID) {
+			fmt.Fprintf(stdout, " … (%d more)", res.Tombstoned-len(res.TombstonedID))
+		}
+		fmt.Fprintln(stdout)
+	}
 	return exitClean
 }
