@@ -75,6 +75,7 @@ type Options struct {
 	OnStep         func(ctx context.Context, step string) // called at every probe step
 	Log            io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
 	PageSize       int                                    // fixture server page size (default 2000)
+	APILimit       int                                    // fixture server's daily API requests (fixture.Options.APILimit)
 	// Observe is called at every probe step before the delivery's Plan acts there (before a
 	// duplicate runs or the instance crashes), so it sees the step as the delivery reached it.
 	Observe func(ctx context.Context, step string)
@@ -139,7 +140,7 @@ func New(t testing.TB, opts Options) *Env {
 	}
 
 	// Rows that commit late (fixture.Row.VisibleAt) become visible on the simulated clock.
-	e.Fixture = fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize, Visible: e.Clock.Now})
+	e.Fixture = fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize, APILimit: opts.APILimit, Visible: e.Clock.Now})
 	e.fixture.Store(e.Fixture)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.fixture.Load().ServeHTTP(w, r)
