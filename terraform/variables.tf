@@ -179,9 +179,9 @@ variable "sweep_limit" {
 }
 
 variable "window_lag_seconds" {
-  description = "How far behind the tick a Job's window ends, in seconds, so late source commits are not missed."
+  description = "How far behind the tick a Job's window ends, in seconds, so records that commit after their SystemModstamp are not missed. At least the longest transaction in the org (Salesforce's limit: 10 minutes); more delays every import by as much."
   type        = number
-  default     = 60
+  default     = 600
 
   validation {
     condition     = var.window_lag_seconds >= 0 && floor(var.window_lag_seconds) == var.window_lag_seconds

@@ -16,6 +16,7 @@ import (
 	"github.com/oncesync/oncesync/harness/eventarc"
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/stack"
+	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
 )
 
@@ -115,7 +116,7 @@ func runPipeline(ctx context.Context, o runOptions) (r Run, err error) {
 
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	from := now.Add(-24 * time.Hour)
-	rows := fixture.Generate(o.seed, o.records, from, now.Add(-2*time.Minute), fixture.GenOptions{UpdatedInWindow: o.updated})
+	rows := fixture.Generate(o.seed, o.records, from, now.Add(-config.Default().WindowLag-time.Minute), fixture.GenOptions{UpdatedInWindow: o.updated})
 	st := model.SyncSetting{
 		ID: "acme-contacts", TenantID: "acme", SourceObject: "Contact", Fields: Fields,
 		Target: model.TargetGenerated, Enabled: true, Watermark: from, // ChunkSize 0: the deployment default

@@ -20,6 +20,7 @@ import (
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/stack"
 	"github.com/oncesync/oncesync/shared/audit"
+	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
 )
@@ -84,7 +85,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	from := now.Add(-24 * time.Hour)
-	rows := fixture.Generate(o.Seed, o.Records, from, now.Add(-2*time.Minute), fixture.GenOptions{UpdatedInWindow: o.Updated})
+	rows := fixture.Generate(o.Seed, o.Records, from, now.Add(-config.Default().WindowLag-time.Minute), fixture.GenOptions{UpdatedInWindow: o.Updated})
 	st := model.SyncSetting{
 		ID: "acme-contacts", TenantID: "acme", SourceObject: "Contact", Fields: []string{"Name", "Email", "Phone", "Title"},
 		Target: model.TargetGenerated, ChunkSize: o.ChunkSize, Enabled: true, Watermark: from,

@@ -14,7 +14,7 @@ import (
 
 func good() model.SyncSetting {
 	return model.SyncSetting{ID: "acme-contacts", TenantID: "acme", SourceObject: "Contact", Fields: []string{"Name", "Email", "Score__c"},
-		Target: model.TargetUpsert, ChunkSize: 500, Enabled: true, Watermark: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		Target: model.TargetUpsert, ChunkSize: 500, Enabled: true, Watermark: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), APIReserve: 300}
 }
 
 func TestValidateSetting(t *testing.T) {
@@ -103,7 +103,7 @@ func TestAdminWritesTheDocumentedDocuments(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]any{"tenantId": "acme", "sourceObject": "Contact", "fields": []any{"Name", "Email", "Score__c"}, "target": "upsert",
-		"chunkSize": int64(500), "enabled": true, "watermark": good().Watermark, "lastJobId": ""}
+		"chunkSize": int64(500), "enabled": true, "watermark": good().Watermark, "lastJobId": "", "apiReserve": int64(300)}
 	if got := snap.Data(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("syncSettings/acme-contacts = %v, want %v", got, want)
 	}

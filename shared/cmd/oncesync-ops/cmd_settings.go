@@ -26,7 +26,7 @@ func cmdTenants() cli.Command {
 	return cli.Command{
 		Summary: "add, list, show, enable and disable tenants: tenants add ID [--name N] | list | show ID | enable ID | disable ID",
 		Run: func(ctx context.Context, args []string) int {
-			return runAdmin(ctx, "tenants", args, os.Stdout, os.Stderr)
+			return runAdmin(ctx, "tenants", args, os.Getenv, os.Stdout, os.Stderr)
 		},
 	}
 }
@@ -35,7 +35,7 @@ func cmdSettings() cli.Command {
 	return cli.Command{
 		Summary: "add, list, show, enable, disable, resync and reconcile sync settings: settings add ID --tenant T --object O [--fields F,G] [--target K] | list [--tenant T] | show ID | enable ID | disable ID | resync ID --from T --to T | --full | reconcile ID",
 		Run: func(ctx context.Context, args []string) int {
-			return runAdmin(ctx, "settings", args, os.Stdout, os.Stderr)
+			return runAdmin(ctx, "settings", args, os.Getenv, os.Stdout, os.Stderr)
 		},
 	}
 }
@@ -89,8 +89,9 @@ could not run.
 
 flags:`
 
-// runAdmin runs "tenants" or "settings" (cmd).
-func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) int {
+// runAdmin runs "tenants" or "settings" (cmd); getenv reads the source's configuration for
+// reconcile.
+func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	usage := map[string]string{"tenants": tenantsUsage, "settings": settingsUsage}[cmd]
 	subs := []string{"add", "list", "show", "enable", "disable"}
 	if cmd == "settings" {
@@ -169,7 +170,7 @@ func runAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.
 	case "resync":
 		return runResync(ctx, cloud, client, id, rs, stdout, stderr)
 	case "reconcile":
-		return runReconcile(ctx, client, id, os.Getenv, stdout, stderr)
+		return runReconcile(ctx, client, *cloud.project, id, getenv, stdout, stderr)
 	}
 
 	var out any // what list and show print
@@ -332,12 +333,24 @@ func runResync(ctx context.Context, cloud *auditCloud, client *firestore.Client,
 
 // runReconcile tombstones the setting's records the source no longer has (package reconcile), with
 // the connector the expander uses, configured from the environment.
-func runReconcile(ctx context.Context, client *firestore.Client, id string, getenv func(string) string, stdout, stderr io.Writer) int {
+func runReconcile(ctx context.Context, client *firestore.Client, project, id string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "oncesync-ops settings reconcile: %v\n", err)
 		return code
 	}
-	cfg, err := config.Load(config.Expander, getenv)
+	// The expander's configuration, for its source variables; reconcile publishes nothing, so the
+	// topics it requires are not asked of the operator.
+	cfg, err := config.Load(config.Expander, func(name string) string {
+		switch v := getenv(name); {
+		case v != "":
+			return v
+		case name == config.EnvProject:
+			return project
+		case name == config.EnvTopicExpand || name == config.EnvTopicChunks:
+			return "unused-by-reconcile"
+		}
+		return ""
+	})
 	if err != nil {
 		return fail(exitCannot, err)
 	}

@@ -14,17 +14,20 @@ import (
 
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/sim"
+	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/settings"
 )
 
 func tenantsCLI(ctx context.Context, args []string, out, errb *bytes.Buffer) int {
-	return runAdmin(ctx, "tenants", args, out, errb)
+	return runAdmin(ctx, "tenants", args, noEnv, out, errb)
 }
 
 func settingsCLI(ctx context.Context, args []string, out, errb *bytes.Buffer) int {
-	return runAdmin(ctx, "settings", args, out, errb)
+	return runAdmin(ctx, "settings", args, noEnv, out, errb)
 }
+
+func noEnv(string) string { return "" }
 
 // The settings a command adds are the ones a tick schedules: the first Job of each imports its
 // records.
@@ -259,4 +262,53 @@ func TestResyncRestoresTheTargetOncePerRequest(t *testing.T) {
 // sameRecord compares what a record holds, not when or by which Job it was written.
 func sameRecord(a, b model.Engagement) bool {
 	return a.ExternalID == b.ExternalID && a.Version.Equal(b.Version) && reflect.DeepEqual(a.Fields, b.Fields)
+}
+
+// reconcile tombstones the records the source no longer holds, with the source configured as the
+// expander's, and a second run changes nothing; the API reserve is a setting like the others.
+func TestReconcileCommandTombstonesHardDeletes(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := sim.New(t, sim.Options{Start: start, PageSize: 50})
+	ctx := t.Context()
+	p := []string{"--project", e.Project}
+	env := map[string]string{config.EnvSourceURL: e.Config.SourceURL, config.EnvSourceToken: e.Config.SourceToken}
+	reconcileCLI := func(ctx context.Context, args []string, out, errb *bytes.Buffer) int {
+		return runAdmin(ctx, "settings", args, func(k string) string { return env[k] }, out, errb)
+	}
+	run := func(cli func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int, want int, args ...string) (string, string) {
+		t.Helper()
+		code, out, errs := invoke(t, cli, append(args, p...)...)
+		if code != want {
+			t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, out, errs)
+		}
+		return out, errs
+	}
+	run(tenantsCLI, exitClean, "add", "acme")
+	run(settingsCLI, exitClean, "add", "acme-contacts", "--tenant", "acme", "--object", "Contact", "--fields", "Name", "--since", "2025-12-31", "--api-reserve", "25")
+	if out, _ := run(settingsCLI, exitClean, "show", "acme-contacts"); !strings.Contains(out, "api reserve  25") {
+		t.Errorf("settings show lacks the reserve:\n%s", out)
+	}
+	run(settingsCLI, exitFindings, "add", "neg", "--tenant", "acme", "--object", "Contact", "--api-reserve", "-1")
+	rows := fixture.Generate(77, 120, start.Add(-24*time.Hour), start, fixture.GenOptions{})
+	e.Fixture.PutRecords("Contact", rows...)
+	if err := e.Tick(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Drain(ctx, sim.Policy{}, 200); err != nil {
+		t.Fatal(err)
+	}
+	e.Fixture.Purge("Contact", rows[5].ID, rows[50].ID)
+	out, progress := run(reconcileCLI, exitClean, "reconcile", "acme-contacts")
+	if !strings.Contains(out, "the source holds 118 IDs") || !strings.Contains(out, "120 target records: 2 tombstoned now") ||
+		!strings.Contains(out, rows[5].ID) || !strings.Contains(progress, "target: 118 source IDs, 120 target records compared, 2 tombstoned") {
+		t.Errorf("reconcile said:\n%s\n%s", out, progress)
+	}
+	if out, _ := run(reconcileCLI, exitClean, "reconcile", "acme-contacts"); !strings.Contains(out, "0 tombstoned now, 2 already tombstoned") {
+		t.Errorf("reconcile run again said:\n%s", out)
+	}
+	run(reconcileCLI, exitFindings, "reconcile", "nope")
+	if _, errs := run(settingsCLI, exitCannot, "reconcile", "acme-contacts"); !strings.Contains(errs, config.EnvSourceURL) {
+		t.Errorf("reconcile without a source: %s", errs)
+	}
 }
