@@ -56,7 +56,7 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 	}
 	st.mu.Lock()
 	writes, searches, resyncs := maps.Clone(st.chunkWrites), maps.Clone(st.searches), maps.Clone(st.resyncJobs)
-	overdrawn, aborted := maps.Clone(st.overdrawn), maps.Clone(st.aborted)
+	overdrawn, aborted, late := maps.Clone(st.overdrawn), maps.Clone(st.aborted), maps.Clone(st.lateCopies)
 	st.mu.Unlock()
 	setting := map[string]int{}
 	for i, s := range c.Settings {
@@ -105,15 +105,17 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 			r.violate("job %s: chunk plan written %d times for %d chunks (a chunk created twice)", j.ID, n, j.ChunkCount)
 		}
 		// The API budget: a search stops at the first page that leaves no more than the reserve,
-		// so each such page is followed by a pause (or by the crash an injected fault caused).
+		// so each such page is followed by a pause, unless the schedule cut the expansion short
+		// there (an injected crash or error, or a duplicate scheduled after the lease ran out,
+		// which fences the first owner's writes off).
 		if j.Pauses > 0 {
 			r.Paused++
 			r.Pauses += j.Pauses
 		}
-		if n := overdrawn[j.ID]; n > j.Pauses+aborted[j.ID] {
+		if n := overdrawn[j.ID]; n > j.Pauses+aborted[j.ID]+late[j.ID] {
 			r.Overdrawn++
-			r.violate("job %s: the source answered %d pages with no more than the reserve %d left, the Job paused %d times (%d expansions cut short by faults)",
-				j.ID, n, c.Budget.Reserve, j.Pauses, aborted[j.ID])
+			r.violate("job %s: the source answered %d pages with no more than the reserve %d left, the Job paused %d times (%d expansions cut short by faults, %d late duplicates)",
+				j.ID, n, c.Budget.Reserve, j.Pauses, aborted[j.ID], late[j.ID])
 		}
 		// Counters on Jobs exact: the searches counter counts the searches that ran.
 		if observed && j.Searches != searches[j.ID] {
