@@ -42,6 +42,7 @@ type stored struct {
 	ExternalID string
 	Version    time.Time
 	Copies     int
+	Tombstone  string // "" for a live record, else who tombstoned it and when
 }
 
 func engagements(t *testing.T, fs *firestore.Client, kind string) map[string]stored {
@@ -62,6 +63,9 @@ func engagements(t *testing.T, fs *firestore.Client, kind string) map[string]sto
 		}
 		s := out[e.ExternalID]
 		s.ExternalID, s.Version, s.Copies = e.ExternalID, e.Version, s.Copies+1
+		if e.Deleted {
+			s.Tombstone = fmt.Sprintf("by %s at %s", e.DeletedBy, e.DeletedAt.Format(time.RFC3339))
+		}
 		out[e.ExternalID] = s
 	}
 	return out
@@ -99,9 +103,9 @@ func TestCommitIsOnceAndVersionsOnlyMoveForward(t *testing.T) {
 				}
 			}
 			wantRecs := map[string]stored{
-				"a": {"a", t0.Add(5 * time.Minute), 1},
-				"b": {"b", t0.Add(2 * time.Minute), 1},
-				"c": {"c", t0.Add(1 * time.Minute), 1},
+				"a": {ExternalID: "a", Version: t0.Add(5 * time.Minute), Copies: 1},
+				"b": {ExternalID: "b", Version: t0.Add(2 * time.Minute), Copies: 1},
+				"c": {ExternalID: "c", Version: t0.Add(1 * time.Minute), Copies: 1},
 			}
 			if diff := cmp.Diff(wantRecs, engagements(t, fs, kind)); diff != "" {
 				t.Errorf("engagements (-want +got):\n%s", diff)
@@ -138,7 +142,7 @@ func TestResyncRewritesTheSameVersionOnly(t *testing.T) {
 			if err != nil || got.Imported != 1 || got.Unchanged != 1 {
 				t.Fatalf("resync: %+v %v, want a rewritten, b (older) unchanged", got, err)
 			}
-			if diff := cmp.Diff(map[string]stored{"a": {"a", t0.Add(5 * time.Minute), 1}, "b": {"b", t0.Add(2 * time.Minute), 1}}, engagements(t, fs, kind)); diff != "" {
+			if diff := cmp.Diff(map[string]stored{"a": {ExternalID: "a", Version: t0.Add(5 * time.Minute), Copies: 1}, "b": {ExternalID: "b", Version: t0.Add(2 * time.Minute), Copies: 1}}, engagements(t, fs, kind)); diff != "" {
 				t.Errorf("engagements (-want +got):\n%s", diff)
 			}
 			coll := map[string]string{model.TargetUpsert: model.Engagements, model.TargetGenerated: model.EngagementsGen}[kind]
@@ -177,25 +181,10 @@ func TestDeletesAreVersionsBothWays(t *testing.T) {
 					t.Errorf("chunk %d (-want +got):\n%s", i, diff)
 				}
 			}
-			coll := map[string]string{model.TargetUpsert: model.Engagements, model.TargetGenerated: model.EngagementsGen}[kind]
-			docs, err := fs.Collection(coll).Documents(ctx).GetAll()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := map[string]string{}
-			for _, d := range docs {
-				var e model.Engagement
-				if err := d.DataTo(&e); err != nil {
-					t.Fatal(err)
-				}
-				state := "live"
-				if e.Deleted {
-					state = fmt.Sprintf("deleted by %s at %s", e.DeletedBy, e.DeletedAt.Format("15:04"))
-				}
-				got[e.ExternalID] += fmt.Sprintf("v%s %s;", e.Version.Format("04"), state)
-			}
-			wantRecs := map[string]string{"a": "v05 deleted by source at 00:00;", "b": "v09 live;", "c": "v01 live;", "d": "v05 deleted by source at 00:00;"}
-			if diff := cmp.Diff(wantRecs, got); diff != "" {
+			v := func(minute int) time.Time { return t0.Add(time.Duration(minute) * time.Minute) }
+			bySource := "by source at " + t0.Format(time.RFC3339)
+			wantRecs := map[string]stored{"a": {"a", v(5), 1, bySource}, "b": {"b", v(9), 1, ""}, "c": {"c", v(1), 1, ""}, "d": {"d", v(5), 1, bySource}}
+			if diff := cmp.Diff(wantRecs, engagements(t, fs, kind)); diff != "" {
 				t.Errorf("records (-want +got):\n%s", diff)
 			}
 		})
