@@ -83,8 +83,8 @@ func (g Guard) Run(ctx context.Context, k Key, owner string, labels map[string]s
 				return fmt.Errorf("idem: hand %s off: %w", k, nerr)
 			}
 		}
-		logging.From(ctx).Info("work handed off to a continuation", slog.String(logging.Event, "handed_off"),
-			slog.String("detail", hand.Reason))
+		logging.From(ctx).Info("work handed off at a checkpoint", slog.String(logging.Event, "handed_off"),
+			slog.Bool("continuation", hand.Next != nil), slog.String("detail", hand.Reason))
 		return nil
 	default:
 		if rerr := g.Keys.Release(ctx, lease); rerr != nil {

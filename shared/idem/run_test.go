@@ -83,11 +83,13 @@ func TestGuardSettlesTheKeyByTheWorksResult(t *testing.T) {
 			want: []string{"claim", "work", "handoff", "next"}, nextRuns: true},
 		{name: "hand-off that cannot release publishes nothing", keys: fakeKeys{handOffErr: transient}, work: &idem.HandOff{Reason: "budget"},
 			want: []string{"claim", "work", "handoff"}, wantErr: transient},
+		{name: "hand-off without a continuation releases and acks (a budget pause)", work: &idem.HandOff{Reason: "API budget", Next: nil},
+			want: []string{"claim", "work", "handoff"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keys := tc.keys
 			var next error
-			if h, ok := tc.work.(*idem.HandOff); ok {
+			if h, ok := tc.work.(*idem.HandOff); ok && h.Reason == "budget" {
 				h.Next = func(context.Context) error { keys.calls = append(keys.calls, "next"); return next }
 			}
 			err := idem.Guard{Keys: &keys}.Run(t.Context(), idem.ChunkKey("job", 3), "owner-1", nil, func(_ context.Context, l *idem.Lease) error {
