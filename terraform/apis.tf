@@ -7,6 +7,7 @@ locals {
     "cloudfunctions.googleapis.com",       # the three functions
     "cloudresourcemanager.googleapis.com", # data.google_project
     "cloudscheduler.googleapis.com",       # the tick
+    "cloudtrace.googleapis.com",           # one trace per tick, across the functions
     "eventarc.googleapis.com",             # Pub/Sub triggers
     "firestore.googleapis.com",            # state
     "iam.googleapis.com",                  # service accounts

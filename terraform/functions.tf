@@ -13,12 +13,14 @@ locals {
 
   # Variables every entry point reads.
   common_env = {
-    ONCESYNC_PROJECT           = var.project
-    ONCESYNC_DATABASE          = google_firestore_database.main.name
-    ONCESYNC_LEASE             = "${var.lease_minutes}m"
-    ONCESYNC_KEY_RETENTION     = "${var.key_retention_hours}h"
-    ONCESYNC_TOPIC_DEADLETTERS = google_pubsub_topic.deadletters.name
-    ONCESYNC_MAX_DELIVERY_AGE  = "${var.max_delivery_age_minutes}m"
+    ONCESYNC_PROJECT            = var.project
+    ONCESYNC_DATABASE           = google_firestore_database.main.name
+    ONCESYNC_LEASE              = "${var.lease_minutes}m"
+    ONCESYNC_KEY_RETENTION      = "${var.key_retention_hours}h"
+    ONCESYNC_TOPIC_DEADLETTERS  = google_pubsub_topic.deadletters.name
+    ONCESYNC_MAX_DELIVERY_AGE   = "${var.max_delivery_age_minutes}m"
+    ONCESYNC_TRACES             = var.trace_sample_ratio > 0 ? "cloudtrace" : "none"
+    ONCESYNC_TRACE_SAMPLE_RATIO = tostring(var.trace_sample_ratio)
   }
 }
 

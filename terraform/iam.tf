@@ -54,6 +54,26 @@ resource "google_project_iam_member" "importer_firestore" {
   member  = "serviceAccount:${google_service_account.importer.email}"
 }
 
+# Each function writes its deliveries' spans to Cloud Trace (a project-level role: traces have no
+# finer resource to grant it on).
+resource "google_project_iam_member" "scheduler_trace" {
+  project = var.project
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_project_iam_member" "expander_trace" {
+  project = var.project
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${google_service_account.expander.email}"
+}
+
+resource "google_project_iam_member" "importer_trace" {
+  project = var.project
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${google_service_account.importer.email}"
+}
+
 # Scheduler publishes Jobs to expand, stuck chunks to chunks (recovery sweep), dead letters.
 resource "google_pubsub_topic_iam_member" "scheduler_expand" {
   project = var.project

@@ -178,6 +178,17 @@ variable "sweep_limit" {
   }
 }
 
+variable "trace_sample_ratio" {
+  description = "Share of ticks whose trace (every delivery of the three functions for that tick, duplicates included) goes to Cloud Trace, 0..1; 0 turns tracing off."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.trace_sample_ratio >= 0 && var.trace_sample_ratio <= 1
+    error_message = "trace_sample_ratio must be between 0 and 1."
+  }
+}
+
 variable "window_lag_seconds" {
   description = "How far behind the tick a Job's window ends, in seconds, so records that commit after their SystemModstamp are not missed. At least the longest transaction in the org (Salesforce's limit: 10 minutes); more delays every import by as much."
   type        = number

@@ -28,6 +28,7 @@ import (
 	"github.com/oncesync/oncesync/shared/probe"
 	"github.com/oncesync/oncesync/shared/store"
 	"github.com/oncesync/oncesync/shared/target"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Keys is everything the three functions need of idempotency keys: the lease lifecycle that
@@ -63,6 +64,9 @@ type Components struct {
 	Now         func() time.Time
 	Elapsed     func() time.Time // the expander's time-budget clock (nil: real time)
 	Probe       probe.Func
+	// Traces records each delivery's spans (telemetry.Off when nil: the trace context is still
+	// passed on from message to message).
+	Traces *telemetry.Traces
 	// SchedulerStore, ExpanderStore and ImporterStore, when set, wrap the stores the functions
 	// are built with (the chaos harness's mutants change what a function does with its store).
 	SchedulerStore func(scheduler.Store) scheduler.Store
@@ -92,7 +96,12 @@ func Defaults(cfg config.Config, fs *firestore.Client, pub Publisher, src Source
 }
 
 func (c Components) gate(fn string) *delivery.Gate {
-	return &delivery.Gate{Function: fn, Project: c.Config.Project, Logger: c.Logger, Sink: c.DeadLetters, MaxAge: c.Config.MaxDeliveryAge, Now: c.Now}
+	traces := c.Traces
+	if traces == nil {
+		traces = telemetry.Off()
+	}
+	return &delivery.Gate{Function: fn, Project: c.Config.Project, Logger: c.Logger, Sink: c.DeadLetters, MaxAge: c.Config.MaxDeliveryAge, Now: c.Now,
+		Tracer: traces.Tracer(), Flush: traces.Flush}
 }
 
 // Handler returns entry point fn's handler as a CloudEvent function, decoding and deciding
@@ -176,6 +185,7 @@ type Entry struct {
 	fs     *firestore.Client
 	ps     *pubsub.Client
 	pub    *bus.PubSub
+	traces *telemetry.Traces
 }
 
 // NewEntry returns entry points reading the process environment.
@@ -226,6 +236,15 @@ func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 		}
 		e.fs, e.ps, e.pub = fs, ps, bus.New(ps)
 	}
+	if e.traces == nil {
+		// One provider per instance, named after the first function it serves (deployed, an
+		// instance serves one).
+		t, err := telemetry.New(context.WithoutCancel(ctx), cfg.Telemetry(fn))
+		if err != nil {
+			return nil, err
+		}
+		e.traces = t
+	}
 	var src Source
 	if fn == config.Expander {
 		c, err := NewSource(cfg, SourceTuning{})
@@ -238,6 +257,7 @@ func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	comps.Traces = e.traces
 	h, err := comps.HTTPHandler(fn)
 	if err != nil {
 		return nil, err

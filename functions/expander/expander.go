@@ -73,6 +73,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/oncesync/oncesync/shared/bus"
@@ -83,6 +84,7 @@ import (
 	"github.com/oncesync/oncesync/shared/probe"
 	"github.com/oncesync/oncesync/shared/source"
 	"github.com/oncesync/oncesync/shared/store"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Steps where the probe is called.
@@ -665,7 +667,8 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, sl
 		return nil
 	}
 	searched := h.cfg.Elapsed()
-	err = h.cfg.Source.Search(ctx, q, func(ctx context.Context, p source.Page) error {
+	sctx, span := telemetry.Start(ctx, "search", attribute.Int("oncesync.slice", sl.Index), attribute.Bool("oncesync.search.resumed", q.After != nil))
+	err = h.cfg.Source.Search(sctx, q, func(ctx context.Context, p source.Page) error {
 		h.cfg.Probe.At(ctx, StepSearched)
 		if firstPage != nil {
 			if err := firstPage(ctx, h.cfg.Elapsed().Sub(searched)); err != nil {
@@ -725,6 +728,13 @@ func (h *Handler) plan(ctx context.Context, lease *idem.Lease, job model.Job, sl
 			err = write(ctx)
 		}
 	}
+	if errors.Is(err, errBudget) || errors.As(err, new(*pauseError)) {
+		span.SetAttributes(attribute.String("oncesync.search.stopped", err.Error())) // a checkpoint, not a failure
+		err2 := err
+		span.End()
+		return err2
+	}
+	telemetry.End(span, err)
 	if errors.Is(err, errBudget) || errors.As(err, new(*pauseError)) {
 		return err
 	}

@@ -3,7 +3,9 @@
 // Messages are JSON; their routing fields (tenant, job, chunk) are also set as attributes so that
 // logs, dead letters and filters can see them without decoding the body. Publishing is
 // at-least-once: a publish that fails after the server stored the message is retried by the caller,
-// and the consumer's idempotency makes the copy harmless.
+// and the consumer's idempotency makes the copy harmless. Every message carries the publishing
+// span's W3C traceparent as an attribute (telemetry.Inject), so the consumer's delivery span joins
+// the publisher's trace.
 package bus
 
 import (
@@ -15,8 +17,10 @@ import (
 	"sync"
 
 	"cloud.google.com/go/pubsub/v2"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Message is one message to publish.
@@ -64,9 +68,11 @@ func (p *PubSub) Publish(ctx context.Context, topic string, msgs ...Message) ([]
 		return nil, errors.New("bus: publish: empty topic")
 	}
 	pub := p.publisher(topic)
+	ctx, span := telemetry.Start(ctx, "publish "+topic, attribute.String("messaging.system", "gcp_pubsub"),
+		attribute.String("messaging.destination.name", topic), attribute.Int("messaging.batch.message_count", len(msgs)))
 	results := make([]*pubsub.PublishResult, len(msgs))
 	for i, m := range msgs {
-		results[i] = pub.Publish(ctx, &pubsub.Message{Data: m.Data, Attributes: m.Attributes})
+		results[i] = pub.Publish(ctx, &pubsub.Message{Data: m.Data, Attributes: telemetry.Inject(ctx, m.Attributes)})
 	}
 	ids := make([]string, len(msgs))
 	var errs []error
@@ -78,6 +84,7 @@ func (p *PubSub) Publish(ctx context.Context, topic string, msgs ...Message) ([]
 		}
 		ids[i] = id
 	}
+	telemetry.End(span, errors.Join(errs...))
 	if len(errs) > 0 {
 		return ids, fmt.Errorf("bus: publish %d of %d messages to %s failed: %w", len(errs), len(msgs), topic, errs[0])
 	}

@@ -16,7 +16,10 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Entry point names, as registered with the functions framework and deployed by terraform.
@@ -55,6 +58,8 @@ const (
 	EnvMaxSlices      = "ONCESYNC_MAX_SLICES"
 	EnvSearchSlots    = "ONCESYNC_SEARCH_CONCURRENCY"
 	EnvParallelAfter  = "ONCESYNC_PARALLEL_AFTER"
+	EnvTraces         = "ONCESYNC_TRACES"
+	EnvTraceSample    = "ONCESYNC_TRACE_SAMPLE_RATIO"
 )
 
 // Var describes one environment variable: who reads it and whether it is a secret.
@@ -91,6 +96,8 @@ var Vars = []Var{
 	{EnvSliceRows, []string{Expander}, false, false, "Rows a slice of a Job's window aims at: a larger window is cut into slices searched in parallel, sized by the source's counts (0: never slice)."},
 	{EnvMaxSlices, []string{Expander}, false, false, "Most slices one Job's window is cut into (1..999)."},
 	{EnvSearchSlots, []string{Expander}, false, false, "Searches a tenant runs at once, for tenants that do not set searchConcurrency, shared by the Jobs of its enabled settings (Salesforce limits concurrent queries per org)."},
+	{EnvTraces, all(), false, false, "Where spans go: \"cloudtrace\" (Cloud Trace, in the project), \"file:PATH\" (JSON lines, for the demo's trace page) or \"none\" (the default: the trace context still propagates)."},
+	{EnvTraceSample, all(), false, false, "Share of ticks whose trace is recorded, 0..1 (default 1); every delivery of a recorded tick is recorded with it."},
 	{EnvParallelAfter, []string{Expander}, false, false, "A Job's slices are searched in parallel only when its first source page took at least this long to arrive; a faster source is searched one slice after another, since parallel searches would only compete with the imports for Firestore (0s: always parallel)."},
 }
 
@@ -123,6 +130,8 @@ type Config struct {
 	StuckAfter     time.Duration
 	WindowLag      time.Duration
 	SourceTimeout  time.Duration
+	Traces         string  // telemetry.Config.Exporter
+	TraceSample    float64 // telemetry.Config.SampleRatio
 	MaxChunkBytes  int
 	SweepLimit     int
 	TopicDead      string
@@ -138,6 +147,11 @@ type Config struct {
 // Budget is how long one expansion delivery searches before it hands off: BudgetPercent of
 // Timeout. What runs after it (the page being read, the last chunk's write and the waits for
 // its messages) must fit in the rest of the timeout.
+// Telemetry is the tracing configuration of entry point fn (its service name).
+func (c Config) Telemetry(fn string) telemetry.Config {
+	return telemetry.Config{Exporter: c.Traces, SampleRatio: c.TraceSample, Project: c.Project, Service: "oncesync-" + strings.ToLower(fn)}
+}
+
 func (c Config) Budget() time.Duration { return c.Timeout * time.Duration(c.BudgetPercent) / 100 }
 
 // Default returns the production defaults with no project, topics or source.
@@ -161,6 +175,7 @@ func Default() Config {
 		MaxSlices:      32,
 		SearchSlots:    4,
 		ParallelAfter:  300 * time.Millisecond,
+		TraceSample:    1,
 	}
 }
 
@@ -219,6 +234,14 @@ func Load(fn string, getenv func(string) string) (Config, error) {
 	num(EnvMaxSlices, &c.MaxSlices)
 	num(EnvSearchSlots, &c.SearchSlots)
 	dur(EnvParallelAfter, &c.ParallelAfter)
+	str(EnvTraces, &c.Traces)
+	if v := getenv(EnvTraceSample); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s=%q: not a number", EnvTraceSample, v))
+		}
+		c.TraceSample = f
+	}
 	for _, v := range Vars {
 		if v.Required && need(v.Name) && getenv(v.Name) == "" {
 			errs = append(errs, fmt.Errorf("config: %s is required for %s", v.Name, orAll(fn)))
@@ -272,6 +295,9 @@ func (c Config) Validate() error {
 	}
 	if c.SliceRows < 0 || c.MaxSlices < 1 || c.MaxSlices > 999 || c.SearchSlots < 1 || c.ParallelAfter < 0 {
 		errs = append(errs, fmt.Errorf("config: slice rows %d must not be negative, max slices %d within 1..999, search concurrency %d positive, parallel-after %v not negative", c.SliceRows, c.MaxSlices, c.SearchSlots, c.ParallelAfter))
+	}
+	if err := c.Telemetry("").Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("config: %s, %s: %w", EnvTraces, EnvTraceSample, err))
 	}
 	if c.SweepLimit < 1 {
 		errs = append(errs, fmt.Errorf("config: sweep limit %d must be positive", c.SweepLimit))

@@ -78,6 +78,10 @@ func defaultText(name string) string {
 		return fmt.Sprint(d.SearchSlots)
 	case EnvParallelAfter:
 		return d.ParallelAfter.String()
+	case EnvTraces:
+		return "`none`"
+	case EnvTraceSample:
+		return fmt.Sprint(d.TraceSample)
 	}
 	return ""
 }

@@ -33,11 +33,16 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/logging"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Sentinel errors handlers return to steer the delivery.
@@ -160,7 +165,8 @@ type Sink interface {
 	DeadLetter(ctx context.Context, d model.DeadLetter) error
 }
 
-// Gate wraps handlers with decoding, logging and the ack-or-redeliver decision.
+// Gate wraps handlers with decoding, logging, the delivery's span and the ack-or-redeliver
+// decision.
 type Gate struct {
 	Function string           // entry point name, logged on every line
 	Project  string           // for trace resource names
@@ -168,6 +174,17 @@ type Gate struct {
 	Sink     Sink             // where dead letters go
 	MaxAge   time.Duration    // redelivered transient failures older than this are dead-lettered
 	Now      func() time.Time // injectable clock
+	// Tracer starts each delivery's span (see package telemetry); nil records none, and the
+	// message's trace context still reaches the handler. Flush, if set, exports the spans at the
+	// end of every delivery.
+	Tracer trace.Tracer
+	Flush  func(ctx context.Context) error
+}
+
+// Linked is implemented by a duplicate's error that knows the delivery holding (or that finished)
+// the work: its W3C traceparent, which the duplicate's span links to.
+type Linked interface {
+	LinkedTraceparent() string
 }
 
 // CloudEvent returns a function for functions.CloudEvent.
@@ -186,17 +203,90 @@ func (g *Gate) CloudEvent(h Handler) func(context.Context, event.Event) error {
 	}
 }
 
-// Deliver runs h on m and decides the delivery's fate.
+// Deliver runs h on m under the delivery's span and decides the delivery's fate.
 func (g *Gate) Deliver(ctx context.Context, m Message, h Handler) error {
+	ctx, span := g.span(ctx, m)
+	defer g.flush(ctx)
+	traceID, spanID := m.TraceID, m.SpanID
+	if sc := span.SpanContext(); sc.IsValid() {
+		traceID, spanID = sc.TraceID().String(), sc.SpanID().String()
+	}
 	args := []any{slog.String(logging.MessageID, m.ID), slog.Int(logging.DeliveryAttempt, m.DeliveryAttempt)}
-	args = append(args, logging.Trace(g.Project, m.TraceID, m.SpanID)...)
+	args = append(args, logging.Trace(g.Project, traceID, spanID)...)
 	ctx = logging.With(ctx, args...)
+	var err error
 	if age := g.age(m); age > g.MaxAge && g.MaxAge > 0 {
 		// Checked before the handler too: a message that times out or crashes the instance on
 		// every attempt never returns an error, and Eventarc would drop it silently at 24 h.
-		return g.deadLetter(ctx, m, "retries_exhausted", fmt.Errorf("message is %v old, past the %v cutoff", age.Round(time.Second), g.MaxAge))
+		err = g.deadLetter(ctx, m, "retries_exhausted", fmt.Errorf("message is %v old, past the %v cutoff", age.Round(time.Second), g.MaxAge))
+		span.SetAttributes(telemetry.AttrOutcome.String("dead_lettered"))
+	} else {
+		herr := h(ctx, m)
+		err = g.decide(ctx, m, herr)
+		g.mark(span, herr, err)
 	}
-	return g.decide(ctx, m, h(ctx, m))
+	span.End()
+	return err
+}
+
+// span starts the delivery's span, a child of the span that published m.
+func (g *Gate) span(ctx context.Context, m Message) (context.Context, trace.Span) {
+	tracer := g.Tracer
+	if tracer == nil {
+		tracer = noop.NewTracerProvider().Tracer(telemetry.Name)
+	}
+	fallback := ""
+	if m.TraceID != "" {
+		fallback = "00-" + m.TraceID + "-" + m.SpanID + "-01"
+	}
+	// Without a parent (a tick), this delivery roots a new trace.
+	ctx = telemetry.Extract(ctx, m.Attributes, fallback)
+	return tracer.Start(ctx, g.Function+" deliver", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		attribute.String("messaging.system", "gcp_pubsub"),
+		attribute.String("messaging.message.id", m.ID),
+		attribute.String("messaging.destination.name", m.Topic),
+		attribute.Int("messaging.gcp_pubsub.message.delivery_attempt", m.DeliveryAttempt),
+		telemetry.AttrFunction.String(g.Function),
+		telemetry.AttrTenant.String(m.Attributes["tenant"]),
+		telemetry.AttrJob.String(m.Attributes["job"]),
+	))
+}
+
+// mark records on the delivery's span what decide made of the handler's error: ack, a duplicate
+// suppressed (acked) or sent back (redelivered), linked to the delivery that holds the work, a
+// retry, a dead letter.
+func (g *Gate) mark(span trace.Span, herr, decided error) {
+	outcome := "ack"
+	switch {
+	case herr == nil:
+	case errors.Is(herr, ErrDuplicate):
+		outcome = "suppressed"
+	case errors.Is(herr, ErrRetryLater):
+		outcome = "sent_back"
+	case decided == nil:
+		outcome = "dead_lettered"
+	default:
+		outcome = "retry"
+	}
+	span.SetAttributes(telemetry.AttrOutcome.String(outcome))
+	var l Linked
+	if errors.As(herr, &l) {
+		if sc, ok := telemetry.SpanContext(l.LinkedTraceparent()); ok {
+			span.AddLink(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("oncesync.link", "holder of the idempotency key")}})
+		}
+	}
+	if outcome == "retry" || outcome == "dead_lettered" {
+		span.SetStatus(otelcodes.Error, herr.Error())
+	}
+}
+
+func (g *Gate) flush(ctx context.Context) {
+	if g.Flush == nil {
+		return
+	}
+	if err := g.Flush(context.WithoutCancel(ctx)); err != nil {
+		logging.From(ctx).Warn("could not export the delivery's spans", slog.String("error", err.Error()))
+	}
 }
 
 // age is how long ago m was published (0 when unknown).

@@ -55,6 +55,7 @@ import (
 
 	"github.com/oncesync/oncesync/shared/delivery"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Sentinel errors.
@@ -102,6 +103,24 @@ func (k Key) String() string { return k.Scope + ":" + k.ID }
 // DocID is the key's Firestore document ID.
 func (k Key) DocID() string { return model.DocID(k.Scope, k.ID) }
 
+// Duplicate is the error of a claim that finds the key DONE or held: Err is ErrDone or
+// ErrInProgress (check with errors.Is), and Holder the traceparent of the delivery that claimed
+// it, which the duplicate's span links to (delivery.Linked).
+type Duplicate struct {
+	Err    error
+	Holder string
+}
+
+func (d *Duplicate) Error() string { return d.Err.Error() }
+
+// Unwrap returns Err.
+func (d *Duplicate) Unwrap() error { return d.Err }
+
+// LinkedTraceparent implements delivery.Linked.
+func (d *Duplicate) LinkedTraceparent() string { return d.Holder }
+
+var _ delivery.Linked = (*Duplicate)(nil)
+
 // Doc is the stored form of a key.
 type Doc struct {
 	Key        string            `firestore:"key"`
@@ -115,21 +134,25 @@ type Doc struct {
 	HandedOff  bool              `firestore:"handedOff"` // released by a hand-off, not yet taken over
 	Labels     map[string]string `firestore:"labels"`    // tenant, job, chunk, messageId
 	// PayloadHash is Key.Payload of the claim that created the key.
-	PayloadHash string    `firestore:"payloadHash,omitempty"`
-	CreatedAt   time.Time `firestore:"createdAt"`
-	UpdatedAt   time.Time `firestore:"updatedAt"`
-	DoneAt      time.Time `firestore:"doneAt"`
-	ExpireAt    time.Time `firestore:"expireAt"`
+	PayloadHash string `firestore:"payloadHash,omitempty"`
+	// Trace is the W3C traceparent of the delivery that holds the key (set by its claim): a
+	// duplicate's span links to it, and the audit names its trace.
+	Trace     string    `firestore:"trace,omitempty"`
+	CreatedAt time.Time `firestore:"createdAt"`
+	UpdatedAt time.Time `firestore:"updatedAt"`
+	DoneAt    time.Time `firestore:"doneAt"`
+	ExpireAt  time.Time `firestore:"expireAt"`
 }
 
 // Deliveries is the stored duplicate counter of a key.
 type Deliveries struct {
 	Key             string            `firestore:"key"`
-	Duplicates      int               `firestore:"duplicates"`      // deliveries suppressed in total
-	WhileInProgress int               `firestore:"whileInProgress"` // of those, sent back for redelivery
-	LastDuplicateAt time.Time         `firestore:"lastDuplicateAt"` //
-	ExpireAt        time.Time         `firestore:"expireAt"`        //
-	Labels          map[string]string `firestore:"labels"`          //
+	Duplicates      int               `firestore:"duplicates"`          // deliveries suppressed in total
+	WhileInProgress int               `firestore:"whileInProgress"`     // of those, sent back for redelivery
+	LastDuplicateAt time.Time         `firestore:"lastDuplicateAt"`     //
+	LastTrace       string            `firestore:"lastTrace,omitempty"` // the last duplicate's traceparent
+	ExpireAt        time.Time         `firestore:"expireAt"`            //
+	Labels          map[string]string `firestore:"labels"`              //
 }
 
 // Lease is a held key.
@@ -183,7 +206,7 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 	now := s.cfg.Now()
 	doc := Doc{
 		Key: k.String(), Scope: k.Scope, State: InProgress, Owner: owner,
-		LeaseUntil: now.Add(s.cfg.Lease), Attempts: 1, Labels: labels, PayloadHash: k.Payload,
+		LeaseUntil: now.Add(s.cfg.Lease), Attempts: 1, Labels: labels, PayloadHash: k.Payload, Trace: telemetry.Traceparent(ctx),
 		CreatedAt: now, UpdatedAt: now, ExpireAt: now.Add(s.cfg.Retention),
 	}
 	for range 2 {
@@ -215,9 +238,9 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 		case cur.State == InProgress && cur.Owner == owner:
 			return ownLease(k, cur, snap.UpdateTime), nil // our create, applied by an attempt whose answer was lost
 		case cur.State == Done:
-			return nil, s.countDuplicate(ctx, k, labels, false, ErrDone)
+			return nil, s.countDuplicate(ctx, k, labels, false, &Duplicate{Err: ErrDone, Holder: cur.Trace})
 		case cur.LeaseUntil.After(now):
-			return nil, s.countDuplicate(ctx, k, labels, true, ErrInProgress)
+			return nil, s.countDuplicate(ctx, k, labels, true, &Duplicate{Err: ErrInProgress, Holder: cur.Trace})
 		}
 		until := now.Add(s.cfg.Lease)
 		wr, err = s.ref(k).Update(ctx, []firestore.Update{
@@ -226,6 +249,7 @@ func (s *Store) Claim(ctx context.Context, k Key, owner string, labels map[strin
 			{Path: "attempts", Value: firestore.Increment(1)},
 			{Path: "takeovers", Value: firestore.Increment(1)},
 			{Path: "handedOff", Value: false},
+			{Path: "trace", Value: telemetry.Traceparent(ctx)},
 			{Path: "updatedAt", Value: now},
 			{Path: model.ExpireAtField, Value: now.Add(s.cfg.Retention)},
 		}, firestore.LastUpdateTime(snap.UpdateTime))
@@ -276,6 +300,9 @@ func (s *Store) countDuplicate(ctx context.Context, k Key, labels map[string]str
 	}
 	if inProgress {
 		fields["whileInProgress"] = firestore.Increment(1)
+	}
+	if tp := telemetry.Traceparent(ctx); tp != "" {
+		fields["lastTrace"] = tp
 	}
 	if _, err := s.deliveriesRef(k).Set(ctx, fields, firestore.MergeAll); err != nil {
 		return fmt.Errorf("idem: count duplicate of %s: %w", k, err)

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/oncesync/oncesync/shared/delivery"
 	"github.com/oncesync/oncesync/shared/logging"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Keys is what Run needs of a key store; *Store implements it.
@@ -51,7 +54,20 @@ var _ Runner = Guard{}
 // A failed Complete is returned (redeliver): the redelivery finds the work done by its durable
 // state and completes the key then.
 func (g Guard) Run(ctx context.Context, k Key, owner string, labels map[string]string, work Work) error {
+	// The claim is timed by a span of its own, but made in the delivery's context: the key
+	// remembers the delivery's span, which a duplicate's span links to.
+	_, span := telemetry.Start(ctx, "claim "+k.Scope, telemetry.AttrKey.String(k.String()))
 	lease, err := g.Keys.Claim(ctx, k, owner, labels)
+	switch {
+	case lease != nil:
+		span.SetAttributes(attribute.Int("oncesync.lease.attempt", lease.Attempt), attribute.Bool("oncesync.lease.taken_over", lease.TakenOver))
+		span.End()
+	case errors.Is(err, ErrDone), errors.Is(err, ErrInProgress):
+		span.SetAttributes(attribute.String("oncesync.claim", err.Error())) // a duplicate, not a failed claim
+		span.End()
+	default:
+		telemetry.End(span, err)
+	}
 	if err != nil {
 		return err
 	}

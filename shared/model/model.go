@@ -161,6 +161,9 @@ type Job struct {
 	Status       JobStatus `firestore:"status" json:"status"`
 	CreatedAt    time.Time `firestore:"createdAt" json:"createdAt"`
 
+	// Trace is the trace ID of the delivery that created the Job (the tick's trace; empty for a
+	// resync made by command): the audit links the Job's timeline to it.
+	Trace string `firestore:"trace,omitempty" json:"trace,omitempty"`
 	// APIReserve is the setting's, when the Job was made.
 	APIReserve int `firestore:"apiReserve,omitempty" json:"apiReserve,omitempty"`
 	// Budget pauses: a search stopped (or did not start) because the source's request budget was

@@ -5,11 +5,13 @@ import (
 	"fmt"
 
 	"cloud.google.com/go/firestore"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Fencer commits a batch only while a lease is held (idem.Store.CommitFenced).
@@ -31,11 +33,14 @@ func (p Planner) WriteChunks(ctx context.Context, l *idem.Lease, chunks []model.
 	if len(chunks) == 0 {
 		return nil
 	}
+	ctx, span := telemetry.Start(ctx, "plan commit", attribute.Int("oncesync.chunks", len(chunks)),
+		attribute.Int("oncesync.chunk.first", chunks[0].Index), attribute.Int("oncesync.chunk.last", chunks[len(chunks)-1].Index))
 	err := p.Fence.CommitFenced(ctx, l, func(b *firestore.WriteBatch) {
 		for _, c := range chunks {
 			b.Set(p.ChunkRef(c.JobID, c.Index), c)
 		}
 	})
+	telemetry.End(span, err)
 	if err != nil {
 		first, last := chunks[0], chunks[len(chunks)-1]
 		return fmt.Errorf("store: write chunks %d..%d of job %q: %w", first.Index, last.Index, first.JobID, err)

@@ -19,11 +19,13 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/api/iterator"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Sentinel errors.
@@ -108,6 +110,8 @@ func (s *Store) EnabledSettingsOf(ctx context.Context, tenantID string) (int, er
 // the Job and whether this call created it; a redelivered tick gets the existing Job back.
 // It returns ErrEmptyWindow when `to` is not after the watermark (a late or reordered tick).
 func (s *Store) CreateJob(ctx context.Context, settingID, tickID string, to time.Time, defaultChunkSize int) (model.Job, bool, error) {
+	ctx, span := telemetry.Start(ctx, "create job", attribute.String("oncesync.setting", settingID))
+	defer span.End()
 	to = to.UTC().Truncate(time.Millisecond)
 	job, created, err := s.createJob(ctx, model.JobID(settingID, tickID), settingID, func(tx *firestore.Transaction, st model.SyncSetting, job *model.Job) error {
 		if !to.After(st.Watermark) {
@@ -184,7 +188,7 @@ func (s *Store) createJob(ctx context.Context, jobID, settingID string, fill fun
 		}
 		job = model.Job{
 			ID: jobID, TenantID: st.TenantID, SettingID: settingID, SourceObject: st.SourceObject, Fields: st.Fields, Target: st.Target,
-			APIReserve: st.APIReserve, Status: model.JobPending, CreatedAt: s.Now().UTC(),
+			APIReserve: st.APIReserve, Status: model.JobPending, CreatedAt: s.Now().UTC(), Trace: telemetry.TraceIDOf(ctx),
 		}
 		if err := fill(tx, st, &job); err != nil {
 			return err
@@ -521,7 +525,12 @@ func (s *Store) OpenChunk(ctx context.Context, jobID string) (bool, error) {
 // whichever of the two finishes last completes the Job: a writer that reads the other's state
 // after its own write has landed cannot miss both (and CompleteJob makes it happen once). Its
 // cost does not grow with the Job: one read of the Job and one single-entry query.
-func (s *Store) CompleteIfDone(ctx context.Context, jobID string) (bool, error) {
+func (s *Store) CompleteIfDone(ctx context.Context, jobID string) (done bool, err error) {
+	ctx, span := telemetry.Start(ctx, "completion check")
+	defer func() {
+		span.SetAttributes(attribute.Bool("oncesync.job.completed", done))
+		telemetry.End(span, err)
+	}()
 	job, err := s.Job(ctx, jobID)
 	if err != nil || job.Status != model.JobPlanned {
 		return false, err

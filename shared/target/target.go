@@ -44,10 +44,12 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // ErrUnknownTarget is returned for a Job whose target kind has no implementation.
@@ -250,6 +252,16 @@ func (c *Committer) Commit(ctx context.Context, job model.Job, index int) (Resul
 		return Result{}, fmt.Errorf("target: job %s: %q: %w", job.ID, job.Target, ErrUnknownTarget)
 	}
 	ref := c.Client.Collection(model.Jobs).Doc(job.ID).Collection(model.Chunks).Doc(model.ChunkID(index))
+	ctx, span := telemetry.Start(ctx, "import chunk", attribute.Int("oncesync.chunk", index), attribute.String("oncesync.target", job.Target))
+	res, err := c.commit(ctx, t, ref, job, index)
+	span.SetAttributes(attribute.Bool("oncesync.chunk.already_done", res.AlreadyDone), attribute.Int("oncesync.records.imported", res.Imported),
+		attribute.Int("oncesync.records.unchanged", res.Unchanged), attribute.Int("oncesync.records.tombstoned", res.Tombstoned))
+	telemetry.End(span, err)
+	return res, err
+}
+
+// commit is Commit's retry loop.
+func (c *Committer) commit(ctx context.Context, t Target, ref *firestore.DocumentRef, job model.Job, index int) (Result, error) {
 	for attempt := 0; ; attempt++ {
 		res, err := c.commitOnce(ctx, t, ref, job, index)
 		if err == nil || !conflict(err) || attempt+1 >= commitAttempts {

@@ -52,7 +52,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/oncesync/oncesync/shared/source"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Config configures a Client. Zero values mean the defaults.
@@ -194,7 +197,15 @@ func (c *Client) Search(ctx context.Context, q source.Query, fn func(ctx context
 	chk := newChecker(q)
 	next := c.resource(q) + "?q=" + url.QueryEscape(SOQL(q))
 	for n := 1; ; n++ {
-		res, usage, err := c.page(ctx, next)
+		pctx, span := telemetry.Start(ctx, "source page", attribute.Int("oncesync.source.page", n), attribute.String("oncesync.source.object", q.Object))
+		res, usage, err := c.page(pctx, next)
+		if res != nil {
+			span.SetAttributes(attribute.Int("oncesync.source.rows", len(*res.Records)))
+		}
+		if usage.Known() {
+			span.SetAttributes(attribute.Int("oncesync.source.api_used", usage.Used), attribute.Int("oncesync.source.api_limit", usage.Limit))
+		}
+		telemetry.End(span, err)
 		if err != nil {
 			return fmt.Errorf("salesforce: page %d of %s: %w", n, q.Object, err)
 		}
@@ -227,7 +238,9 @@ func (c *Client) Count(ctx context.Context, q source.Query) (source.Extent, erro
 	if err := ValidateQuery(q); err != nil {
 		return source.Extent{}, fmt.Errorf("salesforce: count of %s: %w", q.Object, err)
 	}
+	ctx, span := telemetry.Start(ctx, "source count", attribute.String("oncesync.source.object", q.Object))
 	body, _, err := c.get(ctx, c.resource(q)+"?q="+url.QueryEscape(CountSOQL(q)))
+	telemetry.End(span, err)
 	if err != nil {
 		return source.Extent{}, fmt.Errorf("salesforce: count of %s: %w", q.Object, err)
 	}
