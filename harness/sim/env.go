@@ -41,6 +41,7 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/logging"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Topic IDs in every Env.
@@ -76,6 +77,7 @@ type Options struct {
 	Log            io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
 	PageSize       int                                    // fixture server page size (default 2000)
 	APILimit       int                                    // fixture server's daily API requests (fixture.Options.APILimit)
+	Traces         *telemetry.Traces                      // where the functions' spans go (default: not recorded)
 	// Observe is called at every probe step before the delivery's Plan acts there (before a
 	// duplicate runs or the instance crashes), so it sees the step as the delivery reached it.
 	Observe func(ctx context.Context, step string)
@@ -193,6 +195,7 @@ func New(t testing.TB, opts Options) *Env {
 	}
 	comps.SchedulerStore, comps.ExpanderStore, comps.ImporterStore = opts.SchedulerStore, opts.ExpanderStore, opts.ImporterStore
 	comps.Probe = e.probe
+	comps.Traces = opts.Traces
 	comps.Elapsed = e.Budget.Now
 	e.Comps = comps
 	e.handlers = map[string]app.CloudEventFunc{}

@@ -191,6 +191,9 @@ func (t *Traces) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// FromSDK wraps an SDK provider the caller built (a test's, with a span recorder).
+func FromSDK(tp *sdktrace.TracerProvider) *Traces { return &Traces{Provider: tp, sdk: tp} }
+
 // Off is a provider that records nothing.
 func Off() *Traces { return &Traces{Provider: noop.NewTracerProvider()} }
 
