@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Options configure a demo run.
@@ -33,8 +36,11 @@ type Options struct {
 	Seed       int64         // dataset seed
 	Updated    float64       // fraction of records that also appear with a newer version (updated while paging)
 	Timeout    time.Duration // give up after this long (default 10 min)
-	Out        io.Writer
-	Stack      stack.Options
+	// TracePage, when set, is where the Job's trace is written as an HTML page (the functions
+	// export their spans to a file for it: ONCESYNC_TRACES=file:…).
+	TracePage string
+	Out       io.Writer
+	Stack     stack.Options
 }
 
 // Report is what the demo found.
@@ -53,6 +59,8 @@ type Report struct {
 	Elapsed              time.Duration    // tick published → Job COMPLETED
 	FirstImport          time.Duration    // tick published → first chunk DONE
 	RecordsPerSecond     float64
+	Trace                Trace  // the Job's trace, when Options.TracePage is set
+	TracePage            string // where it was written
 }
 
 // OK reports whether every record was imported exactly once.
@@ -75,6 +83,16 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		o.Stack.Faults = eventarc.Duplicate(2 * time.Second)
 	}
 	o.Stack.Log = o.Out
+	var spansFile string
+	if o.TracePage != "" {
+		dir, err := os.MkdirTemp("", "oncesync-demo-spans")
+		if err != nil {
+			return Report{}, fmt.Errorf("demo: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		spansFile = filepath.Join(dir, "spans.jsonl")
+		o.Stack.ExtraEnv = append(o.Stack.ExtraEnv, config.EnvTraces+"=file:"+spansFile, config.EnvTraceSample+"=1")
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	s, err := stack.Start(ctx, o.Stack)
@@ -139,7 +157,34 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		return r, fmt.Errorf("demo: audit: %w", err)
 	}
 	r.Audit = &rep
+	if o.TracePage != "" {
+		if err := r.writeTrace(job.Trace, spansFile, o.TracePage); err != nil {
+			return r, err
+		}
+	}
 	return r, nil
+}
+
+// writeTrace writes the page of the Job's trace from the spans the functions exported.
+func (r *Report) writeTrace(traceID, spansFile, path string) error {
+	spans, err := telemetry.ReadFile(spansFile)
+	if err != nil {
+		return err
+	}
+	r.Trace = TraceOf(traceID, spans)
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("demo: trace page: %w", err)
+	}
+	if err := WritePage(f, r.Trace); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("demo: trace page: %w", err)
+	}
+	r.TracePage, _ = filepath.Abs(path)
+	return nil
 }
 
 // firstImport is the time from start to the first chunk DONE.
@@ -246,6 +291,11 @@ func (r Report) Write(w io.Writer) {
 	row("tick → first chunk imported", r.FirstImport.Round(time.Millisecond))
 	row("elapsed (tick → COMPLETED)", r.Elapsed.Round(time.Millisecond))
 	row("records/s", fmt.Sprintf("%.0f", r.RecordsPerSecond))
+	if r.TracePage != "" {
+		row("the Job's trace", fmt.Sprintf("%s: %d spans, %d deliveries, %d of them duplicates (suppressed or sent back, each linked to the delivery holding its key)",
+			r.Trace.ID, len(r.Trace.Spans), r.Trace.Deliveries, r.Trace.Duplicates))
+		row("open it in a browser", "file://"+r.TracePage)
+	}
 	verdict := "OK: every record imported exactly once, and the audit is clean"
 	if !r.OK() {
 		verdict = "FAILED: records lost or duplicated"

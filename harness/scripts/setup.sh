@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and checks everything oncesync's demo, tests and benchmark need on a fresh machine of
-# this kind: Go modules, a Java runtime for the emulators, the Firestore and Pub/Sub emulators, and
-# terraform for the offline checks. Idempotent; prints what it found.
+# this kind: Go modules, a Java runtime for the emulators, the Firestore and Pub/Sub emulators,
+# terraform for the offline checks, spin for the protocol model and Chromium for the trace page's
+# browser test. Idempotent; prints what it found.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -39,6 +40,10 @@ say "$(terraform version | head -n1)"
 command -v spin >/dev/null || { say "installing spin (Debian's package) for the protocol model"; apt_install spin || die "spin is not installed"; }
 command -v cc >/dev/null || { say "installing a C compiler for spin's verifier"; apt_install gcc libc6-dev || die "no C compiler"; }
 say "$(spin -V | head -n1)"
+
+# The demo's trace page is checked in a real headless browser (harness/demo's browser test).
+command -v chromium >/dev/null || { say "installing Chromium (Debian's package) for the trace page's browser test"; apt_install chromium || die "chromium is not installed"; }
+say "$(chromium --version 2>/dev/null | head -n1)"
 
 go mod download
 say "go modules ready"

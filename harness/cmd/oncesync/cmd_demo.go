@@ -23,6 +23,7 @@ func cmdDemo() cli.Command {
 			fs.Int64Var(&o.Seed, "seed", 1, "dataset seed")
 			fs.Float64Var(&o.Updated, "updated", 0.01, "fraction of records also served with a newer version, as if updated while the search paged")
 			fs.StringVar(&o.Stack.LogDir, "logs", "", "keep emulator and function logs in `DIR`")
+			fs.StringVar(&o.TracePage, "trace-page", "bin/demo-trace.html", "write the Job's trace as an HTML page `FILE` to open in a browser (\"\": none)")
 			if err := fs.Parse(args); err != nil {
 				return 2
 			}
