@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/harness/sim"
+	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/telemetry"
 )
@@ -114,6 +116,25 @@ func TestOneTracePerTickWithDuplicatesLinked(t *testing.T) {
 	}
 	if !slices.ContainsFunc(jobs, func(j model.Job) bool { return j.Status == model.JobCompleted }) {
 		t.Error("no Job completed")
+	}
+	// The audit's timeline names the trace of every line: here all of one tick's.
+	for _, j := range jobs {
+		rep, err := audit.New(w.FS).Job(t.Context(), j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dupLines := 0
+		for _, e := range rep.Timeline {
+			if e.Trace != j.Trace {
+				t.Errorf("audit of %s: %q has trace %q, want the tick's %s", j.ID, e.What, e.Trace, j.Trace)
+			}
+			if strings.Contains(e.What, "duplicate") {
+				dupLines++
+			}
+		}
+		if dupLines < 2 {
+			t.Errorf("audit of %s: %d timeline lines about duplicates, want the expand and the chunk ones", j.ID, dupLines)
+		}
 	}
 }
 

@@ -96,6 +96,10 @@ type ChunkReport struct {
 type Event struct {
 	At   time.Time `json:"at"`
 	What string    `json:"what"`
+	// Trace is the trace that holds what happened (Cloud Trace, or the demo's trace page): the
+	// tick's trace for the Job's own work, the delivery's for a key, the duplicate's for a
+	// duplicate; empty when unknown (a key deleted by its TTL, a Job made by command).
+	Trace string `json:"trace,omitempty"`
 }
 
 // chunkFields are the chunk fields an audit reads; records only when it checks them.
@@ -764,10 +768,20 @@ func abbreviate(items []string, n int) string {
 // timeline orders what is known of the Job's life.
 func timeline(job model.Job, keys []KeyReport, chunks []ChunkReport, dls []DeadLetterSummary) []Event {
 	var ev []Event
+	trace := job.Trace // each line's trace: the Job's own unless a key says otherwise
 	add := func(at time.Time, format string, args ...any) {
 		if !at.IsZero() {
-			ev = append(ev, Event{At: at.UTC(), What: fmt.Sprintf(format, args...)})
+			ev = append(ev, Event{At: at.UTC(), What: fmt.Sprintf(format, args...), Trace: trace})
 		}
+	}
+	// in records what a key's line says in the trace of that key's delivery (tr, when known).
+	in := func(tr string, f func()) {
+		saved := trace
+		if tr != "" {
+			trace = tr
+		}
+		f()
+		trace = saved
 	}
 	if job.Resync != "" {
 		add(job.CreatedAt, "resync Job created by request %q: window %s → %s imported again (watermark untouched), %s → %s target", job.Resync,
@@ -784,22 +798,29 @@ func timeline(job model.Job, keys []KeyReport, chunks []ChunkReport, dls []DeadL
 		switch k.Step {
 		case StepTick:
 			if k.Duplicates > 0 {
-				add(k.LastDuplicateAt, "tick: %s, message %s", dupPhrase(k.Duplicates, k.WhileInProgress), k.LastDupMessage)
+				in(k.DuplicateTrace, func() {
+					add(k.LastDuplicateAt, "tick: %s, message %s", dupPhrase(k.Duplicates, k.WhileInProgress), k.LastDupMessage)
+				})
 			}
 		case StepExpand:
-			add(k.CreatedAt, "expand: key claimed by message %s", k.MessageID)
-			if k.Takeovers > 0 {
-				add(k.UpdatedAt, "expand: lease taken over %d times (the last write since)", k.Takeovers)
-			}
+			in(k.Trace, func() {
+				add(k.CreatedAt, "expand: key claimed by message %s", k.MessageID)
+				if k.Takeovers > 0 {
+					add(k.UpdatedAt, "expand: lease taken over %d times (the last write since)", k.Takeovers)
+				}
+				add(k.DoneAt, "expand: key DONE")
+			})
 			if k.Duplicates > 0 {
-				add(k.LastDuplicateAt, "expand: %s, message %s", dupPhrase(k.Duplicates, k.WhileInProgress), k.LastDupMessage)
+				in(k.DuplicateTrace, func() {
+					add(k.LastDuplicateAt, "expand: %s, message %s", dupPhrase(k.Duplicates, k.WhileInProgress), k.LastDupMessage)
+				})
 			}
-			add(k.DoneAt, "expand: key DONE")
 		}
 	}
 	var first, lastPlanned, firstDone, lastDone time.Time
 	done, dups, dupsIP, takeovers := 0, 0, 0, 0
 	var lastDup time.Time
+	var lastDupTrace string
 	for _, c := range chunks {
 		first = minTime(first, c.PlannedAt)
 		lastPlanned = maxTime(lastPlanned, c.PlannedAt)
@@ -811,6 +832,9 @@ func timeline(job model.Job, keys []KeyReport, chunks []ChunkReport, dls []DeadL
 		dups += c.Key.Duplicates
 		dupsIP += c.Key.WhileInProgress
 		takeovers += c.Key.Takeovers
+		if c.Key.LastDuplicateAt.After(lastDup) {
+			lastDupTrace = c.Key.DuplicateTrace
+		}
 		lastDup = maxTime(lastDup, c.Key.LastDuplicateAt)
 	}
 	add(first, "first chunk written")
@@ -819,7 +843,7 @@ func timeline(job model.Job, keys []KeyReport, chunks []ChunkReport, dls []DeadL
 	}
 	add(firstDone, "first chunk DONE")
 	if dups > 0 {
-		add(lastDup, "chunks: %s", dupPhrase(dups, dupsIP))
+		in(lastDupTrace, func() { add(lastDup, "chunks: %s (the last one's trace)", dupPhrase(dups, dupsIP)) })
 	}
 	if takeovers > 0 {
 		add(lastDone, "chunks: %d leases taken over in all", takeovers)

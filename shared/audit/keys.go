@@ -9,6 +9,7 @@ import (
 
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Steps of the pipeline, as the idempotency keys name them.
@@ -41,8 +42,12 @@ type KeyReport struct {
 	UpdatedAt       time.Time `json:"updatedAt,omitzero"`
 	DoneAt          time.Time `json:"doneAt,omitzero"`
 	LastDuplicateAt time.Time `json:"lastDuplicateAt,omitzero"`
-	Tenant          string    `json:"tenant,omitempty"`
-	Job             string    `json:"job,omitempty"`
+	// Trace is the trace of the delivery that holds (or finished) the key; DuplicateTrace the
+	// last duplicate's (the same trace for a copy of the same message; another for a sweep's).
+	Trace          string `json:"trace,omitempty"`
+	DuplicateTrace string `json:"duplicateTrace,omitempty"`
+	Tenant         string `json:"tenant,omitempty"`
+	Job            string `json:"job,omitempty"`
 }
 
 // StepReport sums the keys of one step.
@@ -144,6 +149,7 @@ func (kr *KeyReport) fromKey(d idem.Doc, now time.Time) {
 	kr.MessageID = d.Labels["messageId"]
 	kr.Tenant, kr.Job = d.Labels["tenant"], d.Labels["job"]
 	kr.CreatedAt, kr.UpdatedAt, kr.DoneAt = d.CreatedAt, d.UpdatedAt, d.DoneAt
+	kr.Trace = telemetry.TraceID(d.Trace)
 	kr.Expired = d.State == idem.InProgress && !d.LeaseUntil.After(now)
 	kr.Deliveries = kr.Claims + kr.Duplicates
 	if d.Scope != "" {
@@ -157,6 +163,7 @@ func (kr *KeyReport) fromKey(d idem.Doc, now time.Time) {
 func (kr *KeyReport) fromDeliveries(d idem.Deliveries) {
 	kr.Duplicates, kr.WhileInProgress, kr.LastDuplicateAt = d.Duplicates, d.WhileInProgress, d.LastDuplicateAt
 	kr.LastDupMessage = d.Labels["messageId"]
+	kr.DuplicateTrace = telemetry.TraceID(d.LastTrace)
 	kr.Deliveries = kr.Claims + kr.Duplicates
 }
 

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"slices"
@@ -136,9 +137,9 @@ func (r JobReport) WriteTextWith(w io.Writer, o TextOptions) error {
 	t.printf("\nTIMELINE\n")
 	var ev []string
 	for _, e := range r.Timeline {
-		ev = append(ev, row(ts(e.At), offset(e.At, j.CreatedAt), e.What))
+		ev = append(ev, row(ts(e.At), offset(e.At, j.CreatedAt), e.What, cmp.Or(e.Trace, "-")))
 	}
-	t.table(row("TIME", "T+", "EVENT"), ev)
+	t.table(row("TIME", "T+", "EVENT", "TRACE"), ev)
 
 	p := r.Plan
 	expected := fmt.Sprintf("ceil(%d / %d) = %d", p.Records, p.ChunkSize, p.Expected)
