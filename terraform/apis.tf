@@ -12,6 +12,7 @@ locals {
     "firestore.googleapis.com",            # state
     "iam.googleapis.com",                  # service accounts
     "logging.googleapis.com",              # function and build logs
+    "monitoring.googleapis.com",           # metrics, alert policies, the dashboard
     "pubsub.googleapis.com",               # topics
     "run.googleapis.com",                  # functions (2nd gen) run on Cloud Run
     "secretmanager.googleapis.com",        # the source token

@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -683,4 +685,79 @@ func (m *module) checkConfigLoad(code Code, fns map[string]*deployment) {
 			}
 		}
 	}
+}
+
+// metricRef is a Cloud Monitoring metric of the functions named in the configuration: the
+// workload.googleapis.com domain written out, or through local.metric.
+var metricRef = regexp.MustCompile(`(?:workload\.googleapis\.com|\$\{local\.metric\})/([A-Za-z0-9_.]+)`)
+
+// checkMonitoring holds the alert policies and the dashboard to the metrics the code emits: every
+// metric they name exists (metric-unknown), the dashboard shows every one (its tiles are the keys
+// of local.dashboard_metrics: metric-not-on-dashboard), and every alert notifies
+// var.notification_channels (alert-channels).
+func (m *module) checkMonitoring(code Code) {
+	emitted := map[string]bool{}
+	for _, name := range code.Metrics {
+		emitted[name] = true
+	}
+	src := func(b *block) string {
+		data, err := os.ReadFile(b.body.SrcRange.Filename)
+		if err != nil || b.body.SrcRange.End.Byte > len(data) {
+			return ""
+		}
+		return string(data[b.body.SrcRange.Start.Byte:b.body.SrcRange.End.Byte])
+	}
+	refs := func(b *block, text string) {
+		for _, mt := range metricRef.FindAllStringSubmatch(text, -1) {
+			if !emitted[mt[1]] {
+				m.add("metric-unknown", b.addr(), &b.rng, "names metric %s, which the code does not emit (telemetry.MetricDocs)", mt[1])
+			}
+		}
+	}
+	for _, b := range m.resources["google_monitoring_alert_policy"] {
+		refs(b, src(b))
+		if a, ok := b.body.Attributes["notification_channels"]; !ok || !isVarRef(a.Expr, "notification_channels") {
+			m.add("alert-channels", b.addr(), &b.rng, "notification_channels is not var.notification_channels: the alert would notify no one the operator chose")
+		}
+	}
+	dashboards := m.resources["google_monitoring_dashboard"]
+	if len(dashboards) == 0 {
+		m.add("metric-not-on-dashboard", "google_monitoring_dashboard", nil, "no dashboard shows the functions' metrics")
+		return
+	}
+	shown := map[string]bool{}
+	if a, ok := m.locals["dashboard_metrics"]; ok {
+		if obj, ok := a.Expr.(*hclsyntax.ObjectConsExpr); ok {
+			for _, item := range obj.Items {
+				if v, diags := item.KeyExpr.Value(nil); !diags.HasErrors() && v.Type() == cty.String {
+					shown[v.AsString()] = true
+					if !emitted[v.AsString()] {
+						m.add("metric-unknown", "local.dashboard_metrics", &a.SrcRange, "a tile for metric %s, which the code does not emit (telemetry.MetricDocs)", v.AsString())
+					}
+				}
+			}
+		}
+	}
+	for _, b := range dashboards {
+		text := src(b)
+		refs(b, strings.ReplaceAll(text, "${local.metric}/${name}", ""))
+		if !strings.Contains(text, "local.dashboard_metrics") {
+			shown = map[string]bool{}
+		}
+	}
+	for _, name := range code.Metrics {
+		if !shown[name] {
+			m.add("metric-not-on-dashboard", dashboards[0].addr(), &dashboards[0].rng, "metric %s is emitted but has no tile (local.dashboard_metrics)", name)
+		}
+	}
+}
+
+// isVarRef reports whether e is exactly var.<name>.
+func isVarRef(e hclsyntax.Expression, name string) bool {
+	st, ok := e.(*hclsyntax.ScopeTraversalExpr)
+	if !ok || len(st.Traversal) != 2 || st.Traversal.RootName() != "var" {
+		return false
+	}
+	attr, ok := st.Traversal[1].(hcl.TraverseAttr)
+	return ok && attr.Name == name
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // --- Reading the code ---------------------------------------------------------------------------
@@ -32,6 +33,7 @@ type Code struct {
 	TTLCollections    []string
 	TTLField          string
 	Indexes           []model.Index
+	Metrics           []string // the metrics the functions emit (telemetry.MetricDocs)
 	// SourceCheck builds the connector a configuration names, as the expander does at cold
 	// start (app.NewSource): the deployed source settings must be ones the connector accepts.
 	SourceCheck func(config.Config) error
@@ -71,6 +73,7 @@ func LoadCode(root string) (Code, error) {
 		TTLCollections:    slices.Clone(model.TTLCollections),
 		TTLField:          model.ExpireAtField,
 		Indexes:           slices.Clone(model.CompositeIndexes),
+		Metrics:           metricNames(),
 		SourceCheck: func(c config.Config) error {
 			_, err := app.NewSource(c, app.SourceTuning{})
 			return err
@@ -278,4 +281,12 @@ func buildFiles(root string) ([]string, error) {
 	}
 	slices.Sort(files)
 	return files, nil
+}
+
+func metricNames() []string {
+	out := make([]string, len(telemetry.MetricDocs))
+	for i, d := range telemetry.MetricDocs {
+		out[i] = d.Name
+	}
+	return out
 }

@@ -6,7 +6,9 @@
 //   - entry points registered in the module root (parsed with go/parser) and config.EntryPoints;
 //   - the Go version in go.mod, which decides the function runtime (go 1.26 -> go126);
 //   - config.Vars: which environment variables each entry point reads, and which are secrets;
-//   - model.TTLCollections, model.ExpireAtField and model.CompositeIndexes.
+//   - model.TTLCollections, model.ExpireAtField and model.CompositeIndexes;
+//   - telemetry.MetricDocs: the metrics the alert policies and the dashboard may name, all of which
+//     the dashboard shows.
 //
 // It also enforces the deployment's own rules: Eventarc Pub/Sub triggers with retries and a
 // dedicated trigger service account, internal ingress, publishers only on the topics a function
@@ -69,6 +71,7 @@ func Check(dir string, code Code) []Finding {
 	m.checkVariables()
 	m.checkConfigLoad(code, fns)
 	m.checkPublic()
+	m.checkMonitoring(code)
 	sortFindings(m.findings)
 	return m.findings
 }

@@ -166,6 +166,11 @@ resource "google_pubsub_topic_iam_binding" "open" {
 			return replaceOnce("ONCESYNC_SOURCE_URL       = var.source_url", "ONCESYNC_SOURCE_URL       = var.source_url\n      ONCESYNC_SOURCE_TOKEN     = var.source_token")(t, src)
 		}, "secret-plain", config.EnvSourceToken},
 
+		// Monitoring: the alerts and the dashboard name what the code emits.
+		{"alert on a metric the code does not emit", "monitoring.tf", replaceOnce(`filter          = "metric.type=\"${local.metric}/oncesync.dead_letters\""`, `filter          = "metric.type=\"${local.metric}/oncesync.deadletters\""`), "metric-unknown", "oncesync.deadletters"},
+		{"metric left off the dashboard", "monitoring.tf", removeMatch(`\n *"oncesync\.jobs\.stuck" *= \{[^}]*\}`), "metric-not-on-dashboard", "oncesync.jobs.stuck"},
+		{"alert notifies no one", "monitoring.tf", replaceOnce("display_name          = \"${var.name_prefix}: dead letters recorded\"\n  combiner              = \"OR\"\n  notification_channels = var.notification_channels", "display_name          = \"${var.name_prefix}: dead letters recorded\"\n  combiner              = \"OR\"\n  notification_channels = []"), "alert-channels", "dead_letters"},
+
 		// Wiring and least privilege.
 		{"topic as a literal", "functions.tf", replaceOnce("ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name\n      ONCESYNC_TOPIC_CHUNKS = google_pubsub_topic.chunks.name\n      ONCESYNC_DEFAULT_CHUNK_SIZE", "ONCESYNC_TOPIC_EXPAND       = \"oncesync-expand\"\n      ONCESYNC_TOPIC_CHUNKS = google_pubsub_topic.chunks.name\n      ONCESYNC_DEFAULT_CHUNK_SIZE"), "topic-ref", config.EnvTopicExpand},
 		{"importer triggered by the wrong topic", "functions.tf", replaceOnce("pubsub_topic          = google_pubsub_topic.chunks.id", "pubsub_topic          = google_pubsub_topic.expand.id"), "wiring", config.EnvTopicChunks},
@@ -244,6 +249,10 @@ func TestCheckCatchesCodeChanges(t *testing.T) {
 		{"new variable", func(c *Code) {
 			c.Vars = append(c.Vars, config.Var{Name: "ONCESYNC_NEW", Functions: []string{config.Importer}})
 		}, "env-missing", "ONCESYNC_NEW"},
+		{"new metric in code", func(c *Code) { c.Metrics = append(c.Metrics, "oncesync.records.rewritten") }, "metric-not-on-dashboard", "oncesync.records.rewritten"},
+		{"metric renamed in code", func(c *Code) {
+			c.Metrics = slices.DeleteFunc(c.Metrics, func(n string) bool { return n == "oncesync.dead_letters" })
+		}, "metric-unknown", "oncesync.dead_letters"},
 		{"variable becomes a secret", func(c *Code) {
 			for i := range c.Vars {
 				if c.Vars[i].Name == config.EnvSourceURL {

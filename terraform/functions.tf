@@ -21,6 +21,7 @@ locals {
     ONCESYNC_MAX_DELIVERY_AGE   = "${var.max_delivery_age_minutes}m"
     ONCESYNC_TRACES             = var.trace_sample_ratio > 0 ? "cloudtrace" : "none"
     ONCESYNC_TRACE_SAMPLE_RATIO = tostring(var.trace_sample_ratio)
+    ONCESYNC_METRICS            = "cloudmonitoring"
   }
 }
 

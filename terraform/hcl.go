@@ -46,7 +46,7 @@ var consumers = map[string]string{
 
 // Project-level roles each kind of principal may hold. Everything else is granted on a resource.
 var (
-	runtimeProjectRoles = []string{"roles/datastore.user", "roles/cloudtrace.agent"} // Firestore; spans (no finer resource exists for either)
+	runtimeProjectRoles = []string{"roles/datastore.user", "roles/cloudtrace.agent", "roles/monitoring.metricWriter"} // Firestore, spans, metrics: none has a finer resource
 	buildProjectRoles   = []string{"roles/logging.logWriter", "roles/storage.objectViewer"}
 	basicRoles          = []string{"roles/owner", "roles/editor", "roles/viewer"}
 	publicMembers       = []string{"allUsers", "allAuthenticatedUsers"}

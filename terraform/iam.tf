@@ -74,6 +74,25 @@ resource "google_project_iam_member" "importer_trace" {
   member  = "serviceAccount:${google_service_account.importer.email}"
 }
 
+# Each function writes its metrics to Cloud Monitoring (project-level, as for traces).
+resource "google_project_iam_member" "scheduler_metrics" {
+  project = var.project
+  role    = "roles/monitoring.metricWriter"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_project_iam_member" "expander_metrics" {
+  project = var.project
+  role    = "roles/monitoring.metricWriter"
+  member  = "serviceAccount:${google_service_account.expander.email}"
+}
+
+resource "google_project_iam_member" "importer_metrics" {
+  project = var.project
+  role    = "roles/monitoring.metricWriter"
+  member  = "serviceAccount:${google_service_account.importer.email}"
+}
+
 # Scheduler publishes Jobs to expand, stuck chunks to chunks (recovery sweep), dead letters.
 resource "google_pubsub_topic_iam_member" "scheduler_expand" {
   project = var.project

@@ -178,6 +178,30 @@ variable "sweep_limit" {
   }
 }
 
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel IDs (projects/P/notificationChannels/N) the alert policies notify; empty: the alerts open incidents but notify no one."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_job_grace_minutes" {
+  description = "How long Jobs may stay unfinished past stuck_after_minutes before the Job alert fires."
+  type        = number
+  default     = 60
+}
+
+variable "alert_takeovers_per_hour" {
+  description = "Lease takeovers (crashed owners) per hour above which the takeover alert fires."
+  type        = number
+  default     = 20
+}
+
+variable "alert_5xx_per_minute" {
+  description = "5xx answers of the functions per minute, sustained 5 minutes, above which the error alert fires."
+  type        = number
+  default     = 5
+}
+
 variable "trace_sample_ratio" {
   description = "Share of ticks whose trace (every delivery of the three functions for that tick, duplicates included) goes to Cloud Trace, 0..1; 0 turns tracing off."
   type        = number

@@ -67,6 +67,8 @@ type Components struct {
 	// Traces records each delivery's spans (telemetry.Off when nil: the trace context is still
 	// passed on from message to message).
 	Traces *telemetry.Traces
+	// Metrics counts what the functions do (nil: nothing).
+	Metrics *telemetry.Metrics
 	// SchedulerStore, ExpanderStore and ImporterStore, when set, wrap the stores the functions
 	// are built with (the chaos harness's mutants change what a function does with its store).
 	SchedulerStore func(scheduler.Store) scheduler.Store
@@ -101,7 +103,7 @@ func (c Components) gate(fn string) *delivery.Gate {
 		traces = telemetry.Off()
 	}
 	return &delivery.Gate{Function: fn, Project: c.Config.Project, Logger: c.Logger, Sink: c.DeadLetters, MaxAge: c.Config.MaxDeliveryAge, Now: c.Now,
-		Tracer: traces.Tracer(), Flush: traces.Flush}
+		Tracer: traces.Tracer(), Flush: traces.Flush, Metrics: c.Metrics}
 }
 
 // Handler returns entry point fn's handler as a CloudEvent function, decoding and deciding
@@ -186,6 +188,7 @@ type Entry struct {
 	ps     *pubsub.Client
 	pub    *bus.PubSub
 	traces *telemetry.Traces
+	meters *telemetry.Meters
 }
 
 // NewEntry returns entry points reading the process environment.
@@ -245,6 +248,13 @@ func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 		}
 		e.traces = t
 	}
+	if e.meters == nil {
+		m, err := telemetry.NewMeters(cfg.Meters(fn))
+		if err != nil {
+			return nil, err
+		}
+		e.meters = m
+	}
 	var src Source
 	if fn == config.Expander {
 		c, err := NewSource(cfg, SourceTuning{})
@@ -257,7 +267,7 @@ func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	comps.Traces = e.traces
+	comps.Traces, comps.Metrics = e.traces, e.meters.Metrics
 	h, err := comps.HTTPHandler(fn)
 	if err != nil {
 		return nil, err

@@ -32,6 +32,7 @@ import (
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/probe"
 	"github.com/oncesync/oncesync/shared/store"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Steps where the probe is called.
@@ -255,6 +256,7 @@ func (h *Handler) sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	telemetry.MetricsFrom(ctx).Stuck(ctx, len(jobs))
 	var expand, chunks []bus.Message
 	completed := 0
 	for _, j := range jobs {
@@ -277,6 +279,7 @@ func (h *Handler) sweep(ctx context.Context) error {
 				}
 				if ok {
 					completed++
+					telemetry.MetricsFrom(ctx).JobCompleted(ctx, j.CreatedAt, h.cfg.Now())
 					logging.From(ctx).Info("job completed by the sweep", slog.String(logging.Event, "job_completed"),
 						slog.String(logging.Job, j.ID), slog.String(logging.Tenant, j.TenantID))
 				}

@@ -78,6 +78,7 @@ type Options struct {
 	PageSize       int                                    // fixture server page size (default 2000)
 	APILimit       int                                    // fixture server's daily API requests (fixture.Options.APILimit)
 	Traces         *telemetry.Traces                      // where the functions' spans go (default: not recorded)
+	Metrics        *telemetry.Metrics                     // what the functions count (default: nothing)
 	// Observe is called at every probe step before the delivery's Plan acts there (before a
 	// duplicate runs or the instance crashes), so it sees the step as the delivery reached it.
 	Observe func(ctx context.Context, step string)
@@ -195,7 +196,7 @@ func New(t testing.TB, opts Options) *Env {
 	}
 	comps.SchedulerStore, comps.ExpanderStore, comps.ImporterStore = opts.SchedulerStore, opts.ExpanderStore, opts.ImporterStore
 	comps.Probe = e.probe
-	comps.Traces = opts.Traces
+	comps.Traces, comps.Metrics = opts.Traces, opts.Metrics
 	comps.Elapsed = e.Budget.Now
 	e.Comps = comps
 	e.handlers = map[string]app.CloudEventFunc{}

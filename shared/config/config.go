@@ -60,6 +60,7 @@ const (
 	EnvParallelAfter  = "ONCESYNC_PARALLEL_AFTER"
 	EnvTraces         = "ONCESYNC_TRACES"
 	EnvTraceSample    = "ONCESYNC_TRACE_SAMPLE_RATIO"
+	EnvMetrics        = "ONCESYNC_METRICS"
 )
 
 // Var describes one environment variable: who reads it and whether it is a secret.
@@ -98,6 +99,7 @@ var Vars = []Var{
 	{EnvSearchSlots, []string{Expander}, false, false, "Searches a tenant runs at once, for tenants that do not set searchConcurrency, shared by the Jobs of its enabled settings (Salesforce limits concurrent queries per org)."},
 	{EnvTraces, all(), false, false, "Where spans go: \"cloudtrace\" (Cloud Trace, in the project), \"file:PATH\" (JSON lines, for the demo's trace page) or \"none\" (the default: the trace context still propagates)."},
 	{EnvTraceSample, all(), false, false, "Share of ticks whose trace is recorded, 0..1 (default 1); every delivery of a recorded tick is recorded with it."},
+	{EnvMetrics, all(), false, false, "Where metrics go: \"cloudmonitoring\" (Cloud Monitoring, as workload.googleapis.com/<name>, every 60 s) or \"none\" (the default)."},
 	{EnvParallelAfter, []string{Expander}, false, false, "A Job's slices are searched in parallel only when its first source page took at least this long to arrive; a faster source is searched one slice after another, since parallel searches would only compete with the imports for Firestore (0s: always parallel)."},
 }
 
@@ -131,6 +133,7 @@ type Config struct {
 	WindowLag      time.Duration
 	SourceTimeout  time.Duration
 	Traces         string  // telemetry.Config.Exporter
+	Metrics        string  // telemetry.MeterConfig.Exporter
 	TraceSample    float64 // telemetry.Config.SampleRatio
 	MaxChunkBytes  int
 	SweepLimit     int
@@ -147,6 +150,11 @@ type Config struct {
 // Budget is how long one expansion delivery searches before it hands off: BudgetPercent of
 // Timeout. What runs after it (the page being read, the last chunk's write and the waits for
 // its messages) must fit in the rest of the timeout.
+// Meters is the metrics configuration of entry point fn.
+func (c Config) Meters(fn string) telemetry.MeterConfig {
+	return telemetry.MeterConfig{Exporter: c.Metrics, Project: c.Project, Service: "oncesync-" + strings.ToLower(fn)}
+}
+
 // Telemetry is the tracing configuration of entry point fn (its service name).
 func (c Config) Telemetry(fn string) telemetry.Config {
 	return telemetry.Config{Exporter: c.Traces, SampleRatio: c.TraceSample, Project: c.Project, Service: "oncesync-" + strings.ToLower(fn)}
@@ -235,6 +243,7 @@ func Load(fn string, getenv func(string) string) (Config, error) {
 	num(EnvSearchSlots, &c.SearchSlots)
 	dur(EnvParallelAfter, &c.ParallelAfter)
 	str(EnvTraces, &c.Traces)
+	str(EnvMetrics, &c.Metrics)
 	if v := getenv(EnvTraceSample); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
@@ -298,6 +307,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Telemetry("").Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("config: %s, %s: %w", EnvTraces, EnvTraceSample, err))
+	}
+	if c.Metrics != "" && c.Metrics != "none" && c.Metrics != "cloudmonitoring" {
+		errs = append(errs, fmt.Errorf("config: %s=%q is not none or cloudmonitoring", EnvMetrics, c.Metrics))
 	}
 	if c.SweepLimit < 1 {
 		errs = append(errs, fmt.Errorf("config: sweep limit %d must be positive", c.SweepLimit))

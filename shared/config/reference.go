@@ -80,6 +80,8 @@ func defaultText(name string) string {
 		return d.ParallelAfter.String()
 	case EnvTraces:
 		return "`none`"
+	case EnvMetrics:
+		return "`none`"
 	case EnvTraceSample:
 		return fmt.Sprint(d.TraceSample)
 	}

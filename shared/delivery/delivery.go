@@ -179,6 +179,9 @@ type Gate struct {
 	// end of every delivery.
 	Tracer trace.Tracer
 	Flush  func(ctx context.Context) error
+	// Metrics counts deliveries by outcome and dead letters, and rides in the handler's context
+	// (telemetry.MetricsFrom) for what it counts below; nil counts nothing.
+	Metrics *telemetry.Metrics
 }
 
 // Linked is implemented by a duplicate's error that knows the delivery holding (or that finished)
@@ -207,6 +210,8 @@ func (g *Gate) CloudEvent(h Handler) func(context.Context, event.Event) error {
 func (g *Gate) Deliver(ctx context.Context, m Message, h Handler) error {
 	ctx, span := g.span(ctx, m)
 	defer g.flush(ctx)
+	ctx = telemetry.WithMetrics(ctx, g.Metrics)
+	started := g.now()
 	traceID, spanID := m.TraceID, m.SpanID
 	if sc := span.SpanContext(); sc.IsValid() {
 		traceID, spanID = sc.TraceID().String(), sc.SpanID().String()
@@ -220,13 +225,32 @@ func (g *Gate) Deliver(ctx context.Context, m Message, h Handler) error {
 		// every attempt never returns an error, and Eventarc would drop it silently at 24 h.
 		err = g.deadLetter(ctx, m, "retries_exhausted", fmt.Errorf("message is %v old, past the %v cutoff", age.Round(time.Second), g.MaxAge))
 		span.SetAttributes(telemetry.AttrOutcome.String("dead_lettered"))
+		g.Metrics.Delivery(ctx, g.Function, m.Topic, "dead_lettered", g.now().Sub(started))
 	} else {
 		herr := h(ctx, m)
 		err = g.decide(ctx, m, herr)
-		g.mark(span, herr, err)
+		o := outcome(herr, err)
+		g.mark(span, o, herr)
+		g.Metrics.Delivery(ctx, g.Function, m.Topic, o, g.now().Sub(started))
 	}
 	span.End()
 	return err
+}
+
+// outcome names what decide made of a handler's error: ack, a duplicate suppressed (acked) or
+// sent back (redelivered), a retry, a dead letter.
+func outcome(herr, decided error) string {
+	switch {
+	case herr == nil:
+		return "ack"
+	case errors.Is(herr, ErrDuplicate):
+		return "suppressed"
+	case errors.Is(herr, ErrRetryLater):
+		return "sent_back"
+	case decided == nil:
+		return "dead_lettered"
+	}
+	return "retry"
 }
 
 // span starts the delivery's span, a child of the span that published m.
@@ -252,22 +276,9 @@ func (g *Gate) span(ctx context.Context, m Message) (context.Context, trace.Span
 	))
 }
 
-// mark records on the delivery's span what decide made of the handler's error: ack, a duplicate
-// suppressed (acked) or sent back (redelivered), linked to the delivery that holds the work, a
-// retry, a dead letter.
-func (g *Gate) mark(span trace.Span, herr, decided error) {
-	outcome := "ack"
-	switch {
-	case herr == nil:
-	case errors.Is(herr, ErrDuplicate):
-		outcome = "suppressed"
-	case errors.Is(herr, ErrRetryLater):
-		outcome = "sent_back"
-	case decided == nil:
-		outcome = "dead_lettered"
-	default:
-		outcome = "retry"
-	}
+// mark records the delivery's outcome on its span; a duplicate's span links to the delivery that
+// holds the work.
+func (g *Gate) mark(span trace.Span, outcome string, herr error) {
 	span.SetAttributes(telemetry.AttrOutcome.String(outcome))
 	var l Linked
 	if errors.As(herr, &l) {
@@ -340,6 +351,7 @@ func (g *Gate) deadLetter(ctx context.Context, m Message, reason string, cause e
 			slog.String("reason", reason), slog.String("error", err.Error()))
 		return fmt.Errorf("delivery: dead letter %s: %w", m.ID, err)
 	}
+	g.Metrics.DeadLetter(ctx, g.Function, reason)
 	log.Error("message dead-lettered", slog.String(logging.Event, "dead_lettered"),
 		slog.String("reason", reason), slog.String("error", cause.Error()))
 	return nil

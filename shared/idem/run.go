@@ -72,6 +72,9 @@ func (g Guard) Run(ctx context.Context, k Key, owner string, labels map[string]s
 		return err
 	}
 	ctx = logging.With(ctx, slog.Int(logging.LeaseAttempt, lease.Attempt))
+	if lease.TakenOver && !lease.Continued {
+		telemetry.MetricsFrom(ctx).TakenOver(ctx, k.Scope)
+	}
 	if lease.TakenOver {
 		logging.From(ctx).Warn("expired or released lease taken over; resuming the work",
 			slog.String(logging.Event, "lease_taken_over"))
@@ -87,6 +90,7 @@ func (g Guard) Run(ctx context.Context, k Key, owner string, labels map[string]s
 	case delivery.IsPermanent(err):
 		return GiveUp(ctx, g.Keys, lease, err)
 	case errors.Is(err, ErrLeaseLost):
+		telemetry.MetricsFrom(ctx).Fenced(ctx, k.Scope)
 		return err
 	case errors.As(err, &hand):
 		// Released before the continuation is published: a continuation that arrived first

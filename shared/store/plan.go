@@ -41,6 +41,9 @@ func (p Planner) WriteChunks(ctx context.Context, l *idem.Lease, chunks []model.
 		}
 	})
 	telemetry.End(span, err)
+	if err == nil {
+		telemetry.MetricsFrom(ctx).ChunksPlanned(ctx, len(chunks))
+	}
 	if err != nil {
 		first, last := chunks[0], chunks[len(chunks)-1]
 		return fmt.Errorf("store: write chunks %d..%d of job %q: %w", first.Index, last.Index, first.JobID, err)

@@ -539,5 +539,9 @@ func (s *Store) CompleteIfDone(ctx context.Context, jobID string) (done bool, er
 	if err != nil || open {
 		return false, err
 	}
-	return s.CompleteJob(ctx, jobID)
+	done, err = s.CompleteJob(ctx, jobID)
+	if done {
+		telemetry.MetricsFrom(ctx).JobCompleted(ctx, job.CreatedAt, s.Now())
+	}
+	return done, err
 }

@@ -257,6 +257,11 @@ func (c *Committer) Commit(ctx context.Context, job model.Job, index int) (Resul
 	span.SetAttributes(attribute.Bool("oncesync.chunk.already_done", res.AlreadyDone), attribute.Int("oncesync.records.imported", res.Imported),
 		attribute.Int("oncesync.records.unchanged", res.Unchanged), attribute.Int("oncesync.records.tombstoned", res.Tombstoned))
 	telemetry.End(span, err)
+	if err == nil && !res.AlreadyDone {
+		m := telemetry.MetricsFrom(ctx)
+		m.Records(ctx, job.Target, res.Imported, res.Unchanged, res.Tombstoned)
+		m.ChunkImported(ctx)
+	}
 	return res, err
 }
 

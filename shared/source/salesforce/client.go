@@ -448,10 +448,12 @@ func (c *Client) once(ctx context.Context, u string) ([]byte, source.Usage, erro
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
+		telemetry.MetricsFrom(ctx).SourceRequest(ctx, 0, 0, false)
 		return nil, usage, c.attemptErr(rctx, stripURL(err))
 	}
 	defer resp.Body.Close()
 	usage = limitInfo(resp.Header.Get("Sforce-Limit-Info"))
+	telemetry.MetricsFrom(ctx).SourceRequest(ctx, resp.StatusCode, usage.Left(), usage.Known())
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return nil, usage, apiError(resp, body)
