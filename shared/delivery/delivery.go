@@ -93,6 +93,7 @@ type Message struct {
 	DeliveryAttempt int // Pub/Sub's count when it sends one (push with a dead-letter policy), else 0
 	TraceID         string
 	SpanID          string
+	Traceparent     string // the CloudEvent's traceparent extension as sent, flags included
 }
 
 // pushBody is Eventarc's MessagePublishedData.
@@ -136,6 +137,9 @@ func Decode(e event.Event) (Message, error) {
 	m.Topic = topicOf(e.Source())
 	if tp, ok := e.Extensions()["traceparent"].(string); ok {
 		m.TraceID, m.SpanID = parseTraceparent(tp)
+		if m.TraceID != "" {
+			m.Traceparent = tp
+		}
 	}
 	return m, nil
 }
@@ -259,12 +263,9 @@ func (g *Gate) span(ctx context.Context, m Message) (context.Context, trace.Span
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer(telemetry.Name)
 	}
-	fallback := ""
-	if m.TraceID != "" {
-		fallback = "00-" + m.TraceID + "-" + m.SpanID + "-01"
-	}
-	// Without a parent (a tick), this delivery roots a new trace.
-	ctx = telemetry.Extract(ctx, m.Attributes, fallback)
+	// The publisher's span from the message's attributes, else Eventarc's; without either (a
+	// tick from Cloud Scheduler), this delivery roots a new trace.
+	ctx = telemetry.Extract(ctx, m.Attributes, m.Traceparent)
 	return tracer.Start(ctx, g.Function+" deliver", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 		attribute.String("messaging.system", "gcp_pubsub"),
 		attribute.String("messaging.message.id", m.ID),

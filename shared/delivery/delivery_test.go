@@ -63,7 +63,7 @@ func TestDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := delivery.Message{ID: "42", Topic: "oncesync-expand", Subscription: "projects/p/subscriptions/s", Data: []byte(`{"a":1}`),
-		Attributes: map[string]string{"job": "j1"}, PublishTime: now, TraceID: "0af7651916cd43dd8448eb211c80319c", SpanID: "b7ad6b7169203331"}
+		Attributes: map[string]string{"job": "j1"}, PublishTime: now, TraceID: "0af7651916cd43dd8448eb211c80319c", SpanID: "b7ad6b7169203331", Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 	if diff := cmp.Diff(want, m); diff != "" {
 		t.Errorf("Decode (-want +got):\n%s", diff)
 	}
