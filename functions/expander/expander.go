@@ -251,14 +251,16 @@ func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.Expand
 	if job.Status == model.JobCompleted || job.Status == model.JobFailed {
 		return fmt.Errorf("%w: job %s is already %s", delivery.ErrDuplicate, job.ID, job.Status)
 	}
-	if job.Status == model.JobPending {
-		// Before the window is counted or searched: both spend requests.
-		var pe *pauseError
-		if err := h.budget(ctx, job); errors.As(err, &pe) {
-			return h.pause(ctx, job, em.Slice, nil, pe)
-		} else if err != nil {
-			return err
+	// The budget is asked only before work that spends requests and that the recovery sweep
+	// re-publishes if it pauses: the first expansion's count (the Job has no slices yet), and the
+	// search of a slice still PENDING. A delivery with nothing left to search (a takeover of a
+	// slice already planned) must complete its key, not hand it off with no continuation.
+	checked := false
+	if job.Status == model.JobPending && job.SliceCount == 0 {
+		if err := h.budget(ctx, job); err != nil {
+			return h.pauseOr(ctx, job, em.Slice, nil, err)
 		}
+		checked = true
 	}
 	all, job, err := h.slices(ctx, lease, job, tenant, em.Slice)
 	if err != nil {
@@ -289,6 +291,11 @@ func (h *Handler) expand(ctx context.Context, lease *idem.Lease, em model.Expand
 		}
 	}
 	if job.Status == model.JobPending && sl.Status == model.SlicePending {
+		if !checked {
+			if err := h.budget(ctx, job); err != nil {
+				return h.pauseOr(ctx, job, sl.Index, pub, err)
+			}
+		}
 		err := h.plan(ctx, lease, job, sl, pub, started, firstPage)
 		if errors.Is(err, errBudget) {
 			return h.handOff(ctx, lease, job, sl, pub, started)
@@ -568,6 +575,18 @@ func (h *Handler) handOff(ctx context.Context, lease *idem.Lease, job model.Job,
 			return nil
 		},
 	}
+}
+
+// pauseOr pauses for a budget error, and returns any other error (after pub's publishes).
+func (h *Handler) pauseOr(ctx context.Context, job model.Job, slice int, pub *stream, err error) error {
+	var pe *pauseError
+	if errors.As(err, &pe) {
+		return h.pause(ctx, job, slice, pub, pe)
+	}
+	if pub != nil {
+		return errors.Join(err, pub.wait())
+	}
+	return err
 }
 
 // pause ends a delivery whose source budget is down to the reserve: once its chunk messages are

@@ -515,6 +515,31 @@ func TestBudgetPauseWaitsForTheSweepAndResumesWithoutLoss(t *testing.T) {
 	}
 }
 
+// A takeover of a slice already planned (its owner crashed after the plan) has nothing to search:
+// with the budget down it still finishes and completes its key, instead of handing it off with no
+// continuation (the sweep re-publishes only slices still to search, so nobody would come back).
+func TestATakeoverOfAPlannedSliceDoesNotPause(t *testing.T) {
+	w := newWorld(7)
+	w.job.APIReserve = 10
+	w.job.SliceCount, w.job.SearchSlots = 2, 1
+	w.slices = []model.Slice{
+		{Index: 0, From: t0, To: t0.Add(30 * time.Minute), Status: model.SlicePlanned, Chunks: 1},
+		{Index: 1, From: t0.Add(30 * time.Minute), To: t0.Add(time.Hour), Status: model.SlicePending},
+	}
+	w.usage = &source.Usage{Used: 100, Limit: 100}
+	err := handler(t, w, idem.Lease{Attempt: 2, TakenOver: true}, func(c *expander.Config) { c.Source = budgetWorld{w} }).
+		Handle(t.Context(), sliceMsg(0))
+	if err != nil || len(w.pauses) != 0 || w.searches != 0 {
+		t.Fatalf("Handle() = %v, pauses %q, searches %d; want the key completed (nil), no pause, no search", err, w.pauses, w.searches)
+	}
+	// Slice 1, still to search, does pause.
+	err = handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w} }).Handle(t.Context(), sliceMsg(1))
+	var hand *idem.HandOff
+	if !errors.As(err, &hand) || len(w.pauses) != 1 {
+		t.Fatalf("slice 1: Handle() = %v, pauses %d; want a pause", err, len(w.pauses))
+	}
+}
+
 func TestDeletedRowsArePlannedAsDeletes(t *testing.T) {
 	w := newWorld(3)
 	w.rows[1].Deleted = true
