@@ -7,6 +7,7 @@
 #   make interleavings   every class of interleavings of two deliveries for every fault (INTERLEAVINGS=bounded: one preemption; every: no reduction)
 #   make fuzz            every go test -fuzz target for FUZZTIME each (default 20s); their seed corpora run in make test too
 #   make bench           the benchmark; writes docs/bench/REPORT.md
+#   make source-files    rewrite the functions' zip list (terraform/source-files.json) from go list -deps
 #   make ci              what .ci/run runs: test, fuzz, then chaos with the seed of the commit
 
 GO        ?= go
@@ -23,14 +24,14 @@ INTERLEAVINGS ?= all
 CHAOS_FLAGS  ?=
 FUZZTIME     ?= 20s
 
-.PHONY: setup build demo test lint chaos proof interleavings fuzz bench ci
+.PHONY: setup build demo test lint chaos proof interleavings fuzz bench ci source-files
 
 setup:
 	@bash harness/scripts/setup.sh
 
 build:
 	$(GO) build -o $(BIN) ./harness/cmd/oncesync
-	$(GO) build -o $(OPS) ./shared/cmd/oncesync-ops
+	$(GO) build -o $(OPS) ./shared/ops/cmd/oncesync-ops
 
 demo: setup build
 	$(BIN) demo --records $(RECORDS) $(if $(DUPLICATES),--duplicates)
@@ -71,6 +72,11 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
 		done; \
 	done
+
+# The functions' zip lists exactly what `go list -deps .` builds (terraform/source-files.json); a
+# change to what the functions import rewrites it here, and the drift test fails until it does.
+source-files:
+	$(GO) test -count=1 -run '^TestSourceFilesAreWhatTheFunctionsBuild$$' ./terraform -update-source-files
 
 bench: setup build
 	$(BIN) bench --out docs/bench

@@ -514,18 +514,6 @@ func indexKey(collection, scope string, fields, orders []string) string {
 
 // --- Source, variables, rendered environment ---------------------------------------------------
 
-// inZip reports whether a file may be in the source zip: the allow-list of what the build
-// reads (the root package, functions/, shared/, go.mod, go.sum), never a test or test data.
-func inZip(f string) bool {
-	switch {
-	case f == "go.mod" || f == "go.sum":
-		return true
-	case !strings.HasSuffix(f, ".go") || strings.HasSuffix(f, "_test.go") || strings.Contains("/"+f, "/testdata/"):
-		return false
-	}
-	return !strings.Contains(f, "/") || strings.HasPrefix(f, "functions/") || strings.HasPrefix(f, "shared/")
-}
-
 func (m *module) checkSource(code Code, fns map[string]*deployment) {
 	objects := map[string]bool{}
 	for _, ep := range sortedKeys(fns) {
@@ -555,8 +543,8 @@ func (m *module) checkSource(code Code, fns map[string]*deployment) {
 			continue
 		}
 		for _, f := range files {
-			if !inZip(f) {
-				m.add("source", b.addr(), &b.rng, "the zip would hold %s, which is not on the allow-list (root package, functions/, shared/, go.mod, go.sum; no tests)", f)
+			if !slices.Contains(code.BuildFiles, f) {
+				m.add("source", b.addr(), &b.rng, "the zip would hold %s, which the functions do not build (go list -deps .; make source-files writes the list)", f)
 			}
 		}
 		for _, f := range code.BuildFiles {

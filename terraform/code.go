@@ -7,14 +7,16 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/oncesync/oncesync/shared/source/connectors"
+
 	"golang.org/x/mod/modfile"
 
-	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/telemetry"
@@ -35,7 +37,7 @@ type Code struct {
 	Indexes           []model.Index
 	Metrics           []string // the metrics the functions emit (telemetry.MetricDocs)
 	// SourceCheck builds the connector a configuration names, as the expander does at cold
-	// start (app.NewSource): the deployed source settings must be ones the connector accepts.
+	// start (connectors.New): the deployed source settings must be ones the connector accepts.
 	SourceCheck func(config.Config) error
 }
 
@@ -75,7 +77,7 @@ func LoadCode(root string) (Code, error) {
 		Indexes:           slices.Clone(model.CompositeIndexes),
 		Metrics:           metricNames(),
 		SourceCheck: func(c config.Config) error {
-			_, err := app.NewSource(c, app.SourceTuning{})
+			_, err := connectors.New(c, connectors.Tuning{})
 			return err
 		},
 	}, nil
@@ -241,42 +243,32 @@ func constIn(dir, name string) (string, error) {
 	return "", fmt.Errorf("string constant %s not found in %s", name, dir)
 }
 
-// buildFiles returns what building the module root's package reads: go.mod, go.sum, and the
-// non-test Go files of the root package and of every package of the module it imports,
-// transitively (parsed with go/parser, imports only), relative to root and sorted.
+// buildFiles returns what the buildpack compiles, as `go list -deps` of the root package says:
+// go.mod, go.sum and the Go files (tests excluded, build constraints applied) of every package of
+// this module the root package needs, relative to root.
 func buildFiles(root string) ([]string, error) {
-	modPath, err := modulePath(filepath.Join(root, "go.mod"))
+	cmd := exec.Command("go", "list", "-deps", "-f", `{{if and .Module .Module.Main}}{{.Dir}}{{range .GoFiles}}{{"\t"}}{{.}}{{end}}{{end}}`, ".")
+	cmd.Dir = root
+	out, err := cmd.Output()
 	if err != nil {
-		return nil, err
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("terraform: go list -deps of the root package: %w", err)
 	}
 	files := []string{"go.mod", "go.sum"}
-	seen := map[string]bool{"": true}
-	queue := []string{""} // package directories relative to root; "" is the root package
-	for len(queue) > 0 {
-		dir := queue[0]
-		queue = queue[1:]
-		entries, err := os.ReadDir(filepath.Join(root, dir))
-		if err != nil {
-			return nil, fmt.Errorf("terraform: package %s: %w", dir, err)
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Split(strings.TrimRight(line, "\n"), "\t")
+		if fields[0] == "" {
+			continue
 		}
-		for _, e := range entries {
-			name := e.Name()
-			if e.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
-				continue
-			}
-			rel := filepath.ToSlash(filepath.Join(dir, name))
-			f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(root, rel), nil, parser.ImportsOnly)
-			if err != nil {
-				return nil, fmt.Errorf("terraform: %w", err)
-			}
-			files = append(files, rel)
-			for _, im := range f.Imports {
-				p, _ := strconv.Unquote(im.Path.Value)
-				if sub, ok := strings.CutPrefix(p, modPath+"/"); ok && !seen[sub] {
-					seen[sub] = true
-					queue = append(queue, sub)
-				}
-			}
+		rel, err := filepath.Rel(root, fields[0])
+		if err != nil {
+			return nil, fmt.Errorf("terraform: %w", err)
+		}
+		for _, f := range fields[1:] {
+			files = append(files, filepath.ToSlash(filepath.Join(rel, f)))
 		}
 	}
 	slices.Sort(files)

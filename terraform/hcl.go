@@ -194,17 +194,29 @@ func withTypeDefaults(body *hclsyntax.Body, v cty.Value) cty.Value {
 }
 
 var functions = map[string]function.Function{
-	"merge":    stdlib.MergeFunc,
-	"coalesce": stdlib.CoalesceFunc,
-	"format":   stdlib.FormatFunc,
-	"join":     stdlib.JoinFunc,
-	"lower":    stdlib.LowerFunc,
-	"upper":    stdlib.UpperFunc,
-	"max":      stdlib.MaxFunc,
-	"min":      stdlib.MinFunc,
-	"concat":   stdlib.ConcatFunc,
-	"setunion": stdlib.SetUnionFunc,
-	"sort":     stdlib.SortFunc,
+	"merge":      stdlib.MergeFunc,
+	"coalesce":   stdlib.CoalesceFunc,
+	"format":     stdlib.FormatFunc,
+	"join":       stdlib.JoinFunc,
+	"lower":      stdlib.LowerFunc,
+	"upper":      stdlib.UpperFunc,
+	"max":        stdlib.MaxFunc,
+	"min":        stdlib.MinFunc,
+	"concat":     stdlib.ConcatFunc,
+	"setunion":   stdlib.SetUnionFunc,
+	"sort":       stdlib.SortFunc,
+	"jsondecode": stdlib.JSONDecodeFunc,
+	"file": function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "path", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			b, err := os.ReadFile(args[0].AsString())
+			if err != nil {
+				return cty.NilVal, err
+			}
+			return cty.StringVal(string(b)), nil
+		},
+	}),
 	"fileset": function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "path", Type: cty.String}, {Name: "pattern", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.Set(cty.String)),

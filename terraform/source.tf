@@ -1,27 +1,23 @@
 # The function source: one zip shared by the three functions, holding exactly what the Go
-# buildpack builds: the root package (functions.go), functions/ and shared/ (the packages it
-# imports), go.mod and go.sum. It is an allow-list, so nothing else a checkout accumulates (bin/,
-# docs/, the harness, test files and their data) reaches the upload or changes the zip's hash.
-# The object name carries that hash: a code change uploads a new object and redeploys the
-# functions; a rebuild, a benchmark run or a README edit is a no-op. The offline drift test
-# (drift_test.go) fails when the list holds anything else, or lacks a file the build reads.
+# buildpack builds: go.mod, go.sum and the Go files of every package of the module the root
+# package (functions.go) needs, as `go list -deps .` lists them. source-files.json is that list,
+# written by `make source-files`; the offline drift test (drift_test.go) fails when the zip would
+# hold a file the functions do not build (the operator's code under shared/ops, the harness, a
+# test) or lacks one they do. Nothing else a checkout accumulates reaches the upload or changes
+# the zip's hash. The object name carries that hash: a change to the functions' code uploads a new
+# object and redeploys them; an operator-tool change, a benchmark run or a README edit is a no-op.
 
 locals {
-  source_root = "${path.module}/.."
-  source_files = sort([
-    for f in setunion(
-      fileset(local.source_root, "*.go"),
-      fileset(local.source_root, "functions/**/*.go"),
-      fileset(local.source_root, "shared/**/*.go"),
-      ["go.mod", "go.sum"],
-    ) : f if !endswith(f, "_test.go") && !strcontains("/${f}", "/testdata/")
-  ])
+  source_root  = "${path.module}/.."
+  source_files = jsondecode(file("${path.module}/source-files.json"))
 }
 
 data "archive_file" "source" {
-  type             = "zip"
-  output_path      = "${path.module}/.build/oncesync-source.zip"
-  output_file_mode = "0644" # the same tree hashes the same on every machine
+  type        = "zip"
+  output_path = "${path.module}/.build/oncesync-source.zip"
+  # No output_file_mode: archive 2.8.0 applies it only to source_dir and source_file, not to
+  # source blocks (checked against the real provider); the zip is deterministic without it: the
+  # same list and contents give the same hash.
 
   dynamic "source" {
     for_each = local.source_files

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/source/connectors"
+
 	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -151,7 +153,7 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 			es = c.ExpanderStore(es)
 		}
 		e, err := expander.New(expander.Config{
-			Store: es, Guard: idem.Guard{Keys: c.Keys}, Source: c.Source,
+			Jobs: es, Plans: es, Guard: idem.Guard{Keys: c.Keys}, Source: c.Source,
 			Publisher: c.Publisher, DeadLetters: c.DeadLetters, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks,
 			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(),
 			SliceRows: c.Config.SliceRows, MaxSlices: c.Config.MaxSlices, SearchSlots: c.Config.SearchSlots,
@@ -257,7 +259,7 @@ func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 	}
 	var src Source
 	if fn == config.Expander {
-		c, err := NewSource(cfg, SourceTuning{})
+		c, err := connectors.New(cfg, connectors.Tuning{})
 		if err != nil {
 			return nil, err
 		}

@@ -48,9 +48,10 @@ type world struct {
 	streamed  map[int]chan struct{} // closed when chunk i's message is published; nil: not checked
 	// usage is the source's API usage each page reports (the used count goes up by one a
 	// request, as on Salesforce); nil: unknown.
-	usage  *source.Usage
-	pauses []string
-	query  source.Query // the last search's query
+	usage    *source.Usage
+	usageErr error // Usage's answer instead of usage
+	pauses   []string
+	query    source.Query // the last search's query
 }
 
 func (w *world) note(format string, args ...any) {
@@ -144,18 +145,21 @@ func (w *world) WriteChunks(_ context.Context, _ *idem.Lease, chunks []model.Chu
 	return nil
 }
 
-func (w *world) FinishPlan(context.Context, string) (model.Job, error) {
+func (w *world) FinishPlan(context.Context, string) (model.Job, bool, error) {
+	if w.job.Status != model.JobPending {
+		return w.job, false, nil
+	}
 	chunks, rows := 0, 0
 	for _, sl := range w.slices {
 		if sl.Status != model.SlicePlanned {
-			return w.job, nil
+			return w.job, false, nil
 		}
 		chunks, rows = chunks+sl.Chunks, rows+sl.Rows
 	}
 	w.note("finish %d chunks %d rows %d invalid", chunks, rows, len(w.dead))
 	w.finished = true
 	w.job.Status, w.job.ChunkCount = model.JobPlanned, chunks
-	return w.job, nil
+	return w.job, true, nil
 }
 
 func (w *world) Search(ctx context.Context, q source.Query, fn func(context.Context, source.Page) error) error {
@@ -246,7 +250,7 @@ type option func(*expander.Config)
 
 func handler(t *testing.T, w *world, lease idem.Lease, opts ...option) *expander.Handler {
 	t.Helper()
-	cfg := expander.Config{Store: w, Guard: runner{lease: lease}, Source: w, Publisher: w, DeadLetters: w,
+	cfg := expander.Config{Jobs: w, Plans: w, Guard: runner{lease: lease}, Source: w, Publisher: w, DeadLetters: w,
 		TopicExpand: "expand", TopicChunks: "chunks", MaxChunkBytes: 100_000, Now: func() time.Time { return t0 }}
 	for _, o := range opts {
 		o(&cfg)
@@ -474,7 +478,60 @@ func TestBudgetHandsOffToAContinuation(t *testing.T) {
 // (source.Budgeter).
 type budgetWorld struct{ *world }
 
-func (w budgetWorld) Usage(context.Context) (source.Usage, error) { return *w.usage, nil }
+func (w budgetWorld) Usage(context.Context) (source.Usage, error) {
+	if w.usageErr != nil {
+		return source.Usage{}, w.usageErr
+	}
+	return *w.usage, nil
+}
+
+// A source that refuses for good to tell its budget (Salesforce's /limits answers 403
+// INSUFFICIENT_ACCESS to a user without "View Setup and Configuration", or a malformed body) ends
+// the delivery with the reason, a FAILED Job and a dead letter, before the window is counted and
+// before a slice is searched: it is never sent back to loop.
+func TestARefusedBudgetFailsWithTheReasonInsteadOfLooping(t *testing.T) {
+	refusal := fmt.Errorf("salesforce: limits: 403 INSUFFICIENT_ACCESS: View Setup and Configuration required: %w", source.ErrPermanent)
+	for name, setup := range map[string]func(w *world){
+		"first expansion": func(*world) {},
+		"a later slice": func(w *world) {
+			w.job.SliceCount, w.job.SearchSlots = 2, 1
+			w.slices = []model.Slice{
+				{Index: 0, From: t0, To: t0.Add(30 * time.Minute), Status: model.SlicePlanned, Chunks: 1},
+				{Index: 1, From: t0.Add(30 * time.Minute), To: t0.Add(time.Hour), Status: model.SlicePending},
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(5)
+			w.job.APIReserve = 10
+			w.usageErr = refusal
+			setup(w)
+			msg := expandMsg("s1-job", "acme")
+			if w.slices != nil {
+				msg = sliceMsg(1)
+			}
+			err := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w} }).Handle(t.Context(), msg)
+			var pe *delivery.PoisonError
+			if !errors.As(err, &pe) || pe.Reason != "source_rejected_limits" {
+				t.Fatalf("Handle() = %v; want poison source_rejected_limits (dead-lettered, acked), not a redelivery", err)
+			}
+			if !strings.Contains(w.failed, "INSUFFICIENT_ACCESS") || !strings.Contains(err.Error(), "View Setup and Configuration") {
+				t.Errorf("job failure %q, error %q: want the source's reason in both", w.failed, err)
+			}
+			if w.searches != 0 || len(w.pauses) != 0 || len(w.chunks) != 0 {
+				t.Errorf("searches %d, pauses %d, chunks %d; want none", w.searches, len(w.pauses), len(w.chunks))
+			}
+		})
+	}
+	// A transient failure of the same read is sent back (retried), with nothing failed.
+	w := newWorld(5)
+	w.job.APIReserve = 10
+	w.usageErr = errors.New("salesforce: limits: 503")
+	err := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w} }).Handle(t.Context(), expandMsg("s1-job", "acme"))
+	if err == nil || delivery.IsPermanent(err) || w.failed != "" {
+		t.Errorf("transient budget failure: Handle() = %v, failed %q; want a transient error, the Job untouched", err, w.failed)
+	}
+}
 
 func TestBudgetPauseWaitsForTheSweepAndResumesWithoutLoss(t *testing.T) {
 	w := newWorld(7) // chunks of 2, pages of 3

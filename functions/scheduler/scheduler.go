@@ -51,7 +51,7 @@ type Store interface {
 	PendingChunks(ctx context.Context, jobID string) ([]int, error)
 	CompleteJob(ctx context.Context, jobID string) (bool, error)
 	Slices(ctx context.Context, jobID string) ([]model.Slice, error)
-	FinishPlan(ctx context.Context, jobID string) (model.Job, error)
+	FinishPlan(ctx context.Context, jobID string) (job model.Job, recorded bool, err error)
 }
 
 // Publisher publishes messages.
@@ -240,7 +240,7 @@ func (h *Handler) expandMessages(ctx context.Context, j model.Job) ([]bus.Messag
 	}
 	start := model.StartableSlices(slices, j.SearchSlots)
 	if len(start) == 0 {
-		_, err := h.cfg.Store.FinishPlan(ctx, j.ID)
+		_, _, err := h.cfg.Store.FinishPlan(ctx, j.ID)
 		return nil, err
 	}
 	msgs := make([]bus.Message, len(start))

@@ -58,9 +58,9 @@ func (f *fakes) CompleteJob(_ context.Context, jobID string) (bool, error) {
 func (f *fakes) Slices(_ context.Context, jobID string) ([]model.Slice, error) {
 	return f.slices[jobID], nil
 }
-func (f *fakes) FinishPlan(_ context.Context, jobID string) (model.Job, error) {
+func (f *fakes) FinishPlan(_ context.Context, jobID string) (model.Job, bool, error) {
 	f.finished = append(f.finished, jobID)
-	return model.Job{ID: jobID, Status: model.JobPlanned}, nil
+	return model.Job{ID: jobID, Status: model.JobPlanned}, true, nil
 }
 func (f *fakes) Publish(_ context.Context, topic string, msgs ...bus.Message) ([]string, error) {
 	for _, m := range msgs {

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/source/connectors"
+
 	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"cloud.google.com/go/pubsub/v2"
@@ -417,7 +419,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	defer ps.Close()
 	pub := bus.New(ps)
 	defer pub.Close()
-	src, err := app.NewSource(cfg, app.SourceTuning{HTTPClient: &http.Client{Transport: countingTransport{m: m, next: http.DefaultTransport}}})
+	src, err := connectors.New(cfg, connectors.Tuning{HTTPClient: &http.Client{Transport: countingTransport{m: m, next: http.DefaultTransport}}})
 	if err != nil {
 		return err
 	}

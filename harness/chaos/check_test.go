@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/oncesync/oncesync/harness/sim"
-	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
 )
 
 // ExtraReport is what the chaos checkers add to sim's (package sim checks duplicates, lost and

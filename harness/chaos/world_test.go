@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/source/connectors"
+
 	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/functions/importer"
@@ -24,8 +26,8 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/reconcile"
-	"github.com/oncesync/oncesync/shared/settings"
+	"github.com/oncesync/oncesync/shared/ops/reconcile"
+	"github.com/oncesync/oncesync/shared/ops/settings"
 	"github.com/oncesync/oncesync/shared/source"
 )
 
@@ -780,7 +782,7 @@ func (h *Harness) purgeAndReconcile(ctx context.Context, c *Case, w *world, faul
 		}
 		pr.purged += e.Fixture.Purge(o.Name, slices.Sorted(maps.Keys(w.purged[i]))...)
 	}
-	src, err := app.NewSource(e.Config, app.SourceTuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	src, err := connectors.New(e.Config, connectors.Tuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	if err != nil {
 		return pr, err
 	}

@@ -21,10 +21,10 @@ import (
 	"github.com/oncesync/oncesync/harness/eventarc"
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/stack"
-	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
 	"github.com/oncesync/oncesync/shared/telemetry"
 )
 

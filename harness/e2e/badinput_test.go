@@ -13,8 +13,8 @@ import (
 
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/sim"
-	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
 )
 
 // reasons returns the dead letters' "kind/function/reason", sorted.

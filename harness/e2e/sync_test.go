@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
 )
 
@@ -158,5 +161,37 @@ func TestBudgetPauseResumesWithoutLoss(t *testing.T) {
 	_, rep := w.settle(t, sim.Policy{})
 	if rep.Completed != rep.Jobs {
 		t.Errorf("report %s", rep)
+	}
+}
+
+// A setting with an API reserve whose connection may not read the org's limits (Salesforce answers
+// /limits with 403 INSUFFICIENT_ACCESS without "View Setup and Configuration") fails its Job with
+// the source's reason and one dead letter, at once: it does not send the delivery back to loop
+// through lease takeovers with no reason anywhere. The other setting, without a reserve, imports.
+func TestARefusedLimitsReadFailsTheJobWithItsReason(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 60, 25, 9, sim.Options{PageSize: 20, APILimit: 1000})
+	ctx := t.Context()
+	st := &w.expect.Datasets[0].Setting
+	st.APIReserve = 50
+	w.Setting(ctx, *st)
+	w.Fixture.Inject(fixture.Rule{Match: func(r fixture.RequestInfo) bool { return r.Limits }, Status: 403, Times: 0})
+	tick(t, w.Env, "t1")
+	if _, err := w.SettleAll(ctx, sim.Policy{}, 2); err != nil {
+		t.Fatal(err)
+	}
+	failed := jobOf(t, w.Env, st.ID)
+	if failed.Status != model.JobFailed || !strings.Contains(failed.Failure, "INSUFFICIENT_ACCESS") || failed.Searches != 0 {
+		t.Errorf("job %s: %s (%q) after %d searches; want FAILED with the source's reason, nothing searched", failed.ID, failed.Status, failed.Failure, failed.Searches)
+	}
+	if other := jobOf(t, w.Env, w.expect.Datasets[1].Setting.ID); other.Status != model.JobCompleted {
+		t.Errorf("the setting without a reserve: %s, want COMPLETED", other.Status)
+	}
+	if got := reasons(t, w.Env); !cmp.Equal(got, []string{"message/Expander/source_rejected_limits"}) {
+		t.Errorf("dead letters = %v, want the one refused limits read", got)
+	}
+	keys, err := w.FS.Collection(model.Keys).Where("state", "==", idem.InProgress).Documents(ctx).GetAll()
+	if err != nil || len(keys) != 0 {
+		t.Errorf("keys left in progress: %d (%v); want none (no delivery loops)", len(keys), err)
 	}
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/harness/sim"
-	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
 	"github.com/oncesync/oncesync/shared/telemetry"
 )
 

@@ -26,6 +26,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/source/connectors"
+
 	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
@@ -165,7 +167,7 @@ func New(t testing.TB, opts Options) *Env {
 		t.Fatalf("sim: config: %v", err)
 	}
 	e.Config = cfg
-	src, err := app.NewSource(cfg, app.SourceTuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	src, err := connectors.New(cfg, connectors.Tuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("sim: source client: %v", err)
 	}

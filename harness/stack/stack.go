@@ -32,7 +32,7 @@ import (
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/settings"
+	"github.com/oncesync/oncesync/shared/ops/settings"
 )
 
 // Topic IDs of the local deployment (terraform names them the same way, with a prefix).

@@ -78,7 +78,7 @@ var Vars = []Var{
 	{EnvDatabase, all(), false, false, "Firestore database ID (default \"(default)\")."},
 	{EnvTopicExpand, []string{Scheduler, Expander}, false, true, "Topic ID expand messages are published to (scheduler; expander's continuations)."},
 	{EnvTopicChunks, []string{Scheduler, Expander}, false, true, "Topic ID chunk messages are published to (expander; scheduler's recovery sweep)."},
-	{EnvSourceKind, []string{Expander}, false, false, "Which connector the expander searches with (default \"salesforce\", the only one so far; see app.NewSource)."},
+	{EnvSourceKind, []string{Expander}, false, false, "Which connector the expander searches with (default \"salesforce\", the only one so far; see connectors.New)."},
 	{EnvSourceURL, []string{Expander}, false, true, "Base URL of the source API (a Salesforce instance URL)."},
 	{EnvSourceToken, []string{Expander}, true, true, "Bearer token for the source API (Secret Manager)."},
 	{EnvPageSize, []string{Expander}, false, false, "Records per source page requested (default 2000; the connector checks its own bounds, Salesforce's are 200..2000)."},

@@ -1,7 +1,7 @@
 // Package source is the contract between oncesync and the external service it imports from: the
 // neutral types of a search and the Source interface a connector implements. The expander, the
 // audit and the harness use only this package; a connector (package salesforce below it, or a
-// later one) is chosen in one place from configuration (app.NewSource), and every connector
+// later one) is chosen in one place from configuration (connectors.New), and every connector
 // passes the conformance suite in package sourcetest.
 //
 // # The contract

@@ -98,52 +98,68 @@ func (p Planner) FinishSlice(ctx context.Context, l *idem.Lease, jobID string, s
 // totals (summed from the slices), or COMPLETED at once when it has no chunk. Every slice's
 // expansion calls it after its own slice is recorded, so the last to finish does it: whichever
 // reads the others' state after its own write cannot miss them all. An update conditioned on the
-// Job as read makes it happen once; a Job no longer PENDING is returned as it is.
-func (p *Store) FinishPlan(ctx context.Context, jobID string) (model.Job, error) {
+// Job as read makes it happen once; a Job no longer PENDING is returned as it is. recorded is true
+// for the one call that recorded the plan. With several slices, one still open is found with one
+// index read before any slice document is read.
+func (p *Store) FinishPlan(ctx context.Context, jobID string) (job model.Job, recorded bool, err error) {
 	for attempt := 1; ; attempt++ {
-		job, done, err := p.finishPlanOnce(ctx, jobID)
-		if err == nil && !done && attempt == completeAttempts {
+		job, st, err := p.finishPlanOnce(ctx, jobID)
+		if err == nil && st == planRetry && attempt == completeAttempts {
 			err = fmt.Errorf("the Job changed under %d attempts", attempt) // the delivery is retried
 		}
 		if err != nil {
-			return job, fmt.Errorf("store: finish plan of job %q: %w", jobID, err)
+			return job, false, fmt.Errorf("store: finish plan of job %q: %w", jobID, err)
 		}
-		if done {
-			return job, nil
+		if st != planRetry {
+			return job, st == planRecorded, nil
 		}
 	}
 }
 
-func (p *Store) finishPlanOnce(ctx context.Context, jobID string) (job model.Job, done bool, err error) {
+// The outcomes of one attempt to finish a plan.
+type planOutcome int
+
+const (
+	planRetry    planOutcome = iota // the Job changed since it was read: read again
+	planAsIs                        // not for this call: a slice is open, or the Job is not PENDING
+	planRecorded                    // this call recorded the plan
+)
+
+func (p *Store) finishPlanOnce(ctx context.Context, jobID string) (job model.Job, _ planOutcome, err error) {
 	ref := p.JobRef(jobID)
 	snap, err := ref.Get(ctx)
 	if err != nil {
-		return job, false, err
+		return job, planRetry, err
 	}
 	if err := snap.DataTo(&job); err != nil {
-		return job, false, fmt.Errorf("decode: %w", err)
+		return job, planRetry, fmt.Errorf("decode: %w", err)
 	}
 	job.ID = jobID
 	if job.Status != model.JobPending {
-		return job, true, nil
+		return job, planAsIs, nil
+	}
+	if job.SliceCount > 1 {
+		if open, err := p.OpenSlice(ctx, jobID); err != nil || open {
+			return job, planAsIs, err // a slice is still being searched; its expansion finishes the plan
+		}
 	}
 	slices, err := p.Slices(ctx, jobID)
 	if err != nil {
-		return job, false, err
+		return job, planRetry, err
 	}
 	chunks, rows := 0, 0
 	for _, sl := range slices {
 		if sl.Status != model.SlicePlanned {
-			return job, true, nil // a slice is still being searched; its expansion finishes the plan
+			return job, planAsIs, nil
 		}
 		chunks, rows = chunks+sl.Chunks, rows+sl.Rows
 	}
 	if len(slices) == 0 || len(slices) != job.SliceCount {
-		return job, false, fmt.Errorf("%d slice documents, sliceCount %d", len(slices), job.SliceCount)
+		return job, planRetry, fmt.Errorf("%d slice documents, sliceCount %d", len(slices), job.SliceCount)
 	}
 	invalid, err := p.CountDeadRows(ctx, jobID)
 	if err != nil {
-		return job, false, err
+		return job, planRetry, err
 	}
 	now := p.Now().UTC()
 	job.Status, job.ChunkCount, job.RecordCount, job.InvalidCount, job.PlannedAt = model.JobPlanned, chunks, rows, invalid, now
@@ -159,7 +175,10 @@ func (p *Store) finishPlanOnce(ctx context.Context, jobID string) (job model.Job
 		{Path: "completedAt", Value: job.CompletedAt},
 	}, firestore.LastUpdateTime(snap.UpdateTime))
 	if status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.Aborted {
-		return job, false, nil // the Job changed since the read (a search counted, another finisher): read again
+		return job, planRetry, nil // the Job changed since the read (a search counted, another finisher): read again
 	}
-	return job, err == nil, err
+	if err != nil {
+		return job, planRetry, err
+	}
+	return job, planRecorded, nil
 }

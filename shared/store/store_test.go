@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,7 +194,7 @@ func TestSlicedPlanIsRecordedOnceByTheLastSlice(t *testing.T) {
 	if err := p.FinishSlice(ctx, leases[0], job.ID, cut[0], 2, 3); err != nil {
 		t.Fatal(err)
 	}
-	if j, err := s.FinishPlan(ctx, job.ID); err != nil || j.Status != model.JobPending {
+	if j, rec, err := s.FinishPlan(ctx, job.ID); err != nil || j.Status != model.JobPending || rec {
 		t.Fatalf("with slice 1 still searched, FinishPlan gave %v, %s; want the Job left PENDING", err, j.Status)
 	}
 	if open, err := s.OpenSlice(ctx, job.ID); err != nil || !open {
@@ -202,17 +203,27 @@ func TestSlicedPlanIsRecordedOnceByTheLastSlice(t *testing.T) {
 	if err := p.FinishSlice(ctx, leases[1], job.ID, cut[1], 1, 2); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
+	var (
+		wg       sync.WaitGroup
+		recorded atomic.Int32
+	)
 	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if j, err := s.FinishPlan(ctx, job.ID); err != nil || j.Status != model.JobPlanned {
+			j, rec, err := s.FinishPlan(ctx, job.ID)
+			if err != nil || j.Status != model.JobPlanned {
 				t.Errorf("FinishPlan: %v, %s", err, j.Status)
+			}
+			if rec {
+				recorded.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
+	if n := recorded.Load(); n != 1 {
+		t.Errorf("%d of 4 racing FinishPlan calls say they recorded the plan; want exactly 1 (job_planned is logged once per Job)", n)
+	}
 	j, err := s.Job(ctx, job.ID)
 	if err != nil || j.Status != model.JobPlanned || j.ChunkCount != 3 || j.RecordCount != 5 {
 		t.Fatalf("job %+v (%v): want PLANNED with 3 chunks and 5 rows", j, err)

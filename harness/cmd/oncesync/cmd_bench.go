@@ -11,7 +11,7 @@ import (
 
 	"github.com/oncesync/oncesync/harness/bench"
 
-	"github.com/oncesync/oncesync/shared/cli"
+	"github.com/oncesync/oncesync/shared/ops/cli"
 )
 
 func cmdBench() cli.Command {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/oncesync/oncesync/harness/demo"
 
-	"github.com/oncesync/oncesync/shared/cli"
+	"github.com/oncesync/oncesync/shared/ops/cli"
 )
 
 func cmdDemo() cli.Command {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/oncesync/oncesync/harness/emu"
 
-	"github.com/oncesync/oncesync/shared/cli"
+	"github.com/oncesync/oncesync/shared/ops/cli"
 )
 
 func cmdEmulators() cli.Command {

@@ -14,7 +14,7 @@ import (
 	// The deployable bundle: registers Scheduler, Expander and Importer.
 	_ "github.com/oncesync/oncesync"
 
-	"github.com/oncesync/oncesync/shared/cli"
+	"github.com/oncesync/oncesync/shared/ops/cli"
 )
 
 func cmdRun() cli.Command {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/sim"
-	"github.com/oncesync/oncesync/shared/audit"
-	"github.com/oncesync/oncesync/shared/audit/audittest"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
+	"github.com/oncesync/oncesync/shared/ops/audit/audittest"
 )
 
 // auditWorld is an Env with tenant acme and one setting per target (Contact → upsert, Lead →

@@ -9,7 +9,7 @@ import (
 
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/settings"
+	"github.com/oncesync/oncesync/shared/ops/settings"
 )
 
 func good() model.SyncSetting {

@@ -13,7 +13,7 @@ import (
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/reconcile"
+	"github.com/oncesync/oncesync/shared/ops/reconcile"
 	"github.com/oncesync/oncesync/shared/source/salesforce"
 )
 

@@ -9,11 +9,11 @@ import (
 	"os"
 	"time"
 
-	"github.com/oncesync/oncesync/shared/audit"
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
 
-	"github.com/oncesync/oncesync/shared/cli"
+	"github.com/oncesync/oncesync/shared/ops/cli"
 )
 
 func cmdDeadLetters() cli.Command {

@@ -7,7 +7,7 @@ import (
 
 	"cloud.google.com/go/firestore"
 
-	"github.com/oncesync/oncesync/shared/audit"
+	"github.com/oncesync/oncesync/shared/ops/audit"
 )
 
 // Audit one Job and print the report for people; the findings come first.

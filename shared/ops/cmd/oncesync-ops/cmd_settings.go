@@ -11,15 +11,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/source/connectors"
+
 	"cloud.google.com/go/firestore"
 
-	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/shared/bus"
-	"github.com/oncesync/oncesync/shared/cli"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/reconcile"
-	"github.com/oncesync/oncesync/shared/settings"
+	"github.com/oncesync/oncesync/shared/ops/cli"
+	"github.com/oncesync/oncesync/shared/ops/reconcile"
+	"github.com/oncesync/oncesync/shared/ops/settings"
 )
 
 func cmdTenants() cli.Command {
@@ -354,7 +355,7 @@ func runReconcile(ctx context.Context, client *firestore.Client, project, id str
 	if err != nil {
 		return fail(exitCannot, err)
 	}
-	src, err := app.NewSource(cfg, app.SourceTuning{})
+	src, err := connectors.New(cfg, connectors.Tuning{})
 	if err != nil {
 		return fail(exitCannot, err)
 	}

@@ -15,11 +15,11 @@ import (
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/sim"
-	"github.com/oncesync/oncesync/shared/audit"
-	"github.com/oncesync/oncesync/shared/audit/audittest"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
+	"github.com/oncesync/oncesync/shared/ops/audit/audittest"
 )
 
 var (

@@ -10,7 +10,7 @@
 // Run "oncesync-ops help" for the list of commands.
 package main
 
-import "github.com/oncesync/oncesync/shared/cli"
+import "github.com/oncesync/oncesync/shared/ops/cli"
 
 func commands() map[string]cli.Command {
 	return map[string]cli.Command{

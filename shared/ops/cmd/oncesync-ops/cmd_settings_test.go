@@ -16,7 +16,7 @@ import (
 	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/settings"
+	"github.com/oncesync/oncesync/shared/ops/settings"
 )
 
 func tenantsCLI(ctx context.Context, args []string, out, errb *bytes.Buffer) int {
