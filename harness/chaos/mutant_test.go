@@ -27,7 +27,7 @@ import (
 	"github.com/oncesync/oncesync/shared/delivery"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/settings"
+	"github.com/oncesync/oncesync/shared/ops/settings"
 	"github.com/oncesync/oncesync/shared/source"
 	"github.com/oncesync/oncesync/shared/target"
 )
@@ -246,9 +246,19 @@ func (noPending) PendingChunks(context.Context, string) ([]int, error) { return 
 type dropContinuations struct{ app.Publisher }
 
 func (d dropContinuations) Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error) {
+	return publishKept(ctx, d.Publisher, topic, msgs, func(m bus.Message) (bool, error) { return m.Attributes["continuation"] == "", nil })
+}
+
+// publishKept publishes the messages keep keeps, and answers as if all were published: the
+// mutant publishers' way of losing messages.
+func publishKept(ctx context.Context, p app.Publisher, topic string, msgs []bus.Message, keep func(bus.Message) (bool, error)) ([]string, error) {
 	var kept []bus.Message
 	for _, m := range msgs {
-		if m.Attributes["continuation"] == "" {
+		ok, err := keep(m)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
 			kept = append(kept, m)
 		}
 	}
@@ -256,7 +266,7 @@ func (d dropContinuations) Publish(ctx context.Context, topic string, msgs ...bu
 	if len(kept) == 0 {
 		return ids, nil
 	}
-	return d.Publisher.Publish(ctx, topic, kept...)
+	return p.Publish(ctx, topic, kept...)
 }
 
 // overlapping is MutantSlicesOverlap's expander store.
@@ -277,25 +287,18 @@ type dropChained struct {
 }
 
 func (d dropChained) Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error) {
-	var kept []bus.Message
-	for _, m := range msgs {
+	return publishKept(ctx, d.Publisher, topic, msgs, func(m bus.Message) (bool, error) {
 		var em model.ExpandMessage
-		if topic == sim.TopicExpand && m.Attributes["continuation"] == "" && json.Unmarshal(m.Data, &em) == nil && em.Slice > 0 {
-			snap, err := d.h.Env.FS.Collection(model.Jobs).Doc(em.JobID).Get(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("mutant: job %s: %w", em.JobID, err)
-			}
-			if slots, _ := snap.DataAt("searchSlots"); slots != nil && int64(em.Slice) >= slots.(int64) {
-				continue
-			}
+		if topic != sim.TopicExpand || m.Attributes["continuation"] != "" || json.Unmarshal(m.Data, &em) != nil || em.Slice == 0 {
+			return true, nil
 		}
-		kept = append(kept, m)
-	}
-	ids := make([]string, len(msgs))
-	if len(kept) == 0 {
-		return ids, nil
-	}
-	return d.Publisher.Publish(ctx, topic, kept...)
+		snap, err := d.h.Env.FS.Collection(model.Jobs).Doc(em.JobID).Get(ctx)
+		if err != nil {
+			return false, fmt.Errorf("mutant: job %s: %w", em.JobID, err)
+		}
+		slots, _ := snap.DataAt("searchSlots")
+		return slots == nil || int64(em.Slice) < slots.(int64), nil
+	})
 }
 
 // noCompletion is MutantNoImporterCompletion's importer store.

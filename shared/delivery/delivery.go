@@ -197,10 +197,7 @@ type Linked interface {
 // CloudEvent returns a function for functions.CloudEvent.
 func (g *Gate) CloudEvent(h Handler) func(context.Context, event.Event) error {
 	return func(ctx context.Context, e event.Event) error {
-		ctx = logging.NewContext(ctx, g.Logger.With(
-			slog.String(logging.Function, g.Function),
-			logging.Labels("function", g.Function),
-		))
+		ctx = g.logContext(ctx)
 		m, err := Decode(e)
 		if err != nil {
 			raw := Message{ID: e.ID(), Topic: topicOf(e.Source()), Data: e.Data(), PublishTime: e.Time()}
@@ -208,6 +205,12 @@ func (g *Gate) CloudEvent(h Handler) func(context.Context, event.Event) error {
 		}
 		return g.Deliver(ctx, m, h)
 	}
+}
+
+// logContext returns ctx with the Gate's logger, labelled with its function: every line a
+// delivery logs, decoded or not, says which function wrote it.
+func (g *Gate) logContext(ctx context.Context) context.Context {
+	return logging.NewContext(ctx, g.Logger.With(slog.String(logging.Function, g.Function), logging.Labels("function", g.Function)))
 }
 
 // Deliver runs h on m under the delivery's span and decides the delivery's fate.

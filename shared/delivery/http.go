@@ -158,8 +158,7 @@ func (g *Gate) rejected(r *http.Request, body []byte, cause error) error {
 	if m.Topic == "" {
 		m.Topic = topicOf(r.URL.Path)
 	}
-	ctx := logging.NewContext(r.Context(), g.Logger.With(
-		slog.String(logging.Function, g.Function), logging.Labels("function", g.Function), slog.String(logging.MessageID, id)))
+	ctx := logging.With(g.logContext(r.Context()), slog.String(logging.MessageID, id))
 	if err := g.decide(ctx, m, cause); err != nil {
 		return fmt.Errorf("delivery: %w", err)
 	}
