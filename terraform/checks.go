@@ -4,11 +4,15 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -595,6 +599,166 @@ func (m *module) archiveFiles(b *block) ([]string, error) {
 	}
 	slices.Sort(files)
 	return files, nil
+}
+
+// checkConnectors holds terraform's connector choices against the connectors the code has: the
+// source_kind variable accepts exactly their kinds, page_size exactly the default connector's
+// page sizes, and search_concurrency no more searches than it runs at once. Each validation is
+// probed with values at and past the bounds.
+func (m *module) checkConnectors(code Code) {
+	if len(code.Connectors) == 0 {
+		return
+	}
+	probe := func(name string, v cty.Value, want bool, why string) {
+		got, err := m.validates(name, v)
+		if err != nil {
+			m.add("connector-bounds", "var."+name, nil, "%v", err)
+			return
+		}
+		if got != want {
+			verb := "refuses"
+			if got {
+				verb = "accepts"
+			}
+			m.add("connector-bounds", "var."+name, nil, "its validation %s %s, which %s", verb, v.GoString(), why)
+		}
+	}
+	for _, k := range sortedKeys(code.Connectors) {
+		probe("source_kind", cty.StringVal(k), true, "is a connector the code has")
+	}
+	probe("source_kind", cty.StringVal("no-such-connector"), false, "is no connector the code has")
+	def, ok := code.Connectors[config.Default().SourceKind]
+	if !ok {
+		m.add("connector-bounds", "var.source_kind", nil, "the default connector %q is not registered", config.Default().SourceKind)
+		return
+	}
+	n := func(i int) cty.Value { return cty.NumberIntVal(int64(i)) }
+	probe("page_size", n(def.MinPageSize), true, "the connector serves")
+	probe("page_size", n(def.MaxPageSize), true, "the connector serves")
+	probe("page_size", n(def.MinPageSize-1), false, "is below the connector's pages")
+	probe("page_size", n(def.MaxPageSize+1), false, "is past the connector's pages")
+	probe("search_concurrency", n(def.MaxConcurrentSearches), true, "the connector runs at once")
+	probe("search_concurrency", n(def.MaxConcurrentSearches+1), false, "is more searches than the connector runs at once")
+}
+
+// checkRanges holds terraform's variable validations against the configuration table's bounds
+// (config.Vars Min and Max): for every bounded variable a function's environment sets from one
+// terraform variable (tostring(var.x), "${var.x}m"), the variable's validation must refuse a
+// value one of its units past each bound, where config.Load would refuse what it renders. A
+// validation stricter than the table is fine.
+func (m *module) checkRanges(fns map[string]*deployment) {
+	example, _ := m.tfvarsExample()
+	checked := map[string]bool{}
+	for _, ep := range sortedKeys(fns) {
+		fn := fns[ep]
+		for _, envName := range sortedKeys(fn.env) {
+			v, ok := config.Lookup(envName)
+			if !ok || (v.Min == "" && v.Max == "") {
+				continue
+			}
+			var name string
+			for _, r := range m.refs(fn.env[envName].expr) {
+				if r.typ == "var" && r.attr == "" && name == "" {
+					name = r.name
+				} else if r.typ == "var" {
+					name = "-" // more than one, or an attribute: not a plain mapping
+				}
+			}
+			if name == "" || name == "-" || checked[name+envName] {
+				continue
+			}
+			checked[name+envName] = true
+			m.checkRange(fn, envName, v, name, example)
+		}
+	}
+}
+
+// checkRange probes variable name, which sets v through fn's environment entry envName.
+func (m *module) checkRange(fn *deployment, envName string, v config.Var, name string, example map[string]cty.Value) {
+	render := func(x float64) (string, bool) {
+		vals := maps.Clone(example)
+		if vals == nil {
+			vals = map[string]cty.Value{}
+		}
+		vals[name] = cty.NumberFloatVal(x)
+		return valueString(fn.env[envName].expr, m.evalContext(vals))
+	}
+	unit, ok := render(1)
+	if !ok {
+		return // not a number in terraform
+	}
+	scale, err := numeric(v, unit)
+	if err != nil || scale <= 0 {
+		return
+	}
+	for _, b := range []struct {
+		bound string
+		step  float64
+	}{{v.Min, -1}, {v.Max, 1}} {
+		if b.bound == "" {
+			continue
+		}
+		at, err := numeric(v, b.bound)
+		if err != nil {
+			m.add("config-range", "var."+name, nil, "%s's bound %q: %v", v.Name, b.bound, err)
+			continue
+		}
+		edge := at / scale
+		if b.step < 0 {
+			edge = math.Ceil(edge)
+		} else {
+			edge = math.Floor(edge)
+		}
+		p := edge + b.step
+		s, ok := render(p)
+		if !ok || v.Within(s) == nil {
+			continue // the code takes it too
+		}
+		if accepted, err := m.validates(name, cty.NumberFloatVal(p)); err == nil && accepted {
+			m.add("config-range", "var."+name, nil, "its validation accepts %v, which renders %s=%q, outside the code's range %s..%s",
+				p, envName, s, v.Min, v.Max)
+		}
+	}
+}
+
+// numeric is s, a value of v as spelled in the environment, as a number (durations in seconds).
+func numeric(v config.Var, s string) (float64, error) {
+	var c config.Config
+	dst := v.Field(&c)
+	switch p := dst.(type) {
+	case *int:
+		n, err := strconv.Atoi(s)
+		return float64(n), err
+	case *float64:
+		return strconv.ParseFloat(s, 64)
+	case *time.Duration:
+		d, err := time.ParseDuration(s)
+		return d.Seconds(), err
+	default:
+		return 0, fmt.Errorf("%s is not a number (%T)", v.Name, p)
+	}
+}
+
+// validates reports whether every validation block of variable name holds for v.
+func (m *module) validates(name string, v cty.Value) (bool, error) {
+	body := m.variables[name]
+	if body == nil {
+		return false, fmt.Errorf("no variable %q", name)
+	}
+	ctx := m.ctx.NewChild()
+	ctx.Variables = map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{name: v})}
+	ok := true
+	for _, b := range body.Blocks {
+		if b.Type != "validation" || b.Body.Attributes["condition"] == nil {
+			continue
+		}
+		c, diags := b.Body.Attributes["condition"].Expr.Value(ctx)
+		if diags.HasErrors() || !c.IsKnown() || c.IsNull() || c.Type() != cty.Bool {
+			return false, fmt.Errorf("variable %q: its validation cannot be evaluated offline: %s", name, diags.Error())
+		}
+		ok = ok && c.True()
+	}
+	return ok, nil
 }
 
 func (m *module) checkVariables() {

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/oncesync/oncesync/shared/source"
+
 	"github.com/oncesync/oncesync/shared/source/connectors"
 
 	"golang.org/x/mod/modfile"
@@ -39,6 +41,9 @@ type Code struct {
 	// SourceCheck builds the connector a configuration names, as the expander does at cold
 	// start (connectors.New): the deployed source settings must be ones the connector accepts.
 	SourceCheck func(config.Config) error
+	// Connectors are the connectors the code has, by kind, with their limits: terraform's
+	// source_kind list and its page_size and search_concurrency bounds are checked against them.
+	Connectors map[string]source.Limits
 }
 
 // Functions-framework import path and the registration functions whose first argument is an
@@ -76,11 +81,21 @@ func LoadCode(root string) (Code, error) {
 		TTLField:          model.ExpireAtField,
 		Indexes:           slices.Clone(model.CompositeIndexes),
 		Metrics:           metricNames(),
+		Connectors:        connectorLimits(),
 		SourceCheck: func(c config.Config) error {
 			_, err := connectors.New(c, connectors.Tuning{})
 			return err
 		},
 	}, nil
+}
+
+func connectorLimits() map[string]source.Limits {
+	out := map[string]source.Limits{}
+	for _, k := range connectors.Kinds() {
+		c, _ := connectors.Get(k)
+		out[k] = c.Limits
+	}
+	return out
 }
 
 // goRuntime maps go.mod's go directive to a Cloud Functions runtime: "1.26.0" -> "go126".

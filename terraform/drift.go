@@ -69,6 +69,8 @@ func Check(dir string, code Code) []Finding {
 	m.checkFirestore(code)
 	m.checkSource(code, fns)
 	m.checkVariables()
+	m.checkConnectors(code)
+	m.checkRanges(fns)
 	m.checkConfigLoad(code, fns)
 	m.checkPublic()
 	m.checkMonitoring(code)

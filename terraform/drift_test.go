@@ -217,6 +217,13 @@ resource "google_secret_manager_secret_version" "source_token" {
 		{"test data shipped in the zip", "source.tf", shipAlso("shared/delivery/testdata/fuzz/FuzzDecode/seed"), "source", "testdata/fuzz/"},
 		{"a package the build imports left out", "source.tf", replaceOnce(`jsondecode(file("${path.module}/source-files.json"))`,
 			`[for f in jsondecode(file("${path.module}/source-files.json")) : f if !startswith(f, "shared/delivery/")]`), "source", "lacks shared/delivery/delivery.go"},
+		{"budget range wider than the code's", "variables.tf", replaceOnce(`var.expansion_budget_percent <= 80`, `var.expansion_budget_percent <= 95`), "config-range", "ONCESYNC_BUDGET_PERCENT"},
+		{"chunk size range wider than the code's", "variables.tf", replaceOnce(`var.chunk_size <= 5000`, `var.chunk_size <= 9000`), "config-range", "outside the code's range 1..5000"},
+		{"a bound dropped", "variables.tf", replaceOnce(`var.max_slices >= 1 && var.max_slices <= 999`, `var.max_slices >= 1`), "config-range", "max_slices"},
+		{"a duration's floor dropped", "variables.tf", replaceOnce(`var.max_delivery_age_minutes >= 1 &&`, `var.max_delivery_age_minutes >= 0 &&`), "config-range", "ONCESYNC_MAX_DELIVERY_AGE"},
+		{"a connector terraform does not offer", "variables.tf", replaceOnce(`contains(["salesforce"], var.source_kind)`, `contains(["hubspot"], var.source_kind)`), "connector-bounds", "salesforce"},
+		{"page size past the connector's", "variables.tf", replaceOnce(`var.page_size <= 2000`, `var.page_size <= 5000`), "connector-bounds", "past the connector's pages"},
+		{"more searches than the connector runs", "variables.tf", replaceOnce(`var.search_concurrency <= 10`, `var.search_concurrency <= 50`), "connector-bounds", "more searches"},
 		{"the whole tree zipped", "source.tf", replaceOnce(`  type        = "zip"`, `  type        = "zip"
   source_dir  = "${path.module}/.."`), "source", "source_dir"},
 		{"page size the connector refuses", "functions.tf", replaceOnce(`ONCESYNC_PAGE_SIZE        = tostring(var.page_size)`, `ONCESYNC_PAGE_SIZE        = "100"`), "config-load", "page size 100"},

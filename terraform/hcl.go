@@ -205,6 +205,8 @@ var functions = map[string]function.Function{
 	"concat":     stdlib.ConcatFunc,
 	"setunion":   stdlib.SetUnionFunc,
 	"sort":       stdlib.SortFunc,
+	"contains":   stdlib.ContainsFunc,
+	"floor":      stdlib.FloorFunc,
 	"jsondecode": stdlib.JSONDecodeFunc,
 	"file": function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "path", Type: cty.String}},

@@ -410,8 +410,8 @@ variable "search_concurrency" {
   type        = number
   default     = 4
   validation {
-    condition     = var.search_concurrency >= 1 && floor(var.search_concurrency) == var.search_concurrency
-    error_message = "search_concurrency must be a whole number, 1 or more."
+    condition     = var.search_concurrency >= 1 && var.search_concurrency <= 10 && floor(var.search_concurrency) == var.search_concurrency
+    error_message = "search_concurrency must be a whole number in 1..10: Salesforce runs at most 10 long-running queries of an org at once."
   }
 }
 

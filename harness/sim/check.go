@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/target"
 )
 
 // Dataset is what one sync setting's source holds: the checker's ground truth.
@@ -246,7 +248,8 @@ func indexesOf(plan []model.Chunk) []int {
 type found struct {
 	count   int
 	version time.Time
-	deleted bool // the newest version's tombstone flag
+	deleted bool     // the newest version's tombstone flag
+	docs    []string // the documents that hold it
 }
 
 // newest is a record's newest row in the checked windows.
@@ -294,11 +297,9 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 			got[eng.ExternalID] = f
 		}
 		f.count++
+		f.docs = append(f.docs, d.Ref.ID)
 		if eng.Version.After(f.version) || f.count == 1 {
 			f.version, f.deleted = eng.Version, eng.Deleted
-		}
-		if st.Target == model.TargetUpsert && d.Ref.ID != model.EngagementKey(eng.TenantID, eng.SourceObject, eng.ExternalID) {
-			r.violate("engagement %s is stored under a foreign ID", d.Ref.ID)
 		}
 	}
 	r.Engagements += len(docs)
@@ -307,6 +308,20 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	// Each record must be where its kind keeps it (target.Target.Kept), not stored under a foreign ID.
+	t, err := target.For(e.FS, st.Target)
+	if err != nil {
+		return fmt.Errorf("sim: setting %s: %w", st.ID, err)
+	}
+	kept, _, err := t.Kept(ctx, st.TenantID, st.SourceObject, ids)
+	if err != nil {
+		return fmt.Errorf("sim: records kept for %s: %w", st.ID, err)
+	}
+	for _, id := range ids {
+		if k := kept[id]; k == nil || !slices.Contains(got[id].docs, k.ID) {
+			r.violate("setting %s: external ID %s is stored in %v, not where its %s target keeps it (%v)", st.ID, id, got[id].docs, st.Target, k)
+		}
+	}
 	for _, id := range ids {
 		f := got[id]
 		if f.count > 1 {

@@ -63,44 +63,84 @@ const (
 	EnvMetrics        = "ONCESYNC_METRICS"
 )
 
-// Var describes one environment variable: who reads it and whether it is a secret.
+// Var is one environment variable, the one entry that drives everything about it: who reads it,
+// where it goes in Config, its default and bounds, and its documentation. Load, Default and
+// Validate read the table; so do the generated reference (docs/configuration.md) and the terraform
+// drift test, which checks terraform's validations against Min and Max. A new setting is one
+// entry here and one field of Config.
 type Var struct {
 	Name      string
 	Functions []string // entry points that need it
 	Secret    bool     // must come from Secret Manager, never a plain value
 	Required  bool     // no default
 	Doc       string
+	// Default is its value when unset, spelled as in the environment ("" for none).
+	Default string
+	// Min and Max bound it, spelled the same way ("" for no bound).
+	Min, Max string
+	// Tuned marks a default tuned on the emulators and this project's 2-core machines rather
+	// than derived from a production limit: measure on the real services before relying on it.
+	Tuned bool
+	// Field is where it goes in a Config: a *string, *int, *float64 or *time.Duration.
+	Field func(c *Config) any
 }
 
 // Vars is the single list of environment variables oncesync reads.
 var Vars = []Var{
-	{EnvProject, all(), false, true, "Google Cloud project that holds Firestore and the topics."},
-	{EnvDatabase, all(), false, false, "Firestore database ID (default \"(default)\")."},
-	{EnvTopicExpand, []string{Scheduler, Expander}, false, true, "Topic ID expand messages are published to (scheduler; expander's continuations)."},
-	{EnvTopicChunks, []string{Scheduler, Expander}, false, true, "Topic ID chunk messages are published to (expander; scheduler's recovery sweep)."},
-	{EnvSourceKind, []string{Expander}, false, false, "Which connector the expander searches with (default \"salesforce\", the only one so far; see connectors.New)."},
-	{EnvSourceURL, []string{Expander}, false, true, "Base URL of the source API (a Salesforce instance URL)."},
-	{EnvSourceToken, []string{Expander}, true, true, "Bearer token for the source API (Secret Manager)."},
-	{EnvPageSize, []string{Expander}, false, false, "Records per source page requested (default 2000; the connector checks its own bounds, Salesforce's are 200..2000)."},
-	{EnvChunkSize, []string{Scheduler}, false, false, "Chunk size for sync settings that do not set one (default 500)."},
-	{EnvLease, all(), false, false, "In-progress lease on an idempotency key (default 15m; must exceed the function timeout)."},
-	{EnvKeyRetention, all(), false, false, "How long idempotency keys live before TTL deletion (default 192h)."},
-	{EnvStuckAfter, []string{Scheduler}, false, false, "Age after which the recovery sweep re-publishes unfinished work (default 20m)."},
-	{EnvWindowLag, []string{Scheduler}, false, false, "How far behind the tick a Job's window ends, for source records that commit after their stamp (default 10m: Salesforce's longest transaction; see docs/operations.md, Late commits and the window lag)."},
-	{EnvSourceTimeout, []string{Expander}, false, false, "Deadline of one source page request (default 60s)."},
-	{EnvMaxChunkBytes, []string{Expander}, false, false, "Largest encoded chunk document (default 800000 bytes; Firestore's limit is 1 MiB)."},
-	{EnvSweepBatchSize, []string{Scheduler}, false, false, "Most unfinished Jobs the recovery sweep visits per tick (default 200)."},
-	{EnvTopicDead, all(), false, false, "Topic ID dead letters are also published to (empty: Firestore only)."},
-	{EnvMaxDeliveryAge, all(), false, false, "Age after which a message that still fails is dead-lettered and acked (default 23h; Eventarc stops retrying at 24h)."},
-	{EnvTimeout, []string{Expander}, false, false, "The function's deployed timeout, as terraform sets it (default 540s; must be shorter than the lease)."},
-	{EnvBudgetPercent, []string{Expander}, false, false, "Share of the timeout after which an expansion checkpoints and hands the rest to a continuation (default 50 percent, at most 80)."},
-	{EnvSliceRows, []string{Expander}, false, false, "Rows a slice of a Job's window aims at: a larger window is cut into slices searched in parallel, sized by the source's counts (0: never slice)."},
-	{EnvMaxSlices, []string{Expander}, false, false, "Most slices one Job's window is cut into (1..999)."},
-	{EnvSearchSlots, []string{Expander}, false, false, "Searches a tenant runs at once, for tenants that do not set searchConcurrency, shared by the Jobs of its enabled settings (Salesforce limits concurrent queries per org)."},
-	{EnvTraces, all(), false, false, "Where spans go: \"cloudtrace\" (Cloud Trace, in the project), \"file:PATH\" (JSON lines, for the demo's trace page) or \"none\" (the default: the trace context still propagates)."},
-	{EnvTraceSample, all(), false, false, "Share of ticks whose trace is recorded, 0..1 (default 1); every delivery of a recorded tick is recorded with it."},
-	{EnvMetrics, all(), false, false, "Where metrics go: \"cloudmonitoring\" (Cloud Monitoring, as workload.googleapis.com/<name>, every 60 s) or \"none\" (the default)."},
-	{EnvParallelAfter, []string{Expander}, false, false, "A Job's slices are searched in parallel only when its first source page took at least this long to arrive; a faster source is searched one slice after another, since parallel searches would only compete with the imports for Firestore (0s: always parallel)."},
+	{Name: EnvProject, Functions: all(), Required: true, Doc: "Google Cloud project that holds Firestore and the topics.",
+		Field: func(c *Config) any { return &c.Project }},
+	{Name: EnvDatabase, Functions: all(), Default: "(default)", Doc: "Firestore database ID.",
+		Field: func(c *Config) any { return &c.Database }},
+	{Name: EnvTopicExpand, Functions: []string{Scheduler, Expander}, Required: true, Doc: "Topic ID expand messages are published to (scheduler; expander's continuations).",
+		Field: func(c *Config) any { return &c.TopicExpand }},
+	{Name: EnvTopicChunks, Functions: []string{Scheduler, Expander}, Required: true, Doc: "Topic ID chunk messages are published to (expander; scheduler's recovery sweep).",
+		Field: func(c *Config) any { return &c.TopicChunks }},
+	{Name: EnvSourceKind, Functions: []string{Expander}, Default: "salesforce", Doc: "Which connector the expander searches with (the only one so far; see connectors.New).",
+		Field: func(c *Config) any { return &c.SourceKind }},
+	{Name: EnvSourceURL, Functions: []string{Expander}, Required: true, Doc: "Base URL of the source API (a Salesforce instance URL).",
+		Field: func(c *Config) any { return &c.SourceURL }},
+	{Name: EnvSourceToken, Functions: []string{Expander}, Secret: true, Required: true, Doc: "Bearer token for the source API (Secret Manager).",
+		Field: func(c *Config) any { return &c.SourceToken }},
+	{Name: EnvPageSize, Functions: []string{Expander}, Default: "2000", Min: "1", Doc: "Records per source page requested (the connector checks its own bounds, Salesforce's are 200..2000).",
+		Field: func(c *Config) any { return &c.PageSize }},
+	{Name: EnvChunkSize, Functions: []string{Scheduler}, Default: "500", Min: "1", Max: strconv.Itoa(MaxChunkSize), Tuned: true, Doc: "Chunk size for sync settings that do not set one.",
+		Field: func(c *Config) any { return &c.ChunkSize }},
+	{Name: EnvLease, Functions: all(), Default: "15m", Min: "1s", Doc: "In-progress lease on an idempotency key (must exceed the function timeout).",
+		Field: func(c *Config) any { return &c.Lease }},
+	{Name: EnvKeyRetention, Functions: all(), Default: "192h", Doc: "How long idempotency keys live before TTL deletion (at least the lease; past Pub/Sub's 7-day retention).",
+		Field: func(c *Config) any { return &c.KeyRetention }},
+	{Name: EnvStuckAfter, Functions: []string{Scheduler}, Default: "20m", Min: "1ms", Doc: "Age after which the recovery sweep re-publishes unfinished work.",
+		Field: func(c *Config) any { return &c.StuckAfter }},
+	{Name: EnvWindowLag, Functions: []string{Scheduler}, Default: "10m", Min: "0s", Doc: "How far behind the tick a Job's window ends, for source records that commit after their stamp (10m: Salesforce's longest transaction; see docs/operations.md, Late commits and the window lag).",
+		Field: func(c *Config) any { return &c.WindowLag }},
+	{Name: EnvSourceTimeout, Functions: []string{Expander}, Default: "60s", Min: "1ms", Doc: "Deadline of one source page request.",
+		Field: func(c *Config) any { return &c.SourceTimeout }},
+	{Name: EnvMaxChunkBytes, Functions: []string{Expander}, Default: "800000", Min: "10000", Max: "1000000", Doc: "Largest encoded chunk document in bytes (Firestore's limit is 1 MiB).",
+		Field: func(c *Config) any { return &c.MaxChunkBytes }},
+	{Name: EnvSweepBatchSize, Functions: []string{Scheduler}, Default: "200", Min: "1", Doc: "Most unfinished Jobs the recovery sweep visits per tick.",
+		Field: func(c *Config) any { return &c.SweepLimit }},
+	{Name: EnvTopicDead, Functions: all(), Doc: "Topic ID dead letters are also published to (empty: Firestore only).",
+		Field: func(c *Config) any { return &c.TopicDead }},
+	{Name: EnvMaxDeliveryAge, Functions: all(), Default: "23h", Min: "1m", Doc: "Age after which a message that still fails is dead-lettered and acked (Eventarc stops retrying at 24h).",
+		Field: func(c *Config) any { return &c.MaxDeliveryAge }},
+	{Name: EnvTimeout, Functions: []string{Expander}, Default: "540s", Min: "1ms", Doc: "The function's deployed timeout, as terraform sets it (must be shorter than the lease).",
+		Field: func(c *Config) any { return &c.Timeout }},
+	{Name: EnvBudgetPercent, Functions: []string{Expander}, Default: "50", Min: "1", Max: "80", Tuned: true, Doc: "Share of the timeout, in percent, after which an expansion checkpoints and hands the rest to a continuation.",
+		Field: func(c *Config) any { return &c.BudgetPercent }},
+	{Name: EnvSliceRows, Functions: []string{Expander}, Default: "20000", Min: "0", Tuned: true, Doc: "Rows a slice of a Job's window aims at: a larger window is cut into slices searched in parallel, sized by the source's counts (0: never slice).",
+		Field: func(c *Config) any { return &c.SliceRows }},
+	{Name: EnvMaxSlices, Functions: []string{Expander}, Default: "32", Min: "1", Max: "999", Tuned: true, Doc: "Most slices one Job's window is cut into.",
+		Field: func(c *Config) any { return &c.MaxSlices }},
+	{Name: EnvSearchSlots, Functions: []string{Expander}, Default: "4", Min: "1", Tuned: true, Doc: "Searches a tenant runs at once, for tenants that do not set searchConcurrency, shared by the Jobs of its enabled settings (at most what its connector allows: Salesforce runs 10 long-running queries of an org at once).",
+		Field: func(c *Config) any { return &c.SearchSlots }},
+	{Name: EnvTraces, Functions: all(), Default: "none", Doc: "Where spans go: \"cloudtrace\" (Cloud Trace, in the project), \"file:PATH\" (JSON lines, for the demo's trace page) or \"none\" (the trace context still propagates).",
+		Field: func(c *Config) any { return &c.Traces }},
+	{Name: EnvTraceSample, Functions: all(), Default: "1", Min: "0", Max: "1", Doc: "Share of ticks whose trace is recorded; every delivery of a recorded tick is recorded with it.",
+		Field: func(c *Config) any { return &c.TraceSample }},
+	{Name: EnvMetrics, Functions: all(), Default: "none", Doc: "Where metrics go: \"cloudmonitoring\" (Cloud Monitoring, as workload.googleapis.com/<name>, every 60 s) or \"none\".",
+		Field: func(c *Config) any { return &c.Metrics }},
+	{Name: EnvParallelAfter, Functions: []string{Expander}, Default: "300ms", Min: "0s", Tuned: true, Doc: "A Job's slices are searched in parallel only when its first source page took at least this long to arrive; a faster source is searched one slice after another, since parallel searches would only compete with the imports for Firestore (0s: always parallel).",
+		Field: func(c *Config) any { return &c.ParallelAfter }},
 }
 
 func all() []string { return slices.Clone(EntryPoints) }
@@ -162,29 +202,102 @@ func (c Config) Telemetry(fn string) telemetry.Config {
 
 func (c Config) Budget() time.Duration { return c.Timeout * time.Duration(c.BudgetPercent) / 100 }
 
-// Default returns the production defaults with no project, topics or source.
+// Default returns the production defaults (each Var's Default) with no project, topics or source.
 func Default() Config {
-	return Config{
-		Database:       "(default)",
-		SourceKind:     "salesforce",
-		PageSize:       2000,
-		ChunkSize:      500,
-		Lease:          15 * time.Minute,
-		KeyRetention:   192 * time.Hour,
-		StuckAfter:     20 * time.Minute,
-		WindowLag:      10 * time.Minute,
-		SourceTimeout:  60 * time.Second,
-		MaxChunkBytes:  800_000,
-		SweepLimit:     200,
-		MaxDeliveryAge: 23 * time.Hour,
-		Timeout:        540 * time.Second,
-		BudgetPercent:  50,
-		SliceRows:      20_000,
-		MaxSlices:      32,
-		SearchSlots:    4,
-		ParallelAfter:  300 * time.Millisecond,
-		TraceSample:    1,
+	var c Config
+	for _, v := range Vars {
+		if v.Default != "" {
+			if err := set(v.Field(&c), v.Default); err != nil {
+				panic(fmt.Sprintf("config: %s: default %q: %v", v.Name, v.Default, err)) // TestEveryVarIsWellFormed
+			}
+		}
 	}
+	return c
+}
+
+// set parses s into the field dst points to.
+func set(dst any, s string) error {
+	switch p := dst.(type) {
+	case *string:
+		*p = s
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return errors.New("not a whole number")
+		}
+		*p = n
+	case *float64:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return errors.New("not a number")
+		}
+		*p = f
+	case *time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*p = d
+	default:
+		return fmt.Errorf("unsupported field type %T", dst)
+	}
+	return nil
+}
+
+// Within reports whether value, spelled as in the environment, parses and lies within v's bounds.
+func (v Var) Within(value string) error {
+	var c Config
+	dst := v.Field(&c)
+	if err := set(dst, value); err != nil {
+		return err
+	}
+	cmp := func(bound string) (int, error) {
+		var b Config
+		bd := v.Field(&b)
+		if err := set(bd, bound); err != nil {
+			return 0, fmt.Errorf("bound %q: %w", bound, err)
+		}
+		switch p := dst.(type) {
+		case *int:
+			return compare(*p, *bd.(*int)), nil
+		case *float64:
+			return compare(*p, *bd.(*float64)), nil
+		case *time.Duration:
+			return compare(*p, *bd.(*time.Duration)), nil
+		}
+		return 0, fmt.Errorf("%s has bounds but no order", v.Name)
+	}
+	if v.Min != "" {
+		if c, err := cmp(v.Min); err != nil || c < 0 {
+			return errors.Join(err, fmt.Errorf("below its minimum %s", v.Min))
+		}
+	}
+	if v.Max != "" {
+		if c, err := cmp(v.Max); err != nil || c > 0 {
+			return errors.Join(err, fmt.Errorf("above its maximum %s", v.Max))
+		}
+	}
+	return nil
+}
+
+func compare[T int | float64 | time.Duration](a, b T) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Lookup returns the Var called name.
+func Lookup(name string) (Var, bool) {
+	for _, v := range Vars {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Var{}, false
 }
 
 // Load reads the variables entry point fn needs (all of them when fn is empty) through getenv,
@@ -193,66 +306,14 @@ func Load(fn string, getenv func(string) string) (Config, error) {
 	c := Default()
 	var errs []error
 	need := func(name string) bool { return fn == "" || slices.Contains(VarsFor(fn), name) }
-	str := func(name string, dst *string) {
-		if v := getenv(name); v != "" {
-			*dst = v
-		}
-	}
-	num := func(name string, dst *int) {
-		if v := getenv(name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("config: %s=%q: not a whole number", name, v))
-				return
-			}
-			*dst = n
-		}
-	}
-	dur := func(name string, dst *time.Duration) {
-		if v := getenv(name); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("config: %s=%q: %w", name, v, err))
-				return
-			}
-			*dst = d
-		}
-	}
-	str(EnvProject, &c.Project)
-	str(EnvDatabase, &c.Database)
-	str(EnvTopicExpand, &c.TopicExpand)
-	str(EnvTopicChunks, &c.TopicChunks)
-	str(EnvSourceKind, &c.SourceKind)
-	str(EnvSourceURL, &c.SourceURL)
-	str(EnvSourceToken, &c.SourceToken)
-	num(EnvPageSize, &c.PageSize)
-	num(EnvChunkSize, &c.ChunkSize)
-	dur(EnvLease, &c.Lease)
-	dur(EnvKeyRetention, &c.KeyRetention)
-	dur(EnvStuckAfter, &c.StuckAfter)
-	dur(EnvWindowLag, &c.WindowLag)
-	dur(EnvSourceTimeout, &c.SourceTimeout)
-	num(EnvMaxChunkBytes, &c.MaxChunkBytes)
-	num(EnvSweepBatchSize, &c.SweepLimit)
-	str(EnvTopicDead, &c.TopicDead)
-	dur(EnvMaxDeliveryAge, &c.MaxDeliveryAge)
-	dur(EnvTimeout, &c.Timeout)
-	num(EnvBudgetPercent, &c.BudgetPercent)
-	num(EnvSliceRows, &c.SliceRows)
-	num(EnvMaxSlices, &c.MaxSlices)
-	num(EnvSearchSlots, &c.SearchSlots)
-	dur(EnvParallelAfter, &c.ParallelAfter)
-	str(EnvTraces, &c.Traces)
-	str(EnvMetrics, &c.Metrics)
-	if v := getenv(EnvTraceSample); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("config: %s=%q: not a number", EnvTraceSample, v))
-		}
-		c.TraceSample = f
-	}
 	for _, v := range Vars {
-		if v.Required && need(v.Name) && getenv(v.Name) == "" {
+		s := getenv(v.Name)
+		switch {
+		case s != "":
+			if err := set(v.Field(&c), s); err != nil {
+				errs = append(errs, fmt.Errorf("config: %s=%q: %w", v.Name, s, err))
+			}
+		case v.Required && need(v.Name):
 			errs = append(errs, fmt.Errorf("config: %s is required for %s", v.Name, orAll(fn)))
 		}
 	}
@@ -272,38 +333,24 @@ func orAll(fn string) string {
 // MaxChunkSize is the largest chunk size, of the deployment's default and of a sync setting.
 const MaxChunkSize = 5000
 
-// Validate reports settings that cannot work.
+// Validate reports settings that cannot work: each value outside its Var's bounds, then the rules
+// that relate several.
 func (c Config) Validate() error {
 	var errs []error
-	if c.PageSize < 1 {
-		errs = append(errs, fmt.Errorf("config: page size %d is not positive", c.PageSize))
-	}
-	if c.ChunkSize < 1 || c.ChunkSize > MaxChunkSize {
-		errs = append(errs, fmt.Errorf("config: chunk size %d outside 1..%d", c.ChunkSize, MaxChunkSize))
-	}
-	if c.Lease < time.Second {
-		errs = append(errs, fmt.Errorf("config: lease %v is too short", c.Lease))
+	for _, v := range Vars {
+		if v.Min == "" && v.Max == "" {
+			continue
+		}
+		value := fmt.Sprint(reflectValue(v.Field(&c)))
+		if err := v.Within(value); err != nil {
+			errs = append(errs, fmt.Errorf("config: %s=%s: %w", v.Name, value, err))
+		}
 	}
 	if c.KeyRetention < c.Lease {
 		errs = append(errs, fmt.Errorf("config: key retention %v shorter than the lease %v", c.KeyRetention, c.Lease))
 	}
-	if c.StuckAfter <= 0 || c.WindowLag < 0 || c.SourceTimeout <= 0 {
-		errs = append(errs, errors.New("config: stuck-after and source timeout must be positive, window lag not negative"))
-	}
-	if c.MaxChunkBytes < 10_000 || c.MaxChunkBytes > 1_000_000 {
-		errs = append(errs, fmt.Errorf("config: max chunk bytes %d outside 10000..1000000", c.MaxChunkBytes))
-	}
-	if c.MaxDeliveryAge < time.Minute {
-		errs = append(errs, fmt.Errorf("config: max delivery age %v is too short", c.MaxDeliveryAge))
-	}
-	if c.Timeout <= 0 || c.Timeout >= c.Lease {
-		errs = append(errs, fmt.Errorf("config: function timeout %v must be positive and shorter than the lease %v", c.Timeout, c.Lease))
-	}
-	if c.BudgetPercent < 1 || c.BudgetPercent > 80 {
-		errs = append(errs, fmt.Errorf("config: budget %d%% of the timeout outside 1..80", c.BudgetPercent))
-	}
-	if c.SliceRows < 0 || c.MaxSlices < 1 || c.MaxSlices > 999 || c.SearchSlots < 1 || c.ParallelAfter < 0 {
-		errs = append(errs, fmt.Errorf("config: slice rows %d must not be negative, max slices %d within 1..999, search concurrency %d positive, parallel-after %v not negative", c.SliceRows, c.MaxSlices, c.SearchSlots, c.ParallelAfter))
+	if c.Timeout >= c.Lease {
+		errs = append(errs, fmt.Errorf("config: function timeout %v must be shorter than the lease %v", c.Timeout, c.Lease))
 	}
 	if err := c.Telemetry("").Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("config: %s, %s: %w", EnvTraces, EnvTraceSample, err))
@@ -311,8 +358,20 @@ func (c Config) Validate() error {
 	if c.Metrics != "" && c.Metrics != "none" && c.Metrics != "cloudmonitoring" {
 		errs = append(errs, fmt.Errorf("config: %s=%q is not none or cloudmonitoring", EnvMetrics, c.Metrics))
 	}
-	if c.SweepLimit < 1 {
-		errs = append(errs, fmt.Errorf("config: sweep limit %d must be positive", c.SweepLimit))
-	}
 	return errors.Join(errs...)
+}
+
+// reflectValue is what field pointer p points to.
+func reflectValue(p any) any {
+	switch p := p.(type) {
+	case *string:
+		return *p
+	case *int:
+		return *p
+	case *float64:
+		return strconv.FormatFloat(*p, 'g', -1, 64)
+	case *time.Duration:
+		return p.String()
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"flag"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -75,5 +76,69 @@ func TestReferenceIsCurrent(t *testing.T) {
 		if !strings.Contains(want, "`"+v.Name+"`") {
 			t.Errorf("reference misses %s", v.Name)
 		}
+	}
+}
+
+// Every Var is well formed: a field, a default that parses and lies within its own bounds, and no
+// default on a required variable.
+func TestEveryVarIsWellFormed(t *testing.T) {
+	for _, v := range config.Vars {
+		if v.Field == nil {
+			t.Errorf("%s has no field", v.Name)
+			continue
+		}
+		if v.Required && v.Default != "" {
+			t.Errorf("%s is required and has a default %q", v.Name, v.Default)
+		}
+		if v.Default != "" {
+			if err := v.Within(v.Default); err != nil {
+				t.Errorf("%s: default %q: %v", v.Name, v.Default, err)
+			}
+		}
+	}
+}
+
+// The table's bounds are what Load enforces: each bounded variable is accepted at its bounds and
+// refused just past them.
+func TestBoundsComeFromTheTable(t *testing.T) {
+	base := map[string]string{config.EnvProject: "p", config.EnvLease: "1h", config.EnvKeyRetention: "200h"}
+	past := map[string][2]string{ // just below Min, just above Max
+		config.EnvChunkSize: {"0", "5001"}, config.EnvBudgetPercent: {"0", "81"}, config.EnvMaxSlices: {"0", "1000"},
+		config.EnvMaxChunkBytes: {"9999", "1000001"}, config.EnvTraceSample: {"-0.1", "1.1"}, config.EnvPageSize: {"0", ""},
+		config.EnvSearchSlots: {"0", ""}, config.EnvWindowLag: {"-1s", ""}, config.EnvSweepBatchSize: {"0", ""},
+	}
+	n := 0
+	for _, v := range config.Vars {
+		if v.Min == "" && v.Max == "" {
+			continue
+		}
+		for _, ok := range []string{v.Min, v.Max} {
+			if ok == "" {
+				continue
+			}
+			kv := map[string]string{v.Name: ok}
+			maps.Copy(kv, base)
+			if _, err := config.Load("", env(kv)); err != nil && !strings.Contains(err.Error(), "required") {
+				t.Errorf("%s=%s (a bound) refused: %v", v.Name, ok, err)
+			}
+		}
+		p, listed := past[v.Name]
+		if !listed {
+			continue
+		}
+		for _, bad := range p {
+			if bad == "" {
+				continue
+			}
+			n++
+			kv := map[string]string{v.Name: bad}
+			maps.Copy(kv, base)
+			if _, err := config.Load(config.Importer, env(kv)); err == nil || !strings.Contains(err.Error(), v.Name) {
+				t.Errorf("%s=%s (past its bound) accepted or not named: %v", v.Name, bad, err)
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d out-of-bounds values tried", n)
 	}
 }

@@ -65,6 +65,14 @@ type Budgeter interface {
 	Usage(ctx context.Context) (Usage, error)
 }
 
+// Limits are what a connector's source allows, declared by the connector: the page sizes it
+// serves and the searches one org (one tenant's connection) runs at once. The operator's checks
+// and the terraform drift test read them.
+type Limits struct {
+	MinPageSize, MaxPageSize int
+	MaxConcurrentSearches    int
+}
+
 // Usage is how much of a source's request budget is spent: Used of Limit requests (Salesforce:
 // DailyApiRequests, a rolling 24 hours). The zero Usage means unknown.
 type Usage struct {

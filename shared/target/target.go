@@ -70,11 +70,43 @@ func (st *Stats) count(r model.ChunkRecord) {
 	}
 }
 
-// Target stages one chunk's rows into a batch. It reads the documents the rows change outside any
-// transaction and conditions each write on the document as read, so the batch fails, writing
-// nothing, when another writer changed one of them since.
+// Target is what a target kind does: the one place each kind's behaviour lives. The importer, the
+// audit, reconcile and the harness's checkers call it, and never test a kind's name or
+// collections. A new kind is its name and collections in model.TargetKinds, an implementation
+// here, and one entry in kinds; the conformance tests (target_test.go) run over every kind.
 type Target interface {
+	// Stage stages one chunk's rows into a batch. It reads the documents the rows change outside
+	// any transaction and conditions each write on the document as read, so the batch fails,
+	// writing nothing, when another writer changed one of them since.
 	Stage(ctx context.Context, b *firestore.WriteBatch, w Batch) (Stats, error)
+	// Kept returns, for each external ID of the tenant's source object, where the kind keeps its
+	// record: the one an import updates and the audit counts (which may not exist); absent when
+	// the kind has no record for it (the generated-ID kind without an index entry). reads is how
+	// many documents it read to tell.
+	Kept(ctx context.Context, tenant, object string, ids []string) (kept map[string]*firestore.DocumentRef, reads int, err error)
+}
+
+// kinds builds each kind's Target, by name: the registration.
+var kinds = map[string]func(c *firestore.Client, k model.TargetKind) Target{
+	model.TargetUpsert:    func(c *firestore.Client, k model.TargetKind) Target { return Upsert{Client: c, Kind: k} },
+	model.TargetGenerated: func(c *firestore.Client, k model.TargetKind) Target { return Generated{Client: c, Kind: k} },
+}
+
+// For returns the Target of the kind called name, on c.
+func For(c *firestore.Client, name string) (Target, error) {
+	k, ok := model.Kind(name)
+	newT := kinds[name]
+	if !ok || newT == nil {
+		return nil, fmt.Errorf("target: %q: %w", name, ErrUnknownTarget)
+	}
+	return newT(c, k), nil
+}
+
+// Tombstone is the change that makes a stored record a tombstone, deleted at `at` by `by`
+// (reconcile's model.DeletedByReconcile), its version kept: the same fields an imported deleted
+// row's record has (engagement).
+func Tombstone(by string, at time.Time) []firestore.Update {
+	return []firestore.Update{{Path: "deleted", Value: true}, {Path: "deletedAt", Value: at}, {Path: "deletedBy", Value: by}}
 }
 
 // Batch is what a Target writes: deduplicated rows (one per external ID, the newest version) of
@@ -92,7 +124,7 @@ func (b Batch) engagement(r model.ChunkRecord) model.Engagement {
 		Version: r.Modstamp, Fields: r.Fields, JobID: b.Job.ID, Chunk: b.Chunk, ImportedAt: b.Now,
 	}
 	if r.Deleted {
-		e.Deleted, e.DeletedAt, e.DeletedBy = true, b.Now, model.DeletedBySource
+		e.Deleted, e.DeletedAt, e.DeletedBy = true, b.Now, model.DeletedBySource // what Tombstone writes, as a whole record
 	}
 	return e
 }
@@ -161,6 +193,15 @@ func (u Upsert) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch) (S
 	return st, nil
 }
 
+// Kept implements Target: the record's ID is its key, so nothing is read.
+func (u Upsert) Kept(_ context.Context, tenant, object string, ids []string) (map[string]*firestore.DocumentRef, int, error) {
+	out := make(map[string]*firestore.DocumentRef, len(ids))
+	for _, id := range ids {
+		out[id] = u.Client.Collection(u.Kind.Records).Doc(model.EngagementKey(tenant, object, id))
+	}
+	return out, 0, nil
+}
+
 // Generated writes {Kind.Records}/{auto-id}, found again through {Kind.Index}/{key}.
 type Generated struct {
 	Client *firestore.Client
@@ -210,6 +251,37 @@ func (g Generated) Stage(ctx context.Context, wb *firestore.WriteBatch, b Batch)
 	return st, nil
 }
 
+// Kept implements Target: the record its index entry names.
+func (g Generated) Kept(ctx context.Context, tenant, object string, ids []string) (map[string]*firestore.DocumentRef, int, error) {
+	out := make(map[string]*firestore.DocumentRef, len(ids))
+	refs := make([]*firestore.DocumentRef, len(ids))
+	for i, id := range ids {
+		refs[i] = g.Client.Collection(g.Kind.Index).Doc(model.EngagementKey(tenant, object, id))
+	}
+	var snaps []*firestore.DocumentSnapshot
+	for i := 0; i < len(refs); i += keptBatch {
+		part, err := g.Client.GetAll(ctx, refs[i:min(i+keptBatch, len(refs))])
+		if err != nil {
+			return nil, len(snaps), fmt.Errorf("target: read engagement index: %w", err)
+		}
+		snaps = append(snaps, part...)
+	}
+	for i, s := range snaps {
+		if !s.Exists() {
+			continue
+		}
+		var e indexEntry
+		if err := s.DataTo(&e); err != nil || e.DocID == "" {
+			return nil, len(snaps), fmt.Errorf("target: index %s: no record ID (%v)", refs[i].ID, err)
+		}
+		out[ids[i]] = g.Client.Collection(g.Kind.Records).Doc(e.DocID)
+	}
+	return out, len(snaps), nil
+}
+
+// keptBatch is how many index entries Kept reads a request.
+const keptBatch = 300
+
 // Result is the outcome of committing one chunk.
 type Result struct {
 	AlreadyDone bool // a previous delivery committed it: nothing was written
@@ -224,19 +296,18 @@ type Committer struct {
 	Now     func() time.Time
 }
 
-// NewCommitter returns a Committer with a writer for every kind in model.TargetKinds: Generated
-// for a kind with an index collection, Upsert for one without.
+// NewCommitter returns a Committer with the Target of every kind in model.TargetKinds.
 func NewCommitter(c *firestore.Client, now func() time.Time) *Committer {
 	if now == nil {
 		now = time.Now
 	}
 	targets := map[string]Target{}
 	for _, k := range model.TargetKinds {
-		if k.Index != "" {
-			targets[k.Name] = Generated{Client: c, Kind: k}
-		} else {
-			targets[k.Name] = Upsert{Client: c, Kind: k}
+		t, err := For(c, k.Name)
+		if err != nil {
+			panic(err) // a kind declared in model without a Target here: TestEveryKindIsRegistered fails first
 		}
+		targets[k.Name] = t
 	}
 	return &Committer{Client: c, Now: now, Targets: targets}
 }

@@ -38,6 +38,92 @@ func plant(t *testing.T, fs *firestore.Client, jobID, kind string, chunks ...[]m
 	return j
 }
 
+// kinds is every registered target kind: the tests below are the conformance suite each passes.
+func kinds() []string {
+	var out []string
+	for _, k := range model.TargetKinds {
+		out = append(out, k.Name)
+	}
+	return out
+}
+
+func TestEveryKindIsRegistered(t *testing.T) {
+	for _, name := range kinds() {
+		if tg, err := target.For(nil, name); err != nil || tg == nil {
+			t.Errorf("target kind %q declared in model.TargetKinds has no Target: %v", name, err)
+		}
+	}
+	if _, err := target.For(nil, "spreadsheet"); !errors.Is(err, target.ErrUnknownTarget) {
+		t.Errorf("an unknown kind: %v, want ErrUnknownTarget", err)
+	}
+}
+
+// Kept names the record an import wrote and a later import updates in place; a reconcile's
+// Tombstone on it deletes it with its version kept; an external ID never imported has no record
+// there.
+func TestKeptIsTheRecordAnImportWrites(t *testing.T) {
+	t.Parallel()
+	for _, kind := range kinds() {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			fs := emu.Firestore(t, emu.ProjectID(t))
+			ctx := t.Context()
+			c := target.NewCommitter(fs, func() time.Time { return t0 })
+			j := plant(t, fs, "job-kept", kind, []model.ChunkRecord{rec("a", 1), rec("b", 1)}, []model.ChunkRecord{rec("a", 2)})
+			tg, err := target.For(fs, kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			read := func(id string) (*firestore.DocumentRef, model.Engagement, bool) {
+				t.Helper()
+				kept, _, err := tg.Kept(ctx, "acme", "Contact", []string{id})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ref := kept[id]
+				if ref == nil {
+					return nil, model.Engagement{}, false
+				}
+				snap, err := ref.Get(ctx)
+				if err != nil {
+					return ref, model.Engagement{}, false
+				}
+				var e model.Engagement
+				if err := snap.DataTo(&e); err != nil {
+					t.Fatal(err)
+				}
+				return ref, e, true
+			}
+			if _, err := c.Commit(ctx, j, 0); err != nil {
+				t.Fatal(err)
+			}
+			first, e, ok := read("a")
+			if !ok || e.ExternalID != "a" || !e.Version.Equal(t0.Add(time.Minute)) {
+				t.Fatalf("kept record of a: %v %+v", ok, e)
+			}
+			if _, err := c.Commit(ctx, j, 1); err != nil {
+				t.Fatal(err)
+			}
+			again, e, ok := read("a")
+			if !ok || again.Path != first.Path || !e.Version.Equal(t0.Add(2*time.Minute)) {
+				t.Errorf("after a newer import, kept %v (was %v), version %v; want the same record, updated", again, first, e.Version)
+			}
+			if _, err := again.Update(ctx, target.Tombstone(model.DeletedByReconcile, t0.Add(time.Hour))); err != nil {
+				t.Fatal(err)
+			}
+			if _, e, _ := read("a"); !e.Deleted || e.DeletedBy != model.DeletedByReconcile || !e.Version.Equal(t0.Add(2*time.Minute)) {
+				t.Errorf("after Tombstone: %+v; want deleted by reconcile, version kept", e)
+			}
+			if _, _, ok := read("never"); ok {
+				t.Error("an external ID never imported has a kept record")
+			}
+			if n := len(engagements(t, fs, kind)); n != 2 {
+				t.Errorf("%d records, want 2 (a and b)", n)
+			}
+		})
+	}
+}
+
 type stored struct {
 	ExternalID string
 	Version    time.Time
@@ -47,11 +133,8 @@ type stored struct {
 
 func engagements(t *testing.T, fs *firestore.Client, kind string) map[string]stored {
 	t.Helper()
-	coll := model.Engagements
-	if kind == model.TargetGenerated {
-		coll = model.EngagementsGen
-	}
-	docs, err := fs.Collection(coll).Documents(t.Context()).GetAll()
+	k, _ := model.Kind(kind)
+	docs, err := fs.Collection(k.Records).Documents(t.Context()).GetAll()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +156,7 @@ func engagements(t *testing.T, fs *firestore.Client, kind string) map[string]sto
 
 func TestCommitIsOnceAndVersionsOnlyMoveForward(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{model.TargetUpsert, model.TargetGenerated} {
+	for _, kind := range kinds() {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			fs := emu.Firestore(t, emu.ProjectID(t))
@@ -121,7 +204,7 @@ func TestCommitIsOnceAndVersionsOnlyMoveForward(t *testing.T) {
 // generated target), and still never an older one.
 func TestResyncRewritesTheSameVersionOnly(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{model.TargetUpsert, model.TargetGenerated} {
+	for _, kind := range kinds() {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			fs := emu.Firestore(t, emu.ProjectID(t))
@@ -159,7 +242,7 @@ func TestResyncRewritesTheSameVersionOnly(t *testing.T) {
 func TestDeletesAreVersionsBothWays(t *testing.T) {
 	t.Parallel()
 	del := func(id string, minute int) model.ChunkRecord { r := rec(id, minute); r.Deleted = true; return r }
-	for _, kind := range []string{model.TargetUpsert, model.TargetGenerated} {
+	for _, kind := range kinds() {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			fs := emu.Firestore(t, emu.ProjectID(t))
@@ -254,7 +337,7 @@ func TestNewest(t *testing.T) {
 // version.
 func TestConcurrentImportsOfChunksSharingRecords(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{model.TargetUpsert, model.TargetGenerated} {
+	for _, kind := range kinds() {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			fs := emu.Firestore(t, emu.ProjectID(t))

@@ -475,8 +475,7 @@ func (a *Auditor) checkRecords(ctx context.Context, rd *reads, fs *findings, dup
 			res.Missing++
 			where := name + "/" + canon[r.ID]
 			if canon[r.ID] == "" {
-				kind, _ := model.Kind(job.Target)
-				where = kind.Index + "/" + model.EngagementKey(job.TenantID, job.SourceObject, r.ID)
+				where = job.Target + " target: no record kept for " + model.EngagementKey(job.TenantID, job.SourceObject, r.ID)
 			}
 			fs.add(Finding{Severity: Error, Kind: MissingRecord, Job: job.ID, Chunk: intp(c.Index), ExternalID: r.ID, Docs: []string{where},
 				Detail: fmt.Sprintf("row %s (version %s) of DONE chunk %d has no %s record (%s not found)", r.ID, ts(r.Modstamp), c.Index, name, where)})
@@ -595,32 +594,23 @@ func (w *writtenRecords) read(ctx context.Context, rd *reads, q firestore.Query)
 	return out, nil
 }
 
-// canonical returns, per external ID, the document ID of the target record the pipeline keeps:
-// the upsert target's deterministic ID, or the one the generated-ID target's index names ("" when
-// the index has no entry).
+// canonical returns, per external ID, the document ID of the target record the pipeline keeps, as
+// the Job's target kind says (target.Target.Kept; "" when it keeps none).
 func (a *Auditor) canonical(ctx context.Context, rd *reads, job model.Job, ids []string) (map[string]string, error) {
-	out := make(map[string]string, len(ids))
-	kind, _ := model.Kind(job.Target)
-	if kind.Index == "" {
-		for _, id := range ids {
-			out[id] = model.EngagementKey(job.TenantID, job.SourceObject, id)
-		}
-		return out, nil
-	}
-	refs := make([]*firestore.DocumentRef, len(ids))
-	for i, id := range ids {
-		refs[i] = a.fs.Collection(kind.Index).Doc(model.EngagementKey(job.TenantID, job.SourceObject, id))
-	}
-	snaps, err := a.getAll(ctx, rd, refs)
+	t, err := target.For(a.fs, job.Target)
 	if err != nil {
-		return nil, fmt.Errorf("read engagement index: %w", err)
+		return nil, err
 	}
-	for i, s := range snaps {
-		out[ids[i]] = ""
-		if s.Exists() {
-			if v, err := s.DataAt("docId"); err == nil {
-				out[ids[i]], _ = v.(string)
-			}
+	kept, n, err := t.Kept(ctx, job.TenantID, job.SourceObject, ids)
+	rd.docs(n)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(ids))
+	for _, id := range ids {
+		out[id] = ""
+		if ref := kept[id]; ref != nil {
+			out[id] = ref.ID
 		}
 	}
 	return out, nil

@@ -25,6 +25,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/target"
+
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/iterator"
 	"google.golang.org/grpc/codes"
@@ -166,9 +168,7 @@ func Run(ctx context.Context, cfg Config, settingID string) (Result, error) {
 		if !e.Version.Before(res.Since.Add(-cfg.Lag)) {
 			continue // stamped too close to the search: it may have committed after it
 		}
-		j, err := bw.Update(d.Ref, []firestore.Update{
-			{Path: "deleted", Value: true}, {Path: "deletedAt", Value: now}, {Path: "deletedBy", Value: model.DeletedByReconcile},
-		}, firestore.LastUpdateTime(d.UpdateTime))
+		j, err := bw.Update(d.Ref, target.Tombstone(model.DeletedByReconcile, now), firestore.LastUpdateTime(d.UpdateTime))
 		if err != nil {
 			bw.End()
 			return res, fmt.Errorf("reconcile: setting %q: tombstone %s: %w", settingID, d.Ref.ID, err)

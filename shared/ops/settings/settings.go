@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/source/connectors"
+
 	"cloud.google.com/go/firestore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,7 +27,6 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/source"
-	"github.com/oncesync/oncesync/shared/source/salesforce"
 	"github.com/oncesync/oncesync/shared/store"
 )
 
@@ -36,10 +37,6 @@ var (
 	ErrNotFound      = errors.New("settings: not found")
 	ErrUnknownTenant = errors.New("settings: unknown tenant")
 )
-
-// MaxSearchConcurrency bounds a tenant's searchConcurrency (Salesforce allows at most 10
-// concurrent long-running queries per org).
-const MaxSearchConcurrency = 10
 
 // An ID of a tenant or a setting: it becomes part of document IDs, Job IDs
 // ({settingId}-{hash}), idempotency keys ({scope}~{id}) and log fields, so it is kept to
@@ -54,22 +51,22 @@ func checkID(what, id string) error {
 }
 
 // ValidateTenant reports every reason t cannot be written, wrapping ErrInvalid.
-func ValidateTenant(t model.Tenant) error {
+func ValidateTenant(t model.Tenant, c connectors.Connector) error {
 	var errs []error
 	if err := checkID("tenant", t.ID); err != nil {
 		errs = append(errs, err)
 	}
-	if t.SearchConcurrency < 0 || t.SearchConcurrency > MaxSearchConcurrency {
-		errs = append(errs, fmt.Errorf("search concurrency %d outside 0..%d (0: the deployment default)", t.SearchConcurrency, MaxSearchConcurrency))
+	if most := c.Limits.MaxConcurrentSearches; t.SearchConcurrency < 0 || t.SearchConcurrency > most {
+		errs = append(errs, fmt.Errorf("search concurrency %d outside 0..%d, what %s runs at once (0: the deployment default)", t.SearchConcurrency, most, c.Kind))
 	}
 	return invalid(errs)
 }
 
 // ValidateSetting reports every reason s cannot be written, wrapping ErrInvalid: its IDs, the
-// source object and fields as the connector will query them (SOQL identifiers, Id and
-// SystemModstamp left out, none twice), a known target kind, and a chunk size the importer
-// accepts.
-func ValidateSetting(s model.SyncSetting) error {
+// source object and fields as connector c will query them (its own ValidateQuery: for Salesforce,
+// SOQL identifiers, Id and SystemModstamp left out, none twice), a known target kind, and a chunk
+// size the importer accepts.
+func ValidateSetting(s model.SyncSetting, c connectors.Connector) error {
 	var errs []error
 	if err := checkID("setting", s.ID); err != nil {
 		errs = append(errs, err)
@@ -84,7 +81,7 @@ func ValidateSetting(s model.SyncSetting) error {
 	// its window here is any valid one).
 	q := source.Query{Object: s.SourceObject, Fields: s.Fields, From: s.Watermark, To: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), Deleted: true}
 	if s.SourceObject != "" {
-		if err := salesforce.ValidateQuery(q); err != nil {
+		if err := c.ValidateQuery(q); err != nil {
 			errs = append(errs, fmt.Errorf("the source would refuse it: %v", err))
 		}
 	}
@@ -121,13 +118,28 @@ func invalid(errs []error) error {
 
 // Admin reads and writes tenants and sync settings.
 type Admin struct {
-	FS  *firestore.Client
-	Now func() time.Time // the clock a resync Job's createdAt comes from (nil: time.Now)
+	FS *firestore.Client
+	// Connector checks tenants and settings against its limits and its own query rules (its zero
+	// value: the deployment's default connector, Salesforce).
+	Connector connectors.Connector
+	Now       func() time.Time // the clock a resync Job's createdAt comes from (nil: time.Now)
+}
+
+// connector is a's connector, or the default one.
+func (a Admin) connector() connectors.Connector {
+	if a.Connector.Kind != "" {
+		return a.Connector
+	}
+	c, err := connectors.Get(config.Default().SourceKind)
+	if err != nil {
+		panic(err) // the default kind is registered: TestDefaultConnectorIsRegistered
+	}
+	return c
 }
 
 // AddTenant creates tenants/{t.ID}; ErrExists if it exists.
 func (a Admin) AddTenant(ctx context.Context, t model.Tenant) error {
-	if err := ValidateTenant(t); err != nil {
+	if err := ValidateTenant(t, a.connector()); err != nil {
 		return err
 	}
 	_, err := a.FS.Collection(model.Tenants).Doc(t.ID).Create(ctx, t)
@@ -144,7 +156,7 @@ func (a Admin) AddTenant(ctx context.Context, t model.Tenant) error {
 // tenant's read: ErrUnknownTenant without it, ErrExists if the setting exists. The setting's
 // first Job imports from s.Watermark (zero: everything the source has).
 func (a Admin) AddSetting(ctx context.Context, s model.SyncSetting) error {
-	if err := ValidateSetting(s); err != nil {
+	if err := ValidateSetting(s, a.connector()); err != nil {
 		return err
 	}
 	s.Watermark = s.Watermark.UTC()

@@ -2,6 +2,7 @@ package settings_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/ops/settings"
+	"github.com/oncesync/oncesync/shared/source"
+	"github.com/oncesync/oncesync/shared/source/connectors"
 )
 
 func good() model.SyncSetting {
@@ -18,7 +21,7 @@ func good() model.SyncSetting {
 }
 
 func TestValidateSetting(t *testing.T) {
-	if err := settings.ValidateSetting(good()); err != nil {
+	if err := settings.ValidateSetting(good(), sf(t)); err != nil {
 		t.Fatalf("a good setting: %v", err)
 	}
 	for _, tc := range []struct {
@@ -43,14 +46,14 @@ func TestValidateSetting(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good()
 			tc.edit(&s)
-			err := settings.ValidateSetting(s)
+			err := settings.ValidateSetting(s, sf(t))
 			if !errors.Is(err, settings.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want ErrInvalid saying %q", err, tc.want)
 			}
 		})
 	}
 	// Every reason at once, not the first only.
-	err := settings.ValidateSetting(model.SyncSetting{ID: "x", TenantID: "y", SourceObject: "1x", Target: "z", ChunkSize: -3})
+	err := settings.ValidateSetting(model.SyncSetting{ID: "x", TenantID: "y", SourceObject: "1x", Target: "z", ChunkSize: -3}, sf(t))
 	for _, want := range []string{"SOQL identifier", "unknown target", "chunk size -3"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("all reasons: %v lacks %q", err, want)
@@ -59,11 +62,11 @@ func TestValidateSetting(t *testing.T) {
 }
 
 func TestValidateTenant(t *testing.T) {
-	if err := settings.ValidateTenant(model.Tenant{ID: "acme", SearchConcurrency: 4}); err != nil {
+	if err := settings.ValidateTenant(model.Tenant{ID: "acme", SearchConcurrency: 4}, sf(t)); err != nil {
 		t.Fatal(err)
 	}
 	for _, tn := range []model.Tenant{{ID: ""}, {ID: "-acme"}, {ID: "acme", SearchConcurrency: 11}, {ID: "acme", SearchConcurrency: -1}} {
-		if err := settings.ValidateTenant(tn); !errors.Is(err, settings.ErrInvalid) {
+		if err := settings.ValidateTenant(tn, sf(t)); !errors.Is(err, settings.ErrInvalid) {
 			t.Errorf("%+v: got %v, want ErrInvalid", tn, err)
 		}
 	}
@@ -168,5 +171,33 @@ func TestAdminWritesTheDocumentedDocuments(t *testing.T) {
 	}
 	if _, err := a.Setting(ctx, "nope"); !errors.Is(err, settings.ErrNotFound) {
 		t.Fatalf("unknown setting: %v", err)
+	}
+}
+
+// sf is the Salesforce connector, the one these rules are written for.
+func sf(t *testing.T) connectors.Connector {
+	t.Helper()
+	c, err := connectors.Get("salesforce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A setting is checked by its connector's own rules, not Salesforce's whatever the connector: a
+// connector that refuses what Salesforce accepts refuses the setting, and its own limit bounds a
+// tenant's concurrent searches.
+func TestSettingsAreCheckedByTheirConnector(t *testing.T) {
+	strict := connectors.Connector{Kind: "strict", Limits: source.Limits{MaxConcurrentSearches: 2},
+		ValidateQuery: func(q source.Query) error { return fmt.Errorf("strict: no object %q here", q.Object) }}
+	err := settings.ValidateSetting(good(), strict)
+	if !errors.Is(err, settings.ErrInvalid) || !strings.Contains(err.Error(), "strict: no object") {
+		t.Errorf("ValidateSetting with a strict connector = %v; want its refusal", err)
+	}
+	if err := settings.ValidateTenant(model.Tenant{ID: "acme", SearchConcurrency: 3}, strict); !errors.Is(err, settings.ErrInvalid) || !strings.Contains(err.Error(), "0..2") {
+		t.Errorf("3 searches at once on a connector that runs 2: %v", err)
+	}
+	if err := settings.ValidateTenant(model.Tenant{ID: "acme", SearchConcurrency: 3}, sf(t)); err != nil {
+		t.Errorf("3 searches at once on Salesforce: %v", err)
 	}
 }

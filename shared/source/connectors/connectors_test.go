@@ -10,7 +10,7 @@ import (
 func TestNewSourceBuildsEveryKnownConnector(t *testing.T) {
 	cfg := config.Default()
 	cfg.SourceURL, cfg.SourceToken = "https://acme.my.salesforce.com", "tok"
-	for _, kind := range Kinds {
+	for _, kind := range Kinds() {
 		cfg.SourceKind = kind
 		if s, err := New(cfg, Tuning{}); err != nil || s == nil {
 			t.Errorf("New(%q) = %v, %v", kind, s, err)

@@ -74,6 +74,10 @@ type Config struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
+// Limits are Salesforce's: the query API's batchSize is 200..2000 records a page, and an org runs
+// at most 10 long-running (over 20 s) queries at once, shared with its other integrations.
+var Limits = source.Limits{MinPageSize: 200, MaxPageSize: 2000, MaxConcurrentSearches: 10}
+
 // Defaults.
 const (
 	DefaultAPIVersion  = "v60.0"
@@ -99,8 +103,8 @@ func (c Config) Validate() error {
 	if c.APIVersion != "" && !apiVersion.MatchString(c.APIVersion) {
 		errs = append(errs, fmt.Errorf("salesforce: API version %q is not like %q", c.APIVersion, DefaultAPIVersion))
 	}
-	if c.PageSize != 0 && (c.PageSize < 200 || c.PageSize > 2000) {
-		errs = append(errs, fmt.Errorf("salesforce: page size %d outside Salesforce's 200..2000", c.PageSize))
+	if c.PageSize != 0 && (c.PageSize < Limits.MinPageSize || c.PageSize > Limits.MaxPageSize) {
+		errs = append(errs, fmt.Errorf("salesforce: page size %d outside Salesforce's %d..%d", c.PageSize, Limits.MinPageSize, Limits.MaxPageSize))
 	}
 	if c.Timeout < 0 || c.MaxAttempts < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 {
 		errs = append(errs, errors.New("salesforce: timeout, attempts and backoffs must not be negative"))

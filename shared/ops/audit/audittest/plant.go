@@ -89,20 +89,15 @@ func Missing(ctx context.Context, fs *firestore.Client, jobID string) (string, e
 		return "", err
 	}
 	r := target.Newest(c.Records)[0]
-	key := model.EngagementKey(job.TenantID, job.SourceObject, r.ID)
-	kind, _ := model.Kind(job.Target)
-	ref := fs.Collection(kind.Records).Doc(key)
-	if kind.Index != "" {
-		snap, err := fs.Collection(kind.Index).Doc(key).Get(ctx)
-		if err != nil {
-			return "", fmt.Errorf("audittest: index of %s: %w", r.ID, err)
-		}
-		id, err := snap.DataAt("docId")
-		if err != nil {
-			return "", fmt.Errorf("audittest: index of %s: %w", r.ID, err)
-		}
-		ref = fs.Collection(kind.Records).Doc(fmt.Sprint(id))
+	t, err := target.For(fs, job.Target)
+	if err != nil {
+		return "", fmt.Errorf("audittest: %w", err)
 	}
+	kept, _, err := t.Kept(ctx, job.TenantID, job.SourceObject, []string{r.ID})
+	if err != nil || kept[r.ID] == nil {
+		return "", fmt.Errorf("audittest: the record kept for %s: none (%v)", r.ID, err)
+	}
+	ref := kept[r.ID]
 	if _, err := ref.Delete(ctx, firestore.Exists); err != nil {
 		return "", fmt.Errorf("audittest: delete %s: %w", ref.Path, err)
 	}

@@ -116,7 +116,7 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 	switch cmd {
 	case "tenants":
 		fs.StringVar(&t.Name, "name", "", "add: the tenant's display name (default: its ID)")
-		fs.IntVar(&t.SearchConcurrency, "search-concurrency", 0, fmt.Sprintf("add: searches of one Job at once against the tenant's source, 1..%d (0: the deployment default)", settings.MaxSearchConcurrency))
+		fs.IntVar(&t.SearchConcurrency, "search-concurrency", 0, "add: searches of one Job at once against the tenant's source, 1 up to what its connector allows (Salesforce: 10; 0: the deployment default)")
 	case "settings":
 		fs.StringVar(&s.TenantID, "tenant", "", "add: the setting's tenant (required); list: only this tenant's settings")
 		fs.StringVar(&s.SourceObject, "object", "", "add: the source object, e.g. Contact (required)")
