@@ -120,6 +120,9 @@ func (a *Auditor) Tenant(ctx context.Context, id string, since, until time.Time)
 	if err != nil {
 		return rep, err
 	}
+	if !rep.Tenant.Found && len(ids) == 0 {
+		return rep, fmt.Errorf("audit: tenant %q: %w: no tenant document and no Jobs", id, ErrNotFound)
+	}
 	leases := map[string]bool{}           // expired keys already reported by a Job audit
 	dls := map[string]bool{}              // dead letters already judged by a Job audit
 	dupIDs := map[string]bool{}           // sourceObject|externalId reported duplicated

@@ -58,13 +58,17 @@ func (t *textWriter) flush() error {
 	return t.w.Flush()
 }
 
+// row is one table row: each cell on one line (a multi-line source error shows its breaks as ⏎),
+// so that no cell breaks the table.
 func row(cells ...any) string {
 	s := make([]string, len(cells))
 	for i, c := range cells {
-		s[i] = fmt.Sprint(c)
+		s[i] = strings.Join(strings.Fields(lineBreaks.Replace(fmt.Sprint(c))), " ")
 	}
 	return strings.Join(s, "\t")
 }
+
+var lineBreaks = strings.NewReplacer("\r\n", " ⏎ ", "\n", " ⏎ ", "\r", " ⏎ ")
 
 func (t *textWriter) findings(list []Finding, omitted map[string]int, clean string) {
 	if len(list) == 0 && len(omitted) == 0 {

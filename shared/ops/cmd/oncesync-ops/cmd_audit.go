@@ -14,8 +14,10 @@ import (
 
 	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/pubsub/v2"
+	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/ops/audit"
 
 	"github.com/oncesync/oncesync/shared/ops/cli"
@@ -37,8 +39,8 @@ func cmdAudit() cli.Command {
 	}
 }
 
-const auditUsage = `usage: oncesync audit job ID [flags]
-       oncesync audit tenant ID [--since T] [--until T] [flags]
+const auditUsage = `usage: oncesync-ops audit job ID [flags]
+       oncesync-ops audit tenant ID [--since T] [--until T] [flags]
 
 "audit job" reads one Job: its window, status and timeline; chunks expected (ceil(rows / chunk
 size)) against chunks found; rows per chunk; the target records of every row (more than one per
@@ -49,9 +51,7 @@ the deliveries each step saw and the duplicates it suppressed; leases taken over
 reports its unfinished Jobs of any age, expired leases and dead letters.
 
 It reads Firestore of --project: the emulator when FIRESTORE_EMULATOR_HOST is set, production with
-Application Default Credentials otherwise. Exit code: 0 clean, 1 findings, 2 could not run.
-
-flags:`
+Application Default Credentials otherwise. Exit code: 0 clean, 1 findings, 2 could not run.`
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sub, fs, code, done := subcommand("audit", auditUsage, []string{"job", "tenant"}, args, stderr)
@@ -68,29 +68,29 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	since := fs.String("since", "", "tenant: Jobs created at or after `T` (RFC 3339, 2006-01-02, or a duration ago such as 24h)")
 	until := fs.String("until", "", "tenant: Jobs created before `T` (same forms as --since)")
 	scan := fs.Bool("scan-targets", false, "tenant: also stream every target record of the tenant to find duplicates of any age (one read per record)")
-	pos, err := parseInterspersed(fs, args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return exitClean
-	}
-	if err != nil {
-		return exitCannot
+	pos, code, done := parseArgs(fs, auditUsage, args[1:], stderr)
+	if done {
+		return code
 	}
 	if len(pos) != 1 || pos[0] == "" {
-		fmt.Fprintf(stderr, "oncesync audit %s: want exactly one %s ID, got %d arguments\n", sub, sub, len(pos))
+		fmt.Fprintf(stderr, "oncesync-ops audit %s: want exactly one %s ID, got %d arguments\n", sub, sub, len(pos))
 		return exitCannot
 	}
 	now := time.Now().UTC()
-	var from, to time.Time
+	var (
+		from, to time.Time
+		err      error
+	)
 	if sub == "tenant" {
 		if from, err = parseWhen(*since, now); err == nil {
 			to, err = parseWhen(*until, now)
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "oncesync audit tenant: %v\n", err)
+			fmt.Fprintf(stderr, "oncesync-ops audit tenant: %v\n", err)
 			return exitCannot
 		}
 	} else if *since != "" || *until != "" || *scan {
-		fmt.Fprintln(stderr, "oncesync audit job: --since, --until and --scan-targets are tenant flags")
+		fmt.Fprintln(stderr, "oncesync-ops audit job: --since, --until and --scan-targets are tenant flags")
 		return exitCannot
 	}
 
@@ -98,7 +98,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer cancel()
 	client, err := cloud.firestore(ctx, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "oncesync audit: %v\n", err)
+		fmt.Fprintf(stderr, "oncesync-ops audit %s: %v\n", sub, err)
 		return exitCannot
 	}
 	defer client.Close()
@@ -127,7 +127,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		write = func(w io.Writer) error { return writeJSON(w, rep) }
 	}
 	if err := write(stdout); err != nil {
-		fmt.Fprintf(stderr, "oncesync audit: write report: %v\n", err)
+		fmt.Fprintf(stderr, "oncesync-ops audit: write report: %v\n", err)
 		return exitCannot
 	}
 	if rep.Clean() {
@@ -138,9 +138,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func auditFailed(stderr io.Writer, what string, cloud *auditCloud, err error) int {
 	if errors.Is(err, audit.ErrNotFound) {
-		fmt.Fprintf(stderr, "oncesync %s: %v (project %s, database %s)\n", what, err, *cloud.project, *cloud.database)
+		fmt.Fprintf(stderr, "oncesync-ops %s: %v (project %s, database %s)\n", what, err, *cloud.project, *cloud.database)
 	} else {
-		fmt.Fprintf(stderr, "oncesync %s: %v\n", what, err)
+		fmt.Fprintf(stderr, "oncesync-ops %s: %v\n", what, err)
 	}
 	return exitCannot
 }
@@ -155,6 +155,7 @@ func writeJSON(w io.Writer, v any) error {
 type auditCloud struct {
 	project, database *string
 	timeout           *time.Duration
+	connect           *time.Duration
 }
 
 func auditCloudFlags(fs *flag.FlagSet) *auditCloud {
@@ -167,9 +168,10 @@ func auditCloudFlags(fs *flag.FlagSet) *auditCloud {
 		database = config.Default().Database
 	}
 	return &auditCloud{
-		project:  fs.String("project", project, "Google Cloud project (default $"+config.EnvProject+" or $GOOGLE_CLOUD_PROJECT)"),
-		database: fs.String("database", database, "Firestore database ID (default $"+config.EnvDatabase+" or (default))"),
+		project:  fs.String("project", project, "Google Cloud project (from $"+config.EnvProject+" or $GOOGLE_CLOUD_PROJECT when set)"),
+		database: fs.String("database", database, "Firestore database ID (from $"+config.EnvDatabase+" when set)"),
 		timeout:  fs.Duration("timeout", 10*time.Minute, "give up after this long"),
+		connect:  fs.Duration("connect-timeout", 20*time.Second, "give up at once when Firestore does not answer a first read within this long"),
 	}
 }
 
@@ -188,6 +190,15 @@ func (c *auditCloud) firestore(ctx context.Context, stderr io.Writer) (*firestor
 	if err != nil {
 		return nil, fmt.Errorf("firestore client: %w", err)
 	}
+	// One small read first, with a short deadline: an unreachable Firestore or refused
+	// credentials fail now, with what to check, instead of after the whole --timeout.
+	pctx, cancel := context.WithTimeout(ctx, *c.connect)
+	defer cancel()
+	if _, err := client.Collection(model.Tenants).Limit(1).Documents(pctx).GetAll(); err != nil {
+		client.Close()
+		return nil, fmt.Errorf("cannot read Firestore of project %s, database %s, on %s within %v (%v): check the network, FIRESTORE_EMULATOR_HOST, or the credentials (gcloud auth application-default login)",
+			*c.project, *c.database, where, *c.connect, status.Code(err))
+	}
 	return client, nil
 }
 
@@ -199,14 +210,13 @@ func (c *auditCloud) pubsub(ctx context.Context) (*pubsub.Client, error) {
 	return client, nil
 }
 
-// parseInterspersed parses flags that may come before, between or after the positional
-// arguments, and returns the positional arguments.
-// subcommand starts "oncesync <cmd> <sub> [flags]", where sub is one of subs: with no arguments or
-// a help request it prints usage and done is true (the caller returns code); otherwise it returns
-// sub and a flag set for it whose usage is usage followed by the flags.
+// subcommand starts "oncesync-ops <cmd> <sub> [flags]", where sub is one of subs: with no
+// arguments or help it prints usage (the command's own, without a flags section: each subcommand
+// has its flags) and is done; an unknown sub is refused.
 func subcommand(cmd, usage string, subs, args []string, stderr io.Writer) (sub string, fs *flag.FlagSet, code int, done bool) {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, usage)
+		fmt.Fprintf(stderr, "\nRun \"oncesync-ops %s <%s> --help\" for its flags.\n", cmd, strings.Join(subs, "|"))
 		if len(args) == 0 {
 			return "", nil, exitCannot, true
 		}
@@ -214,16 +224,32 @@ func subcommand(cmd, usage string, subs, args []string, stderr io.Writer) (sub s
 	}
 	sub = args[0]
 	if !slices.Contains(subs, sub) {
-		fmt.Fprintf(stderr, "oncesync %s: unknown subcommand %q (%s)\n", cmd, sub, strings.Join(subs, " or "))
+		fmt.Fprintf(stderr, "oncesync-ops %s: unknown subcommand %q (%s)\n", cmd, sub, strings.Join(subs, " or "))
 		return "", nil, exitCannot, true
 	}
-	fs = flag.NewFlagSet(cmd+" "+sub, flag.ContinueOnError)
+	fs = flag.NewFlagSet("oncesync-ops "+cmd+" "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() {} // parseArgs says what is wrong in one line; --help prints the usage
 	return sub, fs, 0, false
+}
+
+// parseArgs parses flags anywhere among the positional arguments. --help prints usage and the
+// flags (done, exit 0); a bad flag or value is one line, naming the flag, and a pointer to --help
+// (done, exit 2): never the whole usage.
+func parseArgs(fs *flag.FlagSet, usage string, args []string, stderr io.Writer) (pos []string, code int, done bool) {
+	pos, err := parseInterspersed(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprintln(stderr, usage)
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+		return nil, exitClean, true
+	case err != nil:
+		// The flag package has printed the error line itself.
+		fmt.Fprintf(stderr, "Run \"%s --help\" for its flags.\n", fs.Name())
+		return nil, exitCannot, true
+	}
+	return pos, 0, false
 }
 
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {

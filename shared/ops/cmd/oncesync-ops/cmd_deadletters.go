@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,10 +23,10 @@ func cmdDeadLetters() cli.Command {
 	}
 }
 
-const deadLettersUsage = `usage: oncesync deadletters list [--tenant T] [--job J] [--kind K] [--function F] [--reason R]
+const deadLettersUsage = `usage: oncesync-ops deadletters list [--tenant T] [--job J] [--kind K] [--function F] [--reason R]
                                 [--unreplayed] [--since T] [--until T] [--limit N] [flags]
-       oncesync deadletters replay ID... [--topic T] [--force] [--dry-run] [flags]
-       oncesync deadletters replay --job J | --tenant T [--function F] [--reason R] [flags]
+       oncesync-ops deadletters replay ID... [--topic T] [--force] [--dry-run] [flags]
+       oncesync-ops deadletters replay --job J | --tenant T [--function F] [--reason R] [flags]
 
 "list" shows dead letters in the order of their first attempt: reason, first and last attempt,
 attempts, replays and a summary of the payload; below, each one's error and whether a replay can
@@ -47,9 +45,7 @@ Exit code 1 when a replay is refused.
 
 It reads Firestore (and publishes to Pub/Sub) of --project: the emulators when
 FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST are set, production with Application Default
-Credentials otherwise. Exit code 2: could not run.
-
-flags:`
+Credentials otherwise. Exit code 2: could not run.`
 
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sub, fs, code, done := subcommand("deadletters", deadLettersUsage, []string{"list", "replay"}, args, stderr)
@@ -71,29 +67,27 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	topic := fs.String("topic", "", "replay: publish to this topic ID instead of the one the message came from")
 	force := fs.Bool("force", false, "replay: replay again, or although the work looks done or the payload invalid")
 	dryRun := fs.Bool("dry-run", false, "replay: say what would be replayed, change nothing")
-	pos, err := parseInterspersed(fs, args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return exitClean
+	pos, code, done := parseArgs(fs, deadLettersUsage, args[1:], stderr)
+	if done {
+		return code
 	}
-	if err != nil {
-		return exitCannot
-	}
+	var err error
 	now := time.Now().UTC()
 	if f.Since, err = parseWhen(*since, now); err == nil {
 		f.Until, err = parseWhen(*until, now)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "oncesync deadletters %s: %v\n", sub, err)
+		fmt.Fprintf(stderr, "oncesync-ops deadletters %s: %v\n", sub, err)
 		return exitCannot
 	}
 	f.Kind, f.Unreplayed, f.Limit = *kind, *unreplayed, *limit
 
 	if sub == "list" && len(pos) > 0 {
-		fmt.Fprintf(stderr, "oncesync deadletters list: unexpected arguments %q; filter with flags\n", pos)
+		fmt.Fprintf(stderr, "oncesync-ops deadletters list: unexpected arguments %q; filter with flags\n", pos)
 		return exitCannot
 	}
 	if sub == "replay" && (len(pos) == 0) == (f.Job == "" && f.Tenant == "") {
-		fmt.Fprintln(stderr, "oncesync deadletters replay: name dead letter IDs, or select them with --job or --tenant (not both)")
+		fmt.Fprintln(stderr, "oncesync-ops deadletters replay: name dead letter IDs, or select them with --job or --tenant (not both)")
 		return exitCannot
 	}
 
@@ -101,7 +95,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer cancel()
 	client, err := cloud.firestore(ctx, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "oncesync deadletters: %v\n", err)
+		fmt.Fprintf(stderr, "oncesync-ops deadletters %s: %v\n", sub, err)
 		return exitCannot
 	}
 	defer client.Close()
@@ -110,7 +104,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	if sub == "list" {
 		dls, err := a.DeadLetters(ctx, f)
 		if err != nil {
-			fmt.Fprintf(stderr, "oncesync deadletters list: %v\n", err)
+			fmt.Fprintf(stderr, "oncesync-ops deadletters list: %v\n", err)
 			return exitCannot
 		}
 		if *jsonOut {
@@ -119,7 +113,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 			err = audit.WriteDeadLetters(stdout, dls)
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "oncesync deadletters list: %v\n", err)
+			fmt.Fprintf(stderr, "oncesync-ops deadletters list: %v\n", err)
 			return exitCannot
 		}
 		for _, d := range dls {
@@ -136,14 +130,14 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		f.Kind, f.Unreplayed, f.Since, f.Until, f.Limit = model.DeadMessage, !*force, time.Time{}, time.Time{}, 0
 		dls, err := a.DeadLetters(ctx, f)
 		if err != nil {
-			fmt.Fprintf(stderr, "oncesync deadletters replay: %v\n", err)
+			fmt.Fprintf(stderr, "oncesync-ops deadletters replay: %v\n", err)
 			return exitCannot
 		}
 		for _, d := range dls {
 			ids = append(ids, d.ID)
 		}
 		if len(ids) == 0 {
-			fmt.Fprintln(stderr, "oncesync deadletters replay: no dead-lettered message to replay")
+			fmt.Fprintln(stderr, "oncesync-ops deadletters replay: no dead-lettered message to replay")
 			return exitClean
 		}
 	}
@@ -151,7 +145,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !*dryRun {
 		ps, err := cloud.pubsub(ctx)
 		if err != nil {
-			fmt.Fprintf(stderr, "oncesync deadletters replay: %v\n", err)
+			fmt.Fprintf(stderr, "oncesync-ops deadletters replay: %v\n", err)
 			return exitCannot
 		}
 		defer ps.Close()
@@ -164,7 +158,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	for _, id := range ids {
 		res, err := r.Replay(ctx, id, audit.ReplayOptions{Topic: *topic, Force: *force, DryRun: *dryRun})
 		if err != nil {
-			fmt.Fprintf(stderr, "oncesync deadletters replay: %v\n", err)
+			fmt.Fprintf(stderr, "oncesync-ops deadletters replay: %v\n", err)
 			code = exitCannot
 			continue
 		}
@@ -182,7 +176,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		err = audit.WriteReplays(stdout, results)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "oncesync deadletters replay: %v\n", err)
+		fmt.Fprintf(stderr, "oncesync-ops deadletters replay: %v\n", err)
 		return exitCannot
 	}
 	return code

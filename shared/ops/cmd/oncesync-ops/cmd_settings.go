@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -46,12 +45,10 @@ const tenantsUsage = `usage: oncesync-ops tenants add ID [--name N] [--search-co
        oncesync-ops tenants show ID [flags]
        oncesync-ops tenants enable ID | disable ID [flags]
 
-"add" creates tenants/ID (never overwrites one: exit code 1 if it exists). A disabled tenant's
-settings are skipped at every tick, with a dead letter of kind setting (reason tenant_disabled).
-"enable" and "disable" change the flag of an existing tenant only. Exit code 1: refused (invalid,
-exists, not found); 2: could not run.
-
-flags:`
+"add" creates tenants/ID (never overwrites one). A disabled tenant's settings are skipped at every
+tick, with a dead letter of kind setting (reason tenant_disabled). "enable" and "disable" change
+the flag of an existing tenant only. Exit code 0: done; 2: refused (invalid, exists, not found) or
+could not run.`
 
 const settingsUsage = `usage: oncesync-ops settings add ID --tenant T --object O [--fields F,G,...] [--target upsert|generated]
                                 [--chunk-size N] [--since T] [--api-reserve N] [--disabled] [flags]
@@ -61,8 +58,7 @@ const settingsUsage = `usage: oncesync-ops settings add ID --tenant T --object O
        oncesync-ops settings resync ID (--from T --to T | --full) [--label L] [--topic T] [flags]
        oncesync-ops settings reconcile ID [flags]
 
-"add" creates syncSettings/ID for an existing tenant (never overwrites one: exit code 1 if it
-exists), after checking it as the pipeline will use it: IDs of letters, digits, '-' and '_'; the
+"add" creates syncSettings/ID for an existing tenant (never overwrites one), after checking it as the pipeline will use it: IDs of letters, digits, '-' and '_'; the
 object and fields SOQL identifiers (Id and SystemModstamp are always selected: leave them out); a
 known target; a chunk size of 1 to 5000 (0: the deployment default). Its first Job imports from
 --since (RFC 3339 or 2006-01-02; default: everything the source has) to the tick. "enable" and
@@ -85,10 +81,8 @@ object (about 60 bytes of memory an ID), then the target's records, and reports 
 stderr. A second run changes nothing. It searches the source as the expander does: set
 ONCESYNC_SOURCE_URL and ONCESYNC_SOURCE_TOKEN (and ONCESYNC_WINDOW_LAG as deployed).
 
-Exit code 1: refused (invalid, exists, unknown tenant, not found, window after the watermark); 2:
-could not run.
-
-flags:`
+Exit code 0: done; 2: refused (invalid, exists, unknown tenant, not found, window after the
+watermark) or could not run.`
 
 // runAdmin runs "tenants" or "settings" (cmd); getenv reads the source's configuration for
 // reconcile.
@@ -133,15 +127,13 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 		if rs.topic == "" {
 			rs.topic = "oncesync-expand"
 		}
-		fs.StringVar(&rs.topic, "topic", rs.topic, "resync: the expand topic ID (default $"+config.EnvTopicExpand+" or oncesync-expand)")
+		fs.StringVar(&rs.topic, "topic", rs.topic, "resync: the expand topic ID (from $"+config.EnvTopicExpand+" when set)")
 	}
-	pos, err := parseInterspersed(fs, args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return exitClean
+	pos, code, done := parseArgs(fs, usage, args[1:], stderr)
+	if done {
+		return code
 	}
-	if err != nil {
-		return exitCannot
-	}
+	var err error
 	fail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "oncesync-ops %s %s: %v\n", cmd, sub, err)
 		return code
@@ -208,12 +200,8 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 	default:
 		out, err = a.Setting(ctx, id)
 	}
-	if errors.Is(err, settings.ErrInvalid) || errors.Is(err, settings.ErrExists) || errors.Is(err, settings.ErrNotFound) ||
-		errors.Is(err, settings.ErrUnknownTenant) {
-		return fail(exitFindings, err)
-	}
 	if err != nil {
-		return fail(exitCannot, err)
+		return fail(exitCannot, err) // refused (invalid, exists, unknown tenant, not found) or could not run
 	}
 	switch {
 	case out == nil:
@@ -311,11 +299,8 @@ func runResync(ctx context.Context, cloud *auditCloud, client *firestore.Client,
 	pub := bus.New(ps)
 	defer pub.Close()
 	res, err := settings.Admin{FS: client}.Resync(ctx, pub, f.topic, r, config.Default().ChunkSize)
-	if errors.Is(err, settings.ErrInvalid) || errors.Is(err, settings.ErrNotFound) || errors.Is(err, settings.ErrUnknownTenant) {
-		return fail(exitFindings, err)
-	}
 	if err != nil {
-		return fail(exitCannot, err)
+		return fail(exitCannot, err) // refused (invalid, not found, unknown tenant) or could not run
 	}
 	job := res.Job
 	switch {
@@ -362,11 +347,8 @@ func runReconcile(ctx context.Context, client *firestore.Client, project, id str
 	res, err := reconcile.Run(ctx, reconcile.Config{FS: client, Source: src, Lag: cfg.WindowLag, Progress: func(p reconcile.Progress) {
 		fmt.Fprintf(stderr, "%s: %d source IDs, %d target records compared, %d tombstoned\n", p.Phase, p.SourceIDs, p.Records, p.Tombstoned)
 	}}, id)
-	if errors.Is(err, reconcile.ErrNotFound) {
-		return fail(exitFindings, err)
-	}
 	if err != nil {
-		return fail(exitCannot, err)
+		return fail(exitCannot, err) // not found, or could not run
 	}
 	fmt.Fprintf(stdout, "setting %s: the source holds %d IDs (as of %s); %d target records: %d tombstoned now, %d already tombstoned, %d changed meanwhile (left for the next run)\n",
 		id, res.SourceIDs, res.Since.Format(time.RFC3339), res.Records, res.Tombstoned, res.AlreadyGone, res.Changed)

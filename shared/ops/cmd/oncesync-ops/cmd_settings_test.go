@@ -51,7 +51,7 @@ func TestSettingsCommandsFeedATick(t *testing.T) {
 	run(settingsCLI, exitClean, "add", "acme-leads", "--tenant", "acme", "--object", "Lead", "--fields", "Name",
 		"--target", model.TargetGenerated, "--chunk-size", "40", "--since", "2025-12-31T00:00:00Z", "--disabled")
 
-	// Refusals: exit code 1, the reason on stderr, nothing written.
+	// Refusals: exit code 2 (invalid input, as everywhere), the reason on stderr, nothing written.
 	for _, tc := range []struct {
 		cli  func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int
 		args []string
@@ -66,7 +66,7 @@ func TestSettingsCommandsFeedATick(t *testing.T) {
 		{settingsCLI, []string{"enable", "nope"}, `setting "nope": settings: not found`},
 		{tenantsCLI, []string{"disable", "nope"}, `tenant "nope": settings: not found`},
 	} {
-		if out := run(tc.cli, exitFindings, tc.args...); !strings.Contains(out, tc.want) {
+		if out := run(tc.cli, exitCannot, tc.args...); !strings.Contains(out, tc.want) {
 			t.Errorf("%v: output lacks %q:\n%s", tc.args, tc.want, out)
 		}
 	}
@@ -194,16 +194,16 @@ func TestResyncRestoresTheTargetOncePerRequest(t *testing.T) {
 	}
 
 	// Beyond the watermark: refused, nothing created.
-	if out := run(exitFindings, "resync", "acme-contacts", "--from", windowStart.Format(time.RFC3339), "--to", start.Add(time.Hour).Format(time.RFC3339),
+	if out := run(exitCannot, "resync", "acme-contacts", "--from", windowStart.Format(time.RFC3339), "--to", start.Add(time.Hour).Format(time.RFC3339),
 		"--topic", sim.TopicExpand); !strings.Contains(out, "after the setting's watermark") {
 		t.Fatalf("a window past the watermark: %s", out)
 	}
 	run(exitCannot, "resync", "acme-contacts", "--topic", sim.TopicExpand) // no window
-	run(exitFindings, "resync", "nope", "--full", "--topic", sim.TopicExpand)
+	run(exitCannot, "resync", "nope", "--full", "--topic", sim.TopicExpand)
 	if code, _, errs := invoke(t, tenantsCLI, append([]string{"disable", "acme"}, p...)...); code != exitClean {
 		t.Fatal(errs)
 	}
-	if out := run(exitFindings, "resync", "acme-contacts", "--full", "--topic", sim.TopicExpand); !strings.Contains(out, `tenant "acme" is disabled`) {
+	if out := run(exitCannot, "resync", "acme-contacts", "--full", "--topic", sim.TopicExpand); !strings.Contains(out, `tenant "acme" is disabled`) {
 		t.Fatalf("resync of a disabled tenant's setting: %s", out)
 	}
 	if code, _, errs := invoke(t, tenantsCLI, append([]string{"enable", "acme"}, p...)...); code != exitClean {
@@ -289,7 +289,7 @@ func TestReconcileCommandTombstonesHardDeletes(t *testing.T) {
 	if out, _ := run(settingsCLI, exitClean, "show", "acme-contacts"); !strings.Contains(out, "api reserve  25") {
 		t.Errorf("settings show lacks the reserve:\n%s", out)
 	}
-	run(settingsCLI, exitFindings, "add", "neg", "--tenant", "acme", "--object", "Contact", "--api-reserve", "-1")
+	run(settingsCLI, exitCannot, "add", "neg", "--tenant", "acme", "--object", "Contact", "--api-reserve", "-1")
 	rows := fixture.Generate(77, 120, start.Add(-24*time.Hour), start, fixture.GenOptions{})
 	e.Fixture.PutRecords("Contact", rows...)
 	if err := e.Tick(ctx, "t1"); err != nil {
@@ -307,7 +307,7 @@ func TestReconcileCommandTombstonesHardDeletes(t *testing.T) {
 	if out, _ := run(reconcileCLI, exitClean, "reconcile", "acme-contacts"); !strings.Contains(out, "0 tombstoned now, 2 already tombstoned") {
 		t.Errorf("reconcile run again said:\n%s", out)
 	}
-	run(reconcileCLI, exitFindings, "reconcile", "nope")
+	run(reconcileCLI, exitCannot, "reconcile", "nope")
 	if _, errs := run(settingsCLI, exitCannot, "reconcile", "acme-contacts"); !strings.Contains(errs, config.EnvSourceURL) {
 		t.Errorf("reconcile without a source: %s", errs)
 	}
