@@ -153,6 +153,8 @@ func (r *Result) CaughtBy() []string {
 	add(x.SearchCounter, "searches counter")
 	add(rep.SearchOveruse, "source searches")
 	add(rep.OpenLeases, "lease left in progress")
+	add(rep.Outlived, "work after its delivery returned")
+	add(rep.NotRewritten, "records a resync did not rewrite")
 	add(x.ForeignDead, "dead letter of a good message")
 	add(x.AuditFindings, "audit findings")
 	add(x.NeededSweep, "needed the recovery sweep")

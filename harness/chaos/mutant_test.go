@@ -153,6 +153,23 @@ var (
 		Name:      "a finished slice starts no other",
 		Publisher: func(h *Harness, p app.Publisher) app.Publisher { return dropChained{Publisher: p, h: h} },
 	}
+	// MutantOutlivesDelivery is "chunk messages published in the background": each chunk
+	// publish is started and not waited for, so it runs after the delivery has answered — which
+	// Cloud Functions does not run (CPU throttled, instance gone). The simulator cancels a
+	// delivery when it returns and refuses what comes after; before it did, nothing could tell.
+	MutantOutlivesDelivery = Mutation{
+		Name:      "chunk messages published after the delivery returned",
+		Publisher: func(_ *Harness, p app.Publisher) app.Publisher { return background{p} },
+	}
+	// MutantResyncNoRewrite is "a resync imports like a tick": a resync Job's rows as new as the
+	// stored version are left as they are, so a fixed mapping never reaches the target. Versions
+	// and deleted flags are unchanged, so only the resync's own checker can tell.
+	MutantResyncNoRewrite = Mutation{
+		Name: "a resync does not rewrite rows as new as the stored ones",
+		Committer: func(_ *Harness, c importer.Committer) importer.Committer {
+			return asTick{c}
+		},
+	}
 	// MutantBoth is both: the pipeline before the fix, as far as wrappers can rebuild it.
 	MutantBoth = Mutation{
 		Name:      "every claim succeeds + chunk commit not atomic",
@@ -267,6 +284,29 @@ func publishKept(ctx context.Context, p app.Publisher, topic string, msgs []bus.
 		return ids, nil
 	}
 	return p.Publish(ctx, topic, kept...)
+}
+
+// asTick is MutantResyncNoRewrite's committer: every Job is imported as a tick's.
+type asTick struct{ importer.Committer }
+
+func (a asTick) Commit(ctx context.Context, job model.Job, index int) (target.Result, error) {
+	job.Resync = ""
+	return a.Committer.Commit(ctx, job, index)
+}
+
+// background is MutantOutlivesDelivery's publisher: a chunk message is published once its
+// delivery's context ends (the handler has answered), and the call returns at once.
+type background struct{ app.Publisher }
+
+func (b background) Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error) {
+	if topic != sim.TopicChunks {
+		return b.Publisher.Publish(ctx, topic, msgs...)
+	}
+	go func() {
+		<-sim.Returned(ctx)
+		_, _ = b.Publisher.Publish(ctx, topic, msgs...) // what a fire-and-forget publish does: late
+	}()
+	return make([]string, len(msgs)), nil
 }
 
 // overlapping is MutantSlicesOverlap's expander store.
@@ -505,6 +545,10 @@ func TestMutantFencedWritesNotFenced(t *testing.T) { testMutant(t, MutantNoFence
 func TestMutantKeyCompletedBeforeWork(t *testing.T) { testMutant(t, MutantCompleteEarly) }
 
 func TestMutantResyncJobPerSend(t *testing.T) { testMutant(t, MutantResyncPerSend) }
+
+func TestMutantWorkOutlivesDelivery(t *testing.T) { testMutant(t, MutantOutlivesDelivery) }
+
+func TestMutantResyncDoesNotRewrite(t *testing.T) { testMutant(t, MutantResyncNoRewrite) }
 
 // testMutant runs the main property against a mutation, on a recorder instead of t, and asserts
 // that rapid found a counterexample made of property violations (not a harness error).

@@ -147,12 +147,13 @@ type caseState struct {
 	shuffled    int                  // batches reordered
 	copies      map[string]int       // duplicate deliveries by kind
 	resyncJobs  map[string]time.Time // the Jobs the case's resync requests made at their first sending → the end of their window
+	remapped    map[int]bool         // settings resynced after their source's fixed mapping (remapField)
 	overdrawn   map[string]int       // job → pages the source answered with no more than the reserve left (each must end its search in a pause)
 }
 
 func newCaseState(c *Case, lease time.Duration) *caseState {
 	st := &caseState{c: c, lease: lease, jobs: map[string]Target{}, ticks: map[string]int{}, deliveries: map[Target]int{},
-		chunkWrites: map[string]int{}, aborted: map[string]int{}, handoffs: map[string]int{}, lateCopies: map[string]int{}, searches: map[string]int{}, copies: map[string]int{}, resyncJobs: map[string]time.Time{},
+		chunkWrites: map[string]int{}, aborted: map[string]int{}, handoffs: map[string]int{}, lateCopies: map[string]int{}, searches: map[string]int{}, copies: map[string]int{}, resyncJobs: map[string]time.Time{}, remapped: map[int]bool{},
 		overdrawn: map[string]int{}}
 	for k := range c.Ticks {
 		st.ticks[TickID(k)] = k
@@ -307,6 +308,12 @@ func (st *caseState) after(d sim.Delivery, err error, crashed bool) {
 	}
 }
 
+// The fixed mapping a resync follows.
+const (
+	remapField = "Title" // one of the settings' fields: a connector reads only those
+	remapValue = "fixed"
+)
+
 // resync sends the case's resync requests that come after tick k, as an operator would (retrying
 // a request the injected faults refuse), and drains their deliveries. The first sending's Job is
 // the request's: any other resync Job is one request making two Jobs.
@@ -321,6 +328,12 @@ func (h *Harness) resync(ctx context.Context, c *Case, st *caseState, k int, pol
 		if rs.Twice {
 			sends = 2
 		}
+		// A resync follows a fixed mapping: the source changes a field of every row without a
+		// new stamp, which the resync must carry into every record (sim.Dataset.Remapped).
+		e.Fixture.Remap(c.Objects[c.Settings[rs.Setting].Object].Name, remapField, remapValue)
+		st.mu.Lock()
+		st.remapped[rs.Setting] = true
+		st.mu.Unlock()
 		for n := range sends {
 			r := settings.Resync{Setting: c.Settings[rs.Setting].ID, Full: true}
 			if h.Mut.Resync != nil {
@@ -928,7 +941,13 @@ func (w *world) expect(st *caseState, stats sim.Stats, observed bool) sim.Expect
 			continue
 		}
 		ss := model.SyncSetting{ID: s.ID, TenantID: s.Tenant, SourceObject: w.c.Objects[s.Object].Name, Target: s.Target, Watermark: windowStart}
-		x.Datasets = append(x.Datasets, sim.Dataset{Setting: ss, Rows: w.rows[s.Object], Poison: poison[i], Purged: w.purged[s.Object]})
+		ds := sim.Dataset{Setting: ss, Rows: w.rows[s.Object], Poison: poison[i], Purged: w.purged[s.Object]}
+		st.mu.Lock()
+		if st.remapped[i] {
+			ds.Remapped = &sim.Remap{Field: remapField, Value: remapValue}
+		}
+		st.mu.Unlock()
+		x.Datasets = append(x.Datasets, ds)
 	}
 	st.mu.Lock()
 	aborted, searches := maps.Clone(st.aborted), maps.Clone(st.searches)

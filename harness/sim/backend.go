@@ -29,6 +29,8 @@ type Backend struct {
 	rules    []Fault
 	injected map[string]int // "Method/code" → count
 	gate     Gate           // sequences chosen deliveries' calls (nil: none)
+	// afterlife records writes made after their delivery returned (and refuses them).
+	afterlife *Afterlife
 }
 
 // Ops counts Firestore operations as billed: documents read, documents written, and RPCs.
@@ -144,6 +146,9 @@ func (b *Backend) count(reads, writes int64) {
 // Unary is the unary client interceptor.
 func (b *Backend) Unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	m := shortMethod(method)
+	if b.lateWrite(ctx, m) {
+		return errOutlived
+	}
 	b.enter(ctx, m, req)
 	f := b.decide(m)
 	if f != nil && !f.After {
@@ -167,6 +172,9 @@ func (b *Backend) Unary(ctx context.Context, method string, req, reply any, cc *
 // Stream is the streaming client interceptor.
 func (b *Backend) Stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	m := shortMethod(method)
+	if b.lateWrite(ctx, m) {
+		return nil, errOutlived
+	}
 	if f := b.decide(m); f != nil {
 		return nil, status.Errorf(f.Code, "sim: injected %s on %s", f.Code, m)
 	}

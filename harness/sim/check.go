@@ -24,6 +24,16 @@ type Dataset struct {
 	// Purged are IDs hard-deleted from the source (then reconciled): their records must be
 	// tombstones, whatever their last version says.
 	Purged map[string]bool
+	// Remapped is a field and value the source changed on every row without a new stamp (a
+	// fixed mapping, fixture.Server.Remap) before a resync of Setting: every record not purged
+	// must then hold it, which only a resync that rewrote what it had to can do.
+	Remapped *Remap
+}
+
+// Remap is one field set to one value on every row of the source.
+type Remap struct {
+	Field string
+	Value any
 }
 
 // Expect is what the checkers compare the final state with.
@@ -60,6 +70,8 @@ type Report struct {
 	PlanErrors, CounterErrors, SearchOveruse   int
 	OpenLeases, DeadLetters, DeadRows          int
 	Abandoned                                  int // open keys excused by Expect.Abandoned
+	Outlived                                   int // publishes and writes made after their delivery returned
+	NotRewritten                               int // records a resync had to rewrite (Dataset.Remapped) and did not
 	Violations                                 []string
 }
 
@@ -105,6 +117,10 @@ func (e *Env) Check(ctx context.Context, x Expect) (Report, error) {
 	}
 	if err := e.checkDeadLetters(ctx, x, &r); err != nil {
 		return r, err
+	}
+	for _, late := range e.Afterlife.List() {
+		r.Outlived++
+		r.violate("%s: work outlived its delivery, which Cloud Functions does not run", late)
 	}
 	return r, nil
 }
@@ -250,6 +266,7 @@ type found struct {
 	version time.Time
 	deleted bool     // the newest version's tombstone flag
 	docs    []string // the documents that hold it
+	fields  map[string]any
 }
 
 // newest is a record's newest row in the checked windows.
@@ -299,7 +316,7 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 		f.count++
 		f.docs = append(f.docs, d.Ref.ID)
 		if eng.Version.After(f.version) || f.count == 1 {
-			f.version, f.deleted = eng.Version, eng.Deleted
+			f.version, f.deleted, f.fields = eng.Version, eng.Deleted, eng.Fields
 		}
 	}
 	r.Engagements += len(docs)
@@ -342,6 +359,11 @@ func (e *Env) checkRecords(ctx context.Context, ds Dataset, jobs []model.Job, r 
 		case !v.deleted && f.deleted:
 			r.DeleteErrors++
 			r.violate("setting %s: external ID %s is live in the source at %v, its target record is a tombstone", st.ID, id, v.version)
+		}
+		if m := ds.Remapped; m != nil && ok && !ds.Purged[id] && fmt.Sprint(f.fields[m.Field]) != fmt.Sprint(m.Value) {
+			r.NotRewritten++
+			r.violate("setting %s: external ID %s has %s=%v, the source says %v since before its resync: the resync did not rewrite it",
+				st.ID, id, m.Field, f.fields[m.Field], m.Value)
 		}
 	}
 	for id, v := range want {

@@ -91,22 +91,24 @@ type Options struct {
 
 // Env is one isolated simulated deployment.
 type Env struct {
-	T        testing.TB
-	Project  string
-	Clock    *Clock
-	Budget   *Clock // the expander's time-budget clock: frozen, moved only by Plan.BudgetAt
-	Backend  *Backend
-	FS       *firestore.Client
-	PS       *pubsub.Client
-	Pub      *bus.PubSub
-	Fixture  *fixture.Server
-	Config   config.Config
-	Comps    app.Components
-	handlers map[string]app.CloudEventFunc
-	onStep   func(ctx context.Context, step string)
-	observe  func(ctx context.Context, step string)
-	start    time.Time
-	fixture  atomic.Pointer[fixture.Server] // what the source server serves; Reset replaces it
+	T       testing.TB
+	Project string
+	Clock   *Clock
+	Budget  *Clock // the expander's time-budget clock: frozen, moved only by Plan.BudgetAt
+	Backend *Backend
+	FS      *firestore.Client
+	PS      *pubsub.Client
+	Pub     *bus.PubSub
+	Fixture *fixture.Server
+	Config  config.Config
+	Comps   app.Components
+	// Afterlife records publishes and writes made after their delivery returned (each refused).
+	Afterlife *Afterlife
+	handlers  map[string]app.CloudEventFunc
+	onStep    func(ctx context.Context, step string)
+	observe   func(ctx context.Context, step string)
+	start     time.Time
+	fixture   atomic.Pointer[fixture.Server] // what the source server serves; Reset replaces it
 
 	mu       sync.Mutex
 	attempts map[string]int // message ID → deliveries so far
@@ -171,7 +173,9 @@ func New(t testing.TB, opts Options) *Env {
 	if err != nil {
 		t.Fatalf("sim: source client: %v", err)
 	}
-	var pub app.Publisher = e.Pub
+	e.Afterlife = &Afterlife{}
+	e.Backend.afterlife = e.Afterlife
+	var pub app.Publisher = lateGuard{next: e.Pub, a: e.Afterlife}
 	if opts.Publisher != nil {
 		pub = opts.Publisher(pub)
 	}
@@ -352,6 +356,11 @@ func (e *Env) Call(ctx context.Context, d Delivery) (err error, crashed bool) {
 		return fmt.Errorf("sim: no function for topic %s", d.Topic), false
 	}
 	ctx = context.WithValue(ctx, deliveryKey{}, d)
+	// The delivery ends when the handler returns or crashes: its context is canceled then, and
+	// what it still tries to publish or write is refused and recorded (see Afterlife).
+	ctx, cancel := context.WithCancel(ctx)
+	l := &life{d: d, done: make(chan struct{})}
+	ctx = context.WithValue(ctx, lifeKey{}, l)
 	defer func() {
 		if r := recover(); r != nil {
 			c, isCrash := r.(Crash)
@@ -363,6 +372,9 @@ func (e *Env) Call(ctx context.Context, d Delivery) (err error, crashed bool) {
 		if g := e.Backend.currentGate(); g != nil {
 			g.Done(ctx)
 		}
+		l.ended.Store(true)
+		close(l.done)
+		cancel()
 	}()
 	return h(ctx, e.Event(d)), false
 }

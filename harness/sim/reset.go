@@ -45,6 +45,7 @@ func (e *Env) Reset(ctx context.Context, opts ResetOptions) error {
 	e.fixture.Store(f)
 	e.Fixture = f
 	e.Backend.Reset()
+	e.Afterlife.reset()
 	e.Clock.Set(e.start)
 	e.mu.Lock()
 	e.attempts = map[string]int{}
