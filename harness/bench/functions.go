@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -23,10 +22,8 @@ import (
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
-	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/functions/app"
@@ -358,29 +355,8 @@ func (m *meter) serveStats(w http.ResponseWriter, r *http.Request) {
 // FIRESTORE_EMULATOR_HOST is set (one connection, owner credentials, no message size limit),
 // with the meter's interceptors added.
 func (m *meter) firestoreClient(ctx context.Context, host, project, database string) (*firestore.Client, error) {
-	conn, err := grpc.NewClient(host,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(ownerCreds{}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)),
-		grpc.WithChainUnaryInterceptor(m.unary),
-		grpc.WithChainStreamInterceptor(m.stream))
-	if err != nil {
-		return nil, fmt.Errorf("bench: dial firestore emulator: %w", err)
-	}
-	c, err := firestore.NewClientWithDatabase(ctx, project, database, option.WithGRPCConn(conn))
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("bench: firestore client: %w", err)
-	}
-	return c, nil
+	return emu.DialFirestore(ctx, host, project, database, m.unary, m.stream)
 }
-
-type ownerCreds struct{}
-
-func (ownerCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (ownerCreds) RequireTransportSecurity() bool { return false }
 
 // ServeOptions configure Serve.
 type ServeOptions struct {

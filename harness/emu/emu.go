@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -178,7 +177,7 @@ func Start(ctx context.Context, opts Options) (*Emulators, error) {
 func launchReady(ctx context.Context, name string, argv func(port int) []string, logPath string) (*proc, error) {
 	var lastErr error
 	for range startRetries {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return nil, fmt.Errorf("emu: %s: free port: %w", name, err)
 		}
@@ -352,15 +351,6 @@ func (e *Emulators) Env() []string {
 		env = append(env, pubSubEnv+"="+e.PubSubHost)
 	}
 	return env
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // tail returns up to the last n bytes of the file at path.

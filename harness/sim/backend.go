@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"strings"
 	"sync"
 
 	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
-	"google.golang.org/api/option"
+	"github.com/oncesync/oncesync/harness/emu"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -243,27 +241,5 @@ func FirestoreClient(ctx context.Context, project string, b *Backend) (*firestor
 
 // FirestoreClientAt is FirestoreClient for the emulator at host.
 func FirestoreClientAt(ctx context.Context, host, project string, b *Backend) (*firestore.Client, error) {
-	conn, err := grpc.NewClient(host,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(ownerCreds{}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)),
-		grpc.WithChainUnaryInterceptor(b.Unary),
-		grpc.WithChainStreamInterceptor(b.Stream))
-	if err != nil {
-		return nil, fmt.Errorf("sim: dial firestore emulator: %w", err)
-	}
-	c, err := firestore.NewClient(ctx, project, option.WithGRPCConn(conn))
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("sim: firestore client: %w", err)
-	}
-	return c, nil
+	return emu.DialFirestore(ctx, host, project, firestore.DefaultDatabaseID, b.Unary, b.Stream)
 }
-
-// ownerCreds is what the emulator expects of an administrative client.
-type ownerCreds struct{}
-
-func (ownerCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (ownerCreds) RequireTransportSecurity() bool { return false }

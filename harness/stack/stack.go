@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -139,7 +138,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
-	port, err := freePort()
+	port, err := emu.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -338,15 +337,6 @@ func (s *Stack) logf(format string, args ...any) {
 
 // Logf prints a progress line with the time since the stack started.
 func (s *Stack) Logf(format string, args ...any) { s.logf(format, args...) }
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 func waitHTTP(ctx context.Context, url string, timeout time.Duration, exited <-chan error) error {
 	deadline := time.Now().Add(timeout)
