@@ -107,6 +107,7 @@ type Jobs interface {
 	CountSearch(ctx context.Context, jobID, owner string) error
 	FailJob(ctx context.Context, jobID, reason string) error
 	PauseJob(ctx context.Context, jobID, reason string) error
+	DisconnectTenant(ctx context.Context, tenantID, reason string) error
 	CompleteIfDone(ctx context.Context, jobID string) (bool, error)
 }
 
@@ -238,6 +239,8 @@ type expansion struct {
 	reject  error        // the source's permanent refusal, when Facts.Rejected
 	// rejectReason is the poison reason of reject.
 	rejectReason string
+	// disconnectedBy is why the connection is disconnected, when Facts.Disconnected.
+	disconnectedBy error
 }
 
 // expand runs the steps Next chooses until one ends the delivery. Whatever ends it, the chunk
@@ -277,6 +280,8 @@ func (x *expansion) do(ctx context.Context, step Step) error {
 		return x.handOff(ctx)
 	case StepPause:
 		return x.pause(ctx)
+	case StepDisconnect:
+		return x.disconnect(ctx)
 	case StepAskBudget:
 		return x.askBudget(ctx)
 	case StepCut:
@@ -325,7 +330,10 @@ func (x *expansion) load(ctx context.Context) error {
 		}
 	}
 	_, budgets := x.h.cfg.Source.(source.Budgeter)
-	x.facts = Facts{First: em.Slice == 0, Reserve: job.APIReserve > 0 && budgets, Lease: LeaseNew}
+	x.facts = Facts{First: em.Slice == 0, Reserve: job.APIReserve > 0 && budgets, Lease: LeaseNew, Disconnected: t.IsDisconnected()}
+	if t.IsDisconnected() {
+		x.disconnectedBy = errors.New(t.Connection.Reason)
+	}
 	switch {
 	case x.lease.Continued:
 		x.facts.Lease = LeaseContinued

@@ -114,6 +114,11 @@ func (w *world) PauseJob(_ context.Context, _, reason string) error {
 	w.pauses = append(w.pauses, reason)
 	return nil
 }
+func (w *world) DisconnectTenant(_ context.Context, tenant, reason string) error {
+	w.note("disconnect %s", tenant)
+	w.tenant.Connection = &model.ConnectionState{State: model.Disconnected, Reason: reason}
+	return nil
+}
 func (w *world) CompleteIfDone(context.Context, string) (bool, error) {
 	w.note("complete-if-done")
 	return false, nil
@@ -485,41 +490,51 @@ func (w budgetWorld) Usage(context.Context) (source.Usage, error) {
 	return *w.usage, nil
 }
 
-// A source that refuses for good to tell its budget (Salesforce's /limits answers 403
-// INSUFFICIENT_ACCESS to a user without "View Setup and Configuration", or a malformed body) ends
-// the delivery with the reason, a FAILED Job and a dead letter, before the window is counted and
-// before a slice is searched: it is never sent back to loop.
-func TestARefusedBudgetFailsWithTheReasonInsteadOfLooping(t *testing.T) {
-	refusal := fmt.Errorf("salesforce: limits: 403 INSUFFICIENT_ACCESS: View Setup and Configuration required: %w", source.ErrPermanent)
-	for name, setup := range map[string]func(w *world){
-		"first expansion": func(*world) {},
-		"a later slice": func(w *world) {
-			w.job.SliceCount, w.job.SearchSlots = 2, 1
-			w.slices = []model.Slice{
-				{Index: 0, From: t0, To: t0.Add(30 * time.Minute), Status: model.SlicePlanned, Chunks: 1},
-				{Index: 1, From: t0.Add(30 * time.Minute), To: t0.Add(time.Hour), Status: model.SlicePending},
-			}
-		},
+// A source that refuses for good to tell its budget (a malformed /limits answer) ends the delivery
+// with the reason, a FAILED Job and a dead letter, before the window is counted and before a
+// slice is searched; a connection whose user lacks the permission /limits needs (Salesforce
+// answers 403 INSUFFICIENT_ACCESS without "View Setup and Configuration") disconnects the tenant
+// with that reason and pauses the Job, with no dead letter. Neither is sent back to loop.
+func TestARefusedBudgetReadEndsWithItsReasonInsteadOfLooping(t *testing.T) {
+	malformed := fmt.Errorf("salesforce: limits: response is not a limits result: %w", source.ErrPermanent)
+	permission := fmt.Errorf("salesforce: limits: lacks the permission \"View Setup and Configuration\": %w", source.ErrDisconnected)
+	for name, tc := range map[string]struct {
+		setup func(w *world)
+		err   error
+	}{
+		"malformed, first expansion":  {func(*world) {}, malformed},
+		"malformed, a later slice":    {laterSlice, malformed},
+		"permission, first expansion": {func(*world) {}, permission},
+		"permission, a later slice":   {laterSlice, permission},
 	} {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(5)
 			w.job.APIReserve = 10
-			w.usageErr = refusal
-			setup(w)
+			w.usageErr = tc.err
+			tc.setup(w)
 			msg := expandMsg("s1-job", "acme")
 			if w.slices != nil {
 				msg = sliceMsg(1)
 			}
 			err := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w} }).Handle(t.Context(), msg)
+			if w.searches != 0 || len(w.chunks) != 0 {
+				t.Errorf("searches %d, chunks %d; want none", w.searches, len(w.chunks))
+			}
 			var pe *delivery.PoisonError
-			if !errors.As(err, &pe) || pe.Reason != "source_rejected_limits" {
-				t.Fatalf("Handle() = %v; want poison source_rejected_limits (dead-lettered, acked), not a redelivery", err)
-			}
-			if !strings.Contains(w.failed, "INSUFFICIENT_ACCESS") || !strings.Contains(err.Error(), "View Setup and Configuration") {
-				t.Errorf("job failure %q, error %q: want the source's reason in both", w.failed, err)
-			}
-			if w.searches != 0 || len(w.pauses) != 0 || len(w.chunks) != 0 {
-				t.Errorf("searches %d, pauses %d, chunks %d; want none", w.searches, len(w.pauses), len(w.chunks))
+			var hand *idem.HandOff
+			switch tc.err {
+			case malformed:
+				if !errors.As(err, &pe) || pe.Reason != "source_rejected_limits" || !strings.Contains(w.failed, "not a limits result") {
+					t.Fatalf("Handle() = %v, job failure %q; want poison source_rejected_limits and the Job FAILED with the reason", err, w.failed)
+				}
+			case permission:
+				if !errors.As(err, &hand) || hand.Next != nil || w.failed != "" || len(w.dead) != 0 {
+					t.Fatalf("Handle() = %v, failed %q, dead letters %d; want a hand-off with no continuation, nothing failed", err, w.failed, len(w.dead))
+				}
+				if !w.tenant.IsDisconnected() || !strings.Contains(w.tenant.Connection.Reason, "View Setup and Configuration") ||
+					len(w.pauses) != 1 || !strings.Contains(w.pauses[0], "disconnected") {
+					t.Errorf("tenant %+v, pauses %q; want the tenant disconnected naming the permission, the Job paused", w.tenant.Connection, w.pauses)
+				}
 			}
 		})
 	}
@@ -528,8 +543,40 @@ func TestARefusedBudgetFailsWithTheReasonInsteadOfLooping(t *testing.T) {
 	w.job.APIReserve = 10
 	w.usageErr = errors.New("salesforce: limits: 503")
 	err := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w} }).Handle(t.Context(), expandMsg("s1-job", "acme"))
-	if err == nil || delivery.IsPermanent(err) || w.failed != "" {
-		t.Errorf("transient budget failure: Handle() = %v, failed %q; want a transient error, the Job untouched", err, w.failed)
+	if err == nil || delivery.IsPermanent(err) || w.failed != "" || w.tenant.IsDisconnected() {
+		t.Errorf("transient budget failure: Handle() = %v, failed %q; want a transient error, the Job and tenant untouched", err, w.failed)
+	}
+}
+
+// laterSlice makes the world's Job cut in two slices, the first planned.
+func laterSlice(w *world) {
+	w.job.SliceCount, w.job.SearchSlots = 2, 1
+	w.slices = []model.Slice{
+		{Index: 0, From: t0, To: t0.Add(30 * time.Minute), Status: model.SlicePlanned, Chunks: 1},
+		{Index: 1, From: t0.Add(30 * time.Minute), To: t0.Add(time.Hour), Status: model.SlicePending},
+	}
+}
+
+// A tenant read disconnected pauses the search of a slice still to search without calling the
+// source, and once connected again, the next delivery resumes and completes.
+func TestADisconnectedTenantPausesAndResumesOnReconnect(t *testing.T) {
+	w := newWorld(5)
+	w.tenant.Connection = &model.ConnectionState{State: model.Disconnected, Reason: "token refused: invalid_grant: expired access/refresh token"}
+	err := handler(t, w, idem.Lease{Attempt: 1}).Handle(t.Context(), expandMsg("s1-job", "acme"))
+	var hand *idem.HandOff
+	if !errors.As(err, &hand) || hand.Next != nil || w.searches != 0 || len(w.pauses) != 1 || w.failed != "" {
+		t.Fatalf("Handle() = %v, searches %d, pauses %q, failed %q; want a pause without touching the source", err, w.searches, w.pauses, w.failed)
+	}
+	w.tenant.Connection = &model.ConnectionState{State: model.Connected}
+	if err := handler(t, w, idem.Lease{Attempt: 2, TakenOver: true, Continued: true}).Handle(t.Context(), expandMsg("s1-job", "acme")); err != nil || !w.finished {
+		t.Fatalf("after reconnecting: Handle() = %v, finished %v", err, w.finished)
+	}
+	// A search the source refuses as disconnected mid-way pauses too, after the chunks it wrote.
+	w2 := newWorld(7)
+	w2.searchErr = fmt.Errorf("salesforce: INVALID_SESSION_ID right after a fresh token: %w", source.ErrDisconnected)
+	err = handler(t, w2, idem.Lease{Attempt: 1}).Handle(t.Context(), expandMsg("s1-job", "acme"))
+	if !errors.As(err, &hand) || !w2.tenant.IsDisconnected() || w2.failed != "" || len(w2.dead) != 0 {
+		t.Errorf("disconnected mid-search: Handle() = %v, tenant %+v, failed %q; want a pause and the tenant disconnected", err, w2.tenant.Connection, w2.failed)
 	}
 }
 

@@ -25,7 +25,7 @@ func (x *expansion) search(ctx context.Context, decide bool) error {
 	switch {
 	case errors.Is(err, errCheckpoint):
 		return nil
-	case source.IsPermanent(err):
+	case forGood(err):
 		x.refused(reasonRejectedSearch, err)
 		return nil
 	case err != nil:

@@ -21,7 +21,7 @@ func (x *expansion) cut(ctx context.Context) error {
 		return err
 	}
 	cut, err := x.h.measure(ctx, x.job, slots)
-	if source.IsPermanent(err) {
+	if forGood(err) {
 		x.refused(reasonRejectedSearch, err)
 		return nil
 	}

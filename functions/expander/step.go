@@ -10,7 +10,7 @@ import (
 // outcome changes the Facts the next one is chosen from.
 type Step int
 
-// The steps. The last five end the delivery.
+// The steps. From StepComplete on, each ends the delivery.
 const (
 	StepCut             Step = iota + 1 // measure the window and cut it into slices (fenced, before any search)
 	StepAskBudget                       // ask the source how much of its request budget is left
@@ -25,12 +25,14 @@ const (
 	StepReject                          // the source refused for good (count, search or budget): fail the Job, poison
 	StepHandOff                         // the time budget is spent at a checkpoint: hand the key off to a continuation
 	StepPause                           // the API budget is down to the reserve: hand the key off; the sweep resumes
+	StepDisconnect                      // the tenant's connection cannot authenticate: mark it, pause the Job; reconnecting resumes
 )
 
 var stepNames = map[Step]string{
 	StepCut: "cut", StepAskBudget: "ask budget", StepRestart: "restart slices", StepRepublish: "republish chunks",
 	StepSearch: "search", StepSearchAndDecide: "search and decide", StepFinish: "finish slice", StepComplete: "complete",
 	StepIgnore: "ignore", StepRefuse: "refuse", StepReject: "reject", StepHandOff: "hand off", StepPause: "pause",
+	StepDisconnect: "disconnect",
 }
 
 func (s Step) String() string {
@@ -74,6 +76,9 @@ type Facts struct {
 	Parallel bool // more than one slice is searched at once (Job.SearchSlots > 1)
 	Lease    LeaseState
 	Reserve  bool // the Job keeps an API reserve, and the source tells its budget
+	// Disconnected: the tenant's connection is disconnected (as read), or the source said so in
+	// this delivery (source.ErrDisconnected).
+	Disconnected bool
 
 	Asked       bool // the budget was asked in this delivery
 	Down        bool // it was down to the reserve (asked, or read off a page)
@@ -100,6 +105,8 @@ func Next(f Facts) Step {
 		return StepPause
 	case f.Slice == SliceMissing, f.Slice == SliceUncut && (!f.First || !pending):
 		return StepRefuse
+	case f.Slice == SliceUncut && f.Disconnected:
+		return StepDisconnect // before anything that needs the source
 	case f.Slice == SliceUncut && f.Reserve && !f.Asked:
 		return StepAskBudget // before the count, which spends requests
 	case f.Slice == SliceUncut:
@@ -108,6 +115,8 @@ func Next(f Facts) Step {
 		return StepRestart
 	case (f.Lease == LeaseTakenOver || f.Slice == SlicePlanned) && !f.Republished && !f.Searched:
 		return StepRepublish
+	case pending && f.Slice == SlicePending && f.Disconnected:
+		return StepDisconnect // only before a search, like a pause: a planned slice finishes without the source
 	case pending && f.Slice == SlicePending && f.Reserve && !f.Asked:
 		return StepAskBudget // only before a search: a delivery with nothing left to search must complete its key
 	case pending && f.Slice == SlicePending && f.First && !f.Decided:

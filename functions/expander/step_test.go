@@ -23,11 +23,13 @@ var stepTable = []struct {
 	{"slice=missing", StepRefuse},
 	{"slice=uncut !first", StepRefuse},
 	{"slice=uncut job=PLANNED", StepRefuse},
+	{"slice=uncut disconnected", StepDisconnect},
 	{"slice=uncut reserve !asked", StepAskBudget},
 	{"slice=uncut", StepCut},
 	{"first job=PENDING parallel lease=takenover !restarted", StepRestart},
 	{"lease=takenover !republished !searched", StepRepublish},
 	{"slice=planned !republished !searched", StepRepublish},
+	{"job=PENDING slice=pending disconnected", StepDisconnect},
 	{"job=PENDING slice=pending reserve !asked", StepAskBudget},
 	{"job=PENDING slice=pending first !decided", StepSearchAndDecide},
 	{"job=PENDING slice=pending", StepSearch},
@@ -58,7 +60,7 @@ func holds(t *testing.T, f Facts, term string) bool {
 	flags := map[string]bool{
 		"first": f.First, "decided": f.Decided, "parallel": f.Parallel, "reserve": f.Reserve, "asked": f.Asked, "down": f.Down,
 		"spent": f.Spent, "rejected": f.Rejected, "restarted": f.Restarted, "republished": f.Republished, "searched": f.Searched,
-		"finished": f.Finished,
+		"finished": f.Finished, "disconnected": f.Disconnected,
 	}
 	v, ok := flags[strings.TrimPrefix(term, "!")]
 	if !ok {
@@ -94,11 +96,14 @@ func initial() []Facts {
 				for _, slots := range []int{0, 1, 2} {
 					for _, lease := range []LeaseState{LeaseNew, LeaseTakenOver, LeaseContinued} {
 						for _, reserve := range []bool{false, true} {
-							f := Facts{Job: job, Slice: sl, First: first, Decided: slots > 0, Parallel: slots > 1, Lease: lease, Reserve: reserve}
-							if sl == SliceUncut && f.Decided || job == model.JobPlanned && sl == SlicePending {
-								continue
+							for _, disconnected := range []bool{false, true} {
+								f := Facts{Job: job, Slice: sl, First: first, Decided: slots > 0, Parallel: slots > 1, Lease: lease, Reserve: reserve,
+									Disconnected: disconnected}
+								if sl == SliceUncut && f.Decided || job == model.JobPlanned && sl == SlicePending {
+									continue
+								}
+								out = append(out, f)
 							}
-							out = append(out, f)
 						}
 					}
 				}
@@ -119,10 +124,12 @@ func outcomes(step Step, f Facts) []Facts {
 			with(func(g *Facts) { g.Asked = true }),
 			with(func(g *Facts) { g.Asked, g.Down = true, true }),
 			with(func(g *Facts) { g.Asked, g.Rejected = true, true }),
+			with(func(g *Facts) { g.Asked, g.Disconnected = true, true }),
 		}
 	case StepCut:
 		return []Facts{
 			with(func(g *Facts) { g.Rejected = true }),
+			with(func(g *Facts) { g.Disconnected = true }),
 			with(func(g *Facts) { g.Slice, g.Decided = SlicePending, true }), // one slice
 			with(func(g *Facts) { g.Slice = SlicePending }),                  // several: decided on the first page
 		}
@@ -140,6 +147,7 @@ func outcomes(step Step, f Facts) []Facts {
 			})
 			out = append(out,
 				with(func(g *Facts) { *g = d; g.Rejected = true }),
+				with(func(g *Facts) { *g = d; g.Disconnected = true }),
 				with(func(g *Facts) { *g = d; g.Spent = true }),
 				with(func(g *Facts) { *g = d; g.Down = true }),
 				with(func(g *Facts) { *g = d; g.Slice, g.Searched = SlicePlanned, true }),
@@ -225,13 +233,13 @@ func TestNoPermanentErrorLoops(t *testing.T) {
 
 // TestEveryStepHasAnAction: the Handler carries out every step Next can return.
 func TestEveryStepHasAnAction(t *testing.T) {
-	for s := StepCut; s <= StepPause; s++ {
+	for s := StepCut; s <= StepDisconnect; s++ {
 		if strings.HasPrefix(s.String(), "step(") {
 			t.Errorf("step %d has no name", int(s))
 		}
 	}
 	x := &expansion{}
-	for s := StepCut; s <= StepPause; s++ {
+	for s := StepCut; s <= StepDisconnect; s++ {
 		err := func() (err error) {
 			defer func() {
 				if recover() != nil {
@@ -246,5 +254,33 @@ func TestEveryStepHasAnAction(t *testing.T) {
 	}
 	if err := x.do(t.Context(), Step(99)); err == nil || !strings.Contains(err.Error(), "no action") {
 		t.Errorf("an unknown step: %v; want no action", err)
+	}
+}
+
+// A connection that cannot authenticate never fails a Job and never loops: whenever the next
+// step would need the source, it disconnects (marks the tenant, pauses the Job); a delivery with
+// nothing left to search finishes without the source.
+func TestADisconnectedTenantPausesOnlyWhereTheSourceIsNeeded(t *testing.T) {
+	seen, _ := reachable(t)
+	n := 0
+	for f, step := range seen {
+		if !f.Disconnected || f.Rejected || f.Job == model.JobCompleted || f.Job == model.JobFailed {
+			continue
+		}
+		needs := f.Slice == SliceUncut || f.Job == model.JobPending && f.Slice == SlicePending
+		switch {
+		case step == StepReject:
+			t.Errorf("Next(%+v) = reject: a disconnected tenant's Job must not fail", f)
+		case needs && (step == StepSearch || step == StepSearchAndDecide || step == StepCut || step == StepAskBudget):
+			t.Errorf("Next(%+v) = %v: the source is used while the tenant is disconnected", f, step)
+		case !needs && step == StepDisconnect:
+			t.Errorf("Next(%+v) = disconnect, with nothing left to search: the key would wait for a sweep that never comes", f)
+		}
+		if step == StepDisconnect {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("no reachable combination disconnects")
 	}
 }

@@ -24,9 +24,43 @@ const (
 	reasonRejectedLimits = "source_rejected_limits" // the request budget (Salesforce's /limits)
 )
 
-// refused records the source's permanent refusal; StepReject acts on it.
+// forGood reports whether a source error cannot be helped by repeating: a permanent refusal, or a
+// connection that cannot authenticate.
+func forGood(err error) bool { return source.IsPermanent(err) || source.IsDisconnected(err) }
+
+// refused records the source's permanent refusal (StepReject acts on it), or a connection that
+// cannot authenticate (StepDisconnect).
 func (x *expansion) refused(reason string, err error) {
+	if source.IsDisconnected(err) {
+		x.facts.Disconnected, x.disconnectedBy = true, err
+		return
+	}
 	x.facts.Rejected, x.rejectReason, x.reject = true, reason, err
+}
+
+// disconnect ends a delivery whose tenant's connection cannot authenticate (StepDisconnect): once
+// its chunk messages are out, the tenant is marked disconnected with the reason (unless it was
+// read so), the Job records the pause, and the key is handed off with no continuation. Nothing
+// fails and nothing is dead-lettered; once the tenant is connected again, the recovery sweep's
+// next delivery resumes after the last written chunk.
+func (x *expansion) disconnect(ctx context.Context) error {
+	if err := x.pub.wait(); err != nil {
+		return err
+	}
+	reason := "connection disconnected: " + x.disconnectedBy.Error()
+	if !x.tenant.IsDisconnected() {
+		if err := x.h.cfg.Jobs.DisconnectTenant(ctx, x.tenant.ID, x.disconnectedBy.Error()); err != nil {
+			return err
+		}
+		logging.From(ctx).Warn("tenant disconnected: its Jobs pause until it is connected again", slog.String(logging.Event, "tenant_disconnected"),
+			slog.String("reason", x.disconnectedBy.Error()))
+	}
+	if err := x.h.cfg.Jobs.PauseJob(ctx, x.job.ID, reason); err != nil {
+		return err
+	}
+	logging.From(ctx).Warn("search paused: the tenant is disconnected", slog.String(logging.Event, "disconnected_paused"),
+		slog.Int("slice", x.em.Slice), slog.Int("chunkMessages", x.pub.sent))
+	return &idem.HandOff{Reason: reason + "; paused until the tenant is connected again"}
 }
 
 // rejected ends a delivery the source refused for good: the Job is FAILED with the source's
@@ -43,7 +77,7 @@ func (x *expansion) rejected(ctx context.Context) error {
 func (x *expansion) askBudget(ctx context.Context) error {
 	x.facts.Asked = true
 	u, err := x.h.cfg.Source.(source.Budgeter).Usage(ctx)
-	if source.IsPermanent(err) {
+	if forGood(err) {
 		x.refused(reasonRejectedLimits, fmt.Errorf("API budget: %w", err))
 		return nil
 	}

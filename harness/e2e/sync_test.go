@@ -2,11 +2,12 @@ package e2e
 
 import (
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	"cloud.google.com/go/firestore"
 
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/sim"
@@ -165,10 +166,11 @@ func TestBudgetPauseResumesWithoutLoss(t *testing.T) {
 }
 
 // A setting with an API reserve whose connection may not read the org's limits (Salesforce answers
-// /limits with 403 INSUFFICIENT_ACCESS without "View Setup and Configuration") fails its Job with
-// the source's reason and one dead letter, at once: it does not send the delivery back to loop
-// through lease takeovers with no reason anywhere. The other setting, without a reserve, imports.
-func TestARefusedLimitsReadFailsTheJobWithItsReason(t *testing.T) {
+// /limits with 403 INSUFFICIENT_ACCESS without "View Setup and Configuration") disconnects its
+// tenant, saying which permission: its Jobs pause — none FAILED, no dead letter, no key left in
+// progress, nothing looping. Once the permission is granted and the tenant connected again, the
+// recovery sweep resumes every paused Job and everything is imported once.
+func TestAMissingPermissionDisconnectsTheTenantAndReconnectingResumes(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 60, 25, 9, sim.Options{PageSize: 20, APILimit: 1000})
 	ctx := t.Context()
@@ -177,21 +179,52 @@ func TestARefusedLimitsReadFailsTheJobWithItsReason(t *testing.T) {
 	w.Setting(ctx, *st)
 	w.Fixture.Inject(fixture.Rule{Match: func(r fixture.RequestInfo) bool { return r.Limits }, Status: 403, Times: 0})
 	tick(t, w.Env, "t1")
+	if _, err := w.Drain(ctx, sim.Policy{}, 200); err != nil {
+		t.Fatal(err)
+	}
+	paused := jobOf(t, w.Env, st.ID)
+	if paused.Status != model.JobPending || paused.Pauses == 0 || !strings.Contains(paused.Pause, "disconnected") || paused.Searches != 0 {
+		t.Errorf("job %s: %s, %d pauses (%q), %d searches; want PENDING, paused as disconnected, nothing searched", paused.ID, paused.Status, paused.Pauses, paused.Pause, paused.Searches)
+	}
+	tenant, err := w.Comps.Store.Tenant(ctx, "acme")
+	if err != nil || !tenant.IsDisconnected() || !strings.Contains(tenant.Connection.Reason, "View Setup and Configuration") {
+		t.Errorf("tenant %+v (%v): want disconnected, naming the permission", tenant.Connection, err)
+	}
+	if dls, err := w.DeadLetters(ctx); err != nil || len(dls) != 0 {
+		t.Errorf("dead letters %v, %v; a disconnected tenant is paused, not failed", dls, err)
+	}
+	keys, err := w.FS.Collection(model.Keys).Where("state", "==", idem.InProgress).Documents(ctx).GetAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys { // a paused key is released at its checkpoint: no live lease waits
+		if until, _ := k.DataAt("leaseUntil"); until != nil && until.(time.Time).After(w.Clock.Now()) {
+			t.Errorf("key %s is held under a live lease after the pause", k.Ref.ID)
+		}
+	}
+	// Two recovery sweeps (and the ticks that carry them) while it is disconnected: every Job
+	// pauses again without a single request to the source.
+	before := w.Fixture.Requests().Requests
 	if _, err := w.SettleAll(ctx, sim.Policy{}, 2); err != nil {
 		t.Fatal(err)
 	}
-	failed := jobOf(t, w.Env, st.ID)
-	if failed.Status != model.JobFailed || !strings.Contains(failed.Failure, "INSUFFICIENT_ACCESS") || failed.Searches != 0 {
-		t.Errorf("job %s: %s (%q) after %d searches; want FAILED with the source's reason, nothing searched", failed.ID, failed.Status, failed.Failure, failed.Searches)
+	if n := w.Fixture.Requests().Requests - before; n != 0 {
+		t.Errorf("%d source requests during two sweeps: a disconnected tenant must not be searched", n)
 	}
-	if other := jobOf(t, w.Env, w.expect.Datasets[1].Setting.ID); other.Status != model.JobCompleted {
-		t.Errorf("the setting without a reserve: %s, want COMPLETED", other.Status)
+	if jobs, _ := w.Jobs(ctx); slices.ContainsFunc(jobs, func(j model.Job) bool { return j.Status == model.JobFailed }) {
+		t.Errorf("a Job FAILED while its tenant was disconnected")
 	}
-	if got := reasons(t, w.Env); !cmp.Equal(got, []string{"message/Expander/source_rejected_limits"}) {
-		t.Errorf("dead letters = %v, want the one refused limits read", got)
+
+	// The permission granted, the tenant connected again: the sweep resumes, nothing is lost.
+	w.Fixture.ClearFaults()
+	if _, err := w.FS.Collection(model.Tenants).Doc("acme").Update(ctx, []firestore.Update{
+		{Path: "connection", Value: model.ConnectionState{State: model.Connected, ChangedAt: w.Clock.Now()}},
+	}); err != nil {
+		t.Fatal(err)
 	}
-	keys, err := w.FS.Collection(model.Keys).Where("state", "==", idem.InProgress).Documents(ctx).GetAll()
-	if err != nil || len(keys) != 0 {
-		t.Errorf("keys left in progress: %d (%v); want none (no delivery loops)", len(keys), err)
+	w.expect.MaxSearches = func(string) int { return 1 } // the resumption after the pause
+	_, rep := w.settle(t, sim.Policy{})
+	if rep.Completed != rep.Jobs {
+		t.Errorf("after reconnecting: %s", rep)
 	}
 }

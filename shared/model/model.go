@@ -112,7 +112,28 @@ type Tenant struct {
 	// SearchConcurrency is how many searches of one Job may run at once against the tenant's
 	// source (Salesforce limits concurrent queries per org); 0: the deployment default.
 	SearchConcurrency int `firestore:"searchConcurrency,omitempty" json:"searchConcurrency,omitempty"`
+	// Connection is the state of the tenant's source connection (nil: never disconnected).
+	Connection *ConnectionState `firestore:"connection,omitempty" json:"connection,omitempty"`
 }
+
+// Connection states.
+const (
+	Connected    = "connected"
+	Disconnected = "disconnected"
+)
+
+// ConnectionState says whether a tenant's source connection can be used: disconnected, with the
+// reason and the time, when no token can be had (a refresh refused, a credential missing), the
+// source refused a session right after a fresh token, or the connection lacks a permission a
+// setting needs. The tenant's Jobs pause until it is connected again; none fails.
+type ConnectionState struct {
+	State     string    `firestore:"state" json:"state"`
+	Reason    string    `firestore:"reason,omitempty" json:"reason,omitempty"`
+	ChangedAt time.Time `firestore:"changedAt" json:"changedAt"`
+}
+
+// IsDisconnected reports whether the tenant's connection is disconnected.
+func (t Tenant) IsDisconnected() bool { return t.Connection != nil && t.Connection.State == Disconnected }
 
 // SyncSetting says what to import for a tenant, where to, and up to when it has been imported.
 type SyncSetting struct {

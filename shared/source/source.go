@@ -162,5 +162,15 @@ type Page struct {
 // missing resource, a response that is not a search result. Check with errors.Is or IsPermanent.
 var ErrPermanent = errors.New("source: permanent failure")
 
+// ErrDisconnected marks failures of the connection, not of the search: no access token can be
+// had (the token endpoint refused the refresh: consent revoked, user deactivated, app removed; a
+// credential is missing), the source refused a session right after a fresh token, or the
+// connection lacks a permission a setting needs. Repeating cannot help until the tenant is
+// reconnected, and nothing is wrong with its Jobs: they pause, they do not fail.
+var ErrDisconnected = errors.New("source: the connection cannot authenticate")
+
+// IsDisconnected reports whether err is (or wraps) ErrDisconnected.
+func IsDisconnected(err error) bool { return errors.Is(err, ErrDisconnected) }
+
 // IsPermanent reports whether err is (or wraps) a permanent failure.
 func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }

@@ -445,6 +445,18 @@ func (s *Store) FailJob(ctx context.Context, jobID, reason string) error {
 	return nil
 }
 
+// DisconnectTenant marks the tenant's connection disconnected, with the reason and the time: its
+// Jobs pause (see expander) until an operator connects it again.
+func (s *Store) DisconnectTenant(ctx context.Context, tenantID, reason string) error {
+	_, err := s.Client.Collection(model.Tenants).Doc(tenantID).Update(ctx, []firestore.Update{
+		{Path: "connection", Value: model.ConnectionState{State: model.Disconnected, Reason: reason, ChangedAt: s.Now().UTC()}},
+	})
+	if err != nil {
+		return fmt.Errorf("store: disconnect tenant %q: %w", tenantID, err)
+	}
+	return nil
+}
+
 // PauseJob records that a search of the Job paused for the source's request budget: the count,
 // when, and why (the audit shows it).
 func (s *Store) PauseJob(ctx context.Context, jobID, reason string) error {

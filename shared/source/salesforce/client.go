@@ -61,7 +61,10 @@ import (
 // Config configures a Client. Zero values mean the defaults.
 type Config struct {
 	BaseURL     string        // Salesforce instance URL, e.g. "https://acme.my.salesforce.com" (required)
-	Token       string        // OAuth access token, sent as "Authorization: Bearer …" (required)
+	// Auth gives each request its access token, sent as "Authorization: Bearer …", and a new one
+	// when a session has ended (OAuth); Token is a fixed one (StaticToken). One is required.
+	Auth        Auth
+	Token       string
 	APIVersion  string        // REST API version; default "v60.0"
 	PageSize    int           // records per page asked for (Sforce-Query-Options batchSize), 200..2000; default 2000
 	Timeout     time.Duration // deadline of one request, body included; default 60s
@@ -97,8 +100,8 @@ func (c Config) Validate() error {
 		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, fmt.Errorf("salesforce: base URL %q is not an http(s) URL with a host and no query", c.BaseURL))
 	}
-	if c.Token == "" {
-		errs = append(errs, errors.New("salesforce: token is empty"))
+	if c.Token == "" && c.Auth == nil {
+		errs = append(errs, errors.New("salesforce: no token and no auth"))
 	}
 	if c.APIVersion != "" && !apiVersion.MatchString(c.APIVersion) {
 		errs = append(errs, fmt.Errorf("salesforce: API version %q is not like %q", c.APIVersion, DefaultAPIVersion))
@@ -116,6 +119,9 @@ func (c Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
+	if c.Auth == nil {
+		c.Auth = StaticToken(c.Token)
+	}
 	if c.APIVersion == "" {
 		c.APIVersion = DefaultAPIVersion
 	}
@@ -317,6 +323,11 @@ var _ source.Budgeter = (*Client)(nil)
 // against them. Errors are as Search's.
 func (c *Client) Usage(ctx context.Context) (source.Usage, error) {
 	body, _, err := c.get(ctx, c.limitsURL)
+	if ae, ok := errors.AsType[*APIError](err); ok && ae.Status == http.StatusForbidden && ae.Code == "INSUFFICIENT_ACCESS" {
+		// Not the search's fault: the connection's user lacks a permission a setting needs.
+		return source.Usage{}, fmt.Errorf("salesforce: limits: the connection's user lacks the permission %q, which reading the org's API budget needs (a setting keeps an API reserve): %w: %w",
+			"View Setup and Configuration", source.ErrDisconnected, err)
+	}
 	if err != nil {
 		return source.Usage{}, fmt.Errorf("salesforce: limits: %w", err)
 	}
@@ -392,10 +403,29 @@ func (c *Client) nextURL(next, current string) (string, error) {
 // get fetches u, retrying transient failures with exponential backoff and jitter. It returns the
 // API usage the last answer reported.
 func (c *Client) get(ctx context.Context, u string) (body []byte, usage source.Usage, err error) {
+	renewed := false // a refused session was replaced once for this request
 	for attempt := 1; ; attempt++ {
-		body, usage, err = c.once(ctx, u)
+		var token string
+		body, usage, token, err = c.once(ctx, u)
 		if err == nil {
 			return body, usage, nil
+		}
+		if ae, ok := errors.AsType[*APIError](err); ok && ae.Status == http.StatusUnauthorized && ae.Code == "INVALID_SESSION_ID" {
+			// The session ended (timeout, revocation, password change): one fresh token, and the
+			// request again at once; refused again right after a fresh token, the connection is
+			// broken, not the session.
+			if !renewed && c.cfg.Auth.Refused(token) {
+				renewed = true
+				attempt--
+				continue
+			}
+			if renewed {
+				return nil, usage, fmt.Errorf("%w, right after a fresh token (%w)", err, source.ErrDisconnected)
+			}
+			return nil, usage, fmt.Errorf("%w (%w)", err, source.ErrDisconnected)
+		}
+		if source.IsDisconnected(err) {
+			return nil, usage, err
 		}
 		if ctx.Err() != nil {
 			return nil, usage, fmt.Errorf("%w (attempt %d: %v)", ctx.Err(), attempt, err)
@@ -438,38 +468,46 @@ func (c *Client) backoff(attempt int) time.Duration {
 	return d - half + rand.N(half+1)
 }
 
-// once makes one request with its own deadline.
-func (c *Client) once(ctx context.Context, u string) ([]byte, source.Usage, error) {
+// once makes one request with its own deadline, carrying the token Auth gives now (returned, so
+// that a refusal names the token refused).
+func (c *Client) once(ctx context.Context, u string) ([]byte, source.Usage, string, error) {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	var usage source.Usage
+	token, err := c.cfg.Auth.Token(rctx)
+	if err != nil {
+		if source.IsDisconnected(err) || source.IsPermanent(err) {
+			return nil, usage, "", err
+		}
+		return nil, usage, "", &attemptError{err: err}
+	}
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, usage, permanentf("request: %v", err)
+		return nil, usage, token, permanentf("request: %v", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Sforce-Query-Options", "batchSize="+strconv.Itoa(c.cfg.PageSize))
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		telemetry.MetricsFrom(ctx).SourceRequest(ctx, 0, 0, false)
-		return nil, usage, c.attemptErr(rctx, stripURL(err))
+		return nil, usage, token, c.attemptErr(rctx, stripURL(err))
 	}
 	defer resp.Body.Close()
 	usage = limitInfo(resp.Header.Get("Sforce-Limit-Info"))
 	telemetry.MetricsFrom(ctx).SourceRequest(ctx, resp.StatusCode, usage.Left(), usage.Known())
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return nil, usage, apiError(resp, body)
+		return nil, usage, token, apiError(resp, body)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return nil, usage, c.attemptErr(rctx, fmt.Errorf("reading response: %w", err))
+		return nil, usage, token, c.attemptErr(rctx, fmt.Errorf("reading response: %w", err))
 	}
 	if len(body) > maxBody {
-		return nil, usage, permanentf("response larger than %d bytes", maxBody)
+		return nil, usage, token, permanentf("response larger than %d bytes", maxBody)
 	}
-	return body, usage, nil
+	return body, usage, token, nil
 }
 
 func (c *Client) attemptErr(rctx context.Context, err error) error {
