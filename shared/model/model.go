@@ -41,6 +41,7 @@ const (
 	Keys            = "idempotencyKeys"
 	Deliveries      = "deliveries" // duplicate counters, one per idempotency key
 	DeadLetters     = "deadLetters"
+	Connections     = "connections" // one per tenant: its source connection, credentials sealed
 
 	// ExpireAtField is the idempotency keys' (and dead letters') TTL field.
 	ExpireAtField = "expireAt"

@@ -1,0 +1,92 @@
+package connection
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/tink"
+)
+
+// Sealer encrypts credentials with associated data (the tenant's ID), so that a sealed credential
+// can be opened only as its own tenant's: one moved to another tenant's document does not open.
+type Sealer interface {
+	Seal(plaintext, associated []byte) ([]byte, error)
+	Open(sealed, associated []byte) ([]byte, error)
+}
+
+// Keyset is a Sealer on a tink AEAD keyset (AES256-GCM): envelope encryption, where the keyset
+// is the data key. In production the keyset is stored encrypted by a Cloud KMS key (LoadKMS);
+// local runs, the demo and the tests use a cleartext keyset file (LoadLocal, NewLocal).
+type Keyset struct{ a tink.AEAD }
+
+var _ Sealer = (*Keyset)(nil)
+
+// Seal implements Sealer.
+func (k *Keyset) Seal(plaintext, associated []byte) ([]byte, error) {
+	out, err := k.a.Encrypt(plaintext, associated)
+	if err != nil {
+		return nil, fmt.Errorf("connection: seal: %w", err)
+	}
+	return out, nil
+}
+
+// Open implements Sealer. Its error never holds the plaintext.
+func (k *Keyset) Open(sealed, associated []byte) ([]byte, error) {
+	out, err := k.a.Decrypt(sealed, associated)
+	if err != nil {
+		return nil, errors.New("connection: the credential does not open with this keyset and tenant")
+	}
+	return out, nil
+}
+
+// NewLocal returns a new keyset and its cleartext JSON, for local runs only.
+func NewLocal() (*Keyset, []byte, error) {
+	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return nil, nil, fmt.Errorf("connection: new keyset: %w", err)
+	}
+	var b bytes.Buffer
+	if err := insecurecleartextkeyset.Write(h, keyset.NewJSONWriter(&b)); err != nil {
+		return nil, nil, fmt.Errorf("connection: write keyset: %w", err)
+	}
+	k, err := fromHandle(h)
+	return k, b.Bytes(), err
+}
+
+// LoadLocal reads a cleartext JSON keyset (local runs: the demo, the tests).
+func LoadLocal(path string) (*Keyset, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("connection: keyset: %w", err)
+	}
+	h, err := insecurecleartextkeyset.Read(keyset.NewJSONReader(bytes.NewReader(b)))
+	if err != nil {
+		return nil, fmt.Errorf("connection: keyset %s: %w", path, err)
+	}
+	return fromHandle(h)
+}
+
+// LoadKMS reads a JSON keyset encrypted by the key-encryption AEAD kek: in production, a Cloud
+// KMS key's (tink-go-gcpkms), which terraform creates and only the functions that need
+// credentials may use. There is no KMS emulator, so production is the only caller.
+func LoadKMS(_ context.Context, encrypted []byte, kek tink.AEAD) (*Keyset, error) {
+	h, err := keyset.Read(keyset.NewJSONReader(bytes.NewReader(encrypted)), kek)
+	if err != nil {
+		return nil, fmt.Errorf("connection: encrypted keyset: %w", err)
+	}
+	return fromHandle(h)
+}
+
+func fromHandle(h *keyset.Handle) (*Keyset, error) {
+	a, err := aead.New(h)
+	if err != nil {
+		return nil, fmt.Errorf("connection: aead: %w", err)
+	}
+	return &Keyset{a: a}, nil
+}
