@@ -59,7 +59,8 @@ type Components struct {
 	Store       *store.Store
 	Keys        Keys
 	Publisher   Publisher
-	Source      Source
+	Source      Source           // the deployment's one source (until every tenant has a connection)
+	Sources     expander.Sources // each tenant's source through its connection; nil: Source for all
 	Committer   importer.Committer
 	DeadLetters delivery.Sink
 	Logger      *slog.Logger
@@ -97,6 +98,15 @@ func Defaults(cfg config.Config, fs *firestore.Client, pub Publisher, src Source
 		DeadLetters: &deadletter.Store{Client: fs, Publisher: pub, Topic: cfg.TopicDead},
 		Logger:      logger, Now: now,
 	}, nil
+}
+
+// sources is how the expander opens a tenant's source: Sources when set, else Source for every
+// tenant.
+func (c Components) sources() expander.Sources {
+	if c.Sources != nil {
+		return c.Sources
+	}
+	return expander.One{Source: c.Source}
 }
 
 func (c Components) gate(fn string) *delivery.Gate {
@@ -153,7 +163,7 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 			es = c.ExpanderStore(es)
 		}
 		e, err := expander.New(expander.Config{
-			Jobs: es, Plans: es, Guard: idem.Guard{Keys: c.Keys}, Source: c.Source,
+			Jobs: es, Plans: es, Guard: idem.Guard{Keys: c.Keys}, Sources: c.sources(),
 			Publisher: c.Publisher, DeadLetters: c.DeadLetters, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks,
 			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(),
 			SliceRows: c.Config.SliceRows, MaxSlices: c.Config.MaxSlices, SearchSlots: c.Config.SearchSlots,

@@ -134,6 +134,19 @@ type Store interface {
 // Source runs a paged search: any connector (see package source).
 type Source = source.Source
 
+// Sources opens a tenant's source: the connector, org and credentials of the tenant's own
+// connection. An error wrapping source.ErrDisconnected (no connection, a credential that cannot
+// be read) pauses the tenant's Jobs; any other is transient.
+type Sources interface {
+	Open(ctx context.Context, tenant model.Tenant) (Source, error)
+}
+
+// One is the Sources of a deployment with one source for every tenant.
+type One struct{ Source Source }
+
+// Open implements Sources.
+func (o One) Open(context.Context, model.Tenant) (Source, error) { return o.Source, nil }
+
 // Publisher publishes messages.
 type Publisher interface {
 	Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error)
@@ -149,7 +162,7 @@ type Config struct {
 	Jobs          Jobs
 	Plans         Plans
 	Guard         idem.Runner // runs the expansion under the slice's key
-	Source        Source
+	Sources       Sources
 	Publisher     Publisher
 	DeadLetters   delivery.Sink
 	TopicExpand   string // where continuations go
@@ -172,7 +185,7 @@ type Handler struct{ cfg Config }
 
 // New returns a Handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Jobs == nil || cfg.Plans == nil || cfg.Guard == nil || cfg.Source == nil || cfg.Publisher == nil || cfg.DeadLetters == nil {
+	if cfg.Jobs == nil || cfg.Plans == nil || cfg.Guard == nil || cfg.Sources == nil || cfg.Publisher == nil || cfg.DeadLetters == nil {
 		return nil, errors.New("expander: missing dependency")
 	}
 	if cfg.TopicChunks == "" || cfg.TopicExpand == "" || cfg.MaxChunkBytes < 1 || cfg.Budget < 0 {
@@ -231,6 +244,7 @@ type expansion struct {
 	started time.Time
 	job     model.Job
 	tenant  model.Tenant
+	src     Source        // the tenant's, opened through its connection
 	slices  []model.Slice // nil until the window is cut
 	pub     *stream
 	slots   int // the tenant's share of concurrent searches; 0 until counted
@@ -329,10 +343,22 @@ func (x *expansion) load(ctx context.Context) error {
 			return err
 		}
 	}
-	_, budgets := x.h.cfg.Source.(source.Budgeter)
-	x.facts = Facts{First: em.Slice == 0, Reserve: job.APIReserve > 0 && budgets, Lease: LeaseNew, Disconnected: t.IsDisconnected()}
-	if t.IsDisconnected() {
-		x.disconnectedBy = errors.New(t.Connection.Reason)
+	x.facts = Facts{First: em.Slice == 0, Lease: LeaseNew}
+	switch {
+	case t.IsDisconnected():
+		x.facts.Disconnected, x.disconnectedBy = true, errors.New(t.Connection.Reason)
+	case job.Status == model.JobPending:
+		src, err := x.h.cfg.Sources.Open(ctx, t)
+		if source.IsDisconnected(err) {
+			x.facts.Disconnected, x.disconnectedBy = true, err
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("expander: open the source of tenant %q: %w", t.ID, err)
+		}
+		x.src = src
+		_, budgets := src.(source.Budgeter)
+		x.facts.Reserve = job.APIReserve > 0 && budgets
 	}
 	switch {
 	case x.lease.Continued:

@@ -255,7 +255,7 @@ type option func(*expander.Config)
 
 func handler(t *testing.T, w *world, lease idem.Lease, opts ...option) *expander.Handler {
 	t.Helper()
-	cfg := expander.Config{Jobs: w, Plans: w, Guard: runner{lease: lease}, Source: w, Publisher: w, DeadLetters: w,
+	cfg := expander.Config{Jobs: w, Plans: w, Guard: runner{lease: lease}, Sources: expander.One{Source: w}, Publisher: w, DeadLetters: w,
 		TopicExpand: "expand", TopicChunks: "chunks", MaxChunkBytes: 100_000, Now: func() time.Time { return t0 }}
 	for _, o := range opts {
 		o(&cfg)
@@ -516,7 +516,7 @@ func TestARefusedBudgetReadEndsWithItsReasonInsteadOfLooping(t *testing.T) {
 			if w.slices != nil {
 				msg = sliceMsg(1)
 			}
-			err := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w} }).Handle(t.Context(), msg)
+			err := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Sources = expander.One{Source: budgetWorld{w}} }).Handle(t.Context(), msg)
 			if w.searches != 0 || len(w.chunks) != 0 {
 				t.Errorf("searches %d, chunks %d; want none", w.searches, len(w.chunks))
 			}
@@ -542,7 +542,7 @@ func TestARefusedBudgetReadEndsWithItsReasonInsteadOfLooping(t *testing.T) {
 	w := newWorld(5)
 	w.job.APIReserve = 10
 	w.usageErr = errors.New("salesforce: limits: 503")
-	err := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w} }).Handle(t.Context(), expandMsg("s1-job", "acme"))
+	err := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Sources = expander.One{Source: budgetWorld{w}} }).Handle(t.Context(), expandMsg("s1-job", "acme"))
 	if err == nil || delivery.IsPermanent(err) || w.failed != "" || w.tenant.IsDisconnected() {
 		t.Errorf("transient budget failure: Handle() = %v, failed %q; want a transient error, the Job and tenant untouched", err, w.failed)
 	}
@@ -584,7 +584,7 @@ func TestBudgetPauseWaitsForTheSweepAndResumesWithoutLoss(t *testing.T) {
 	w := newWorld(7) // chunks of 2, pages of 3
 	w.job.APIReserve = 10
 	w.usage = &source.Usage{Used: 88, Limit: 100} // the 2nd page leaves 10: the reserve
-	src := func(c *expander.Config) { c.Source = budgetWorld{w} }
+	src := func(c *expander.Config) { c.Sources = expander.One{Source: budgetWorld{w}} }
 	err := handler(t, w, idem.Lease{Attempt: 1}, src).Handle(t.Context(), expandMsg("s1-job", "acme"))
 	var hand *idem.HandOff
 	if !errors.As(err, &hand) || hand.Next != nil {
@@ -614,7 +614,7 @@ func TestBudgetPauseWaitsForTheSweepAndResumesWithoutLoss(t *testing.T) {
 	// Without a reserve the budget is never read.
 	w2 := newWorld(7)
 	w2.usage = &source.Usage{Used: 100, Limit: 100}
-	if err := handler(t, w2, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w2} }).Handle(t.Context(), expandMsg("s1-job", "acme")); err != nil || !w2.finished {
+	if err := handler(t, w2, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Sources = expander.One{Source: budgetWorld{w2}} }).Handle(t.Context(), expandMsg("s1-job", "acme")); err != nil || !w2.finished {
 		t.Errorf("without a reserve: Handle() = %v, finished %v", err, w2.finished)
 	}
 }
@@ -631,13 +631,13 @@ func TestATakeoverOfAPlannedSliceDoesNotPause(t *testing.T) {
 		{Index: 1, From: t0.Add(30 * time.Minute), To: t0.Add(time.Hour), Status: model.SlicePending},
 	}
 	w.usage = &source.Usage{Used: 100, Limit: 100}
-	err := handler(t, w, idem.Lease{Attempt: 2, TakenOver: true}, func(c *expander.Config) { c.Source = budgetWorld{w} }).
+	err := handler(t, w, idem.Lease{Attempt: 2, TakenOver: true}, func(c *expander.Config) { c.Sources = expander.One{Source: budgetWorld{w}} }).
 		Handle(t.Context(), sliceMsg(0))
 	if err != nil || len(w.pauses) != 0 || w.searches != 0 {
 		t.Fatalf("Handle() = %v, pauses %q, searches %d; want the key completed (nil), no pause, no search", err, w.pauses, w.searches)
 	}
 	// Slice 1, still to search, does pause.
-	err = handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Source = budgetWorld{w} }).Handle(t.Context(), sliceMsg(1))
+	err = handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) { c.Sources = expander.One{Source: budgetWorld{w}} }).Handle(t.Context(), sliceMsg(1))
 	var hand *idem.HandOff
 	if !errors.As(err, &hand) || len(w.pauses) != 1 {
 		t.Fatalf("slice 1: Handle() = %v, pauses %d; want a pause", err, len(w.pauses))
@@ -704,7 +704,7 @@ func expandSlices(t *testing.T, msgs []bus.Message) []int {
 func TestWindowIsCutIntoSlicesSearchedAtMostSlotsAtOnce(t *testing.T) {
 	w := newWorld(40) // a row a minute
 	sliced := func(c *expander.Config) {
-		c.Source, c.SliceRows, c.MaxSlices, c.SearchSlots = countingWorld{w}, 10, 8, 2
+		c.Sources, c.SliceRows, c.MaxSlices, c.SearchSlots = expander.One{Source: countingWorld{w}}, 10, 8, 2
 	}
 	h := handler(t, w, idem.Lease{Attempt: 1}, sliced)
 	if err := h.Handle(t.Context(), sliceMsg(0)); err != nil {
@@ -773,7 +773,7 @@ func TestATenantsSettingsShareItsConcurrentSearches(t *testing.T) {
 		w := newWorld(40)
 		w.tenant.SearchConcurrency, w.settings = tc.tenantLimit, tc.settings
 		h := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) {
-			c.Source, c.SliceRows, c.MaxSlices, c.SearchSlots = countingWorld{w}, 10, 8, 4
+			c.Sources, c.SliceRows, c.MaxSlices, c.SearchSlots = expander.One{Source: countingWorld{w}}, 10, 8, 4
 		})
 		if err := h.Handle(t.Context(), sliceMsg(0)); err != nil {
 			t.Fatal(err)
@@ -796,7 +796,7 @@ func TestAFastSourceIsSearchedOneSliceAfterAnother(t *testing.T) {
 	w := newWorld(40)
 	clock := t0
 	h := handler(t, w, idem.Lease{Attempt: 1}, func(c *expander.Config) {
-		c.Source, c.SliceRows, c.MaxSlices, c.SearchSlots = countingWorld{w}, 10, 8, 2
+		c.Sources, c.SliceRows, c.MaxSlices, c.SearchSlots = expander.One{Source: countingWorld{w}}, 10, 8, 2
 		c.ParallelAfter, c.Elapsed = time.Second, func() time.Time { clock = clock.Add(100 * time.Millisecond); return clock }
 	})
 	if err := h.Handle(t.Context(), sliceMsg(0)); err != nil {

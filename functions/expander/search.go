@@ -89,7 +89,7 @@ func (x *expansion) plan(ctx context.Context, decide bool) (err error) {
 		}
 		telemetry.End(span, err)
 	}()
-	if err := h.cfg.Source.Search(sctx, q, p.page); err != nil {
+	if err := x.src.Search(sctx, q, p.page); err != nil {
 		return err
 	}
 	if err := p.chunks.cut(model.CutEnd); err != nil {

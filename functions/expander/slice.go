@@ -20,7 +20,7 @@ func (x *expansion) cut(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cut, err := x.h.measure(ctx, x.job, slots)
+	cut, err := x.h.measure(ctx, x.src, x.job, slots)
 	if forGood(err) {
 		x.refused(reasonRejectedSearch, err)
 		return nil
@@ -173,9 +173,9 @@ func (h *Handler) publishSlices(ctx context.Context, job model.Job, slices ...in
 // (one count per halving; a range that cannot be halved, all of one millisecond, stays whole).
 // The slices cover the window exactly, in order; their estimates are the counts as measured. A
 // count the source refuses for good is returned as is (source.IsPermanent).
-func (h *Handler) measure(ctx context.Context, job model.Job, slots int) ([]model.Slice, error) {
+func (h *Handler) measure(ctx context.Context, src Source, job model.Job, slots int) ([]model.Slice, error) {
 	whole := model.Slice{From: job.WindowFrom, To: job.WindowTo, Status: model.SlicePending}
-	c, ok := h.cfg.Source.(source.Counter)
+	c, ok := src.(source.Counter)
 	if !ok || h.cfg.SliceRows == 0 || h.cfg.MaxSlices == 1 {
 		return []model.Slice{whole}, nil
 	}

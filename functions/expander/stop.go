@@ -76,7 +76,7 @@ func (x *expansion) rejected(ctx context.Context) error {
 // askBudget asks the source how much of its request budget is left (StepAskBudget).
 func (x *expansion) askBudget(ctx context.Context) error {
 	x.facts.Asked = true
-	u, err := x.h.cfg.Source.(source.Budgeter).Usage(ctx)
+	u, err := x.src.(source.Budgeter).Usage(ctx)
 	if forGood(err) {
 		x.refused(reasonRejectedLimits, fmt.Errorf("API budget: %w", err))
 		return nil

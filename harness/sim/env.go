@@ -65,6 +65,9 @@ var Topics = []string{TopicTicks, TopicExpand, TopicChunks}
 
 // Options tailor an Env. Every field is optional.
 type Options struct {
+	// Sources, when set, opens each tenant's source (per-tenant connections) instead of the one
+	// source on the fixture for every tenant.
+	Sources   func(fs *firestore.Client, cfg config.Config) expander.Sources
 	Start     time.Time            // simulated start time (default 2026-01-01T00:00:00Z)
 	Config    func(*config.Config) // adjust the configuration
 	Publisher func(app.Publisher) app.Publisher
@@ -201,6 +204,9 @@ func New(t testing.TB, opts Options) *Env {
 		comps.Committer = opts.Committer(comps.Committer)
 	}
 	comps.SchedulerStore, comps.ExpanderStore, comps.ImporterStore = opts.SchedulerStore, opts.ExpanderStore, opts.ImporterStore
+	if opts.Sources != nil {
+		comps.Sources = opts.Sources(fs, cfg)
+	}
 	comps.Probe = e.probe
 	comps.Traces, comps.Metrics = opts.Traces, opts.Metrics
 	comps.Elapsed = e.Budget.Now

@@ -134,7 +134,9 @@ type ConnectionState struct {
 }
 
 // IsDisconnected reports whether the tenant's connection is disconnected.
-func (t Tenant) IsDisconnected() bool { return t.Connection != nil && t.Connection.State == Disconnected }
+func (t Tenant) IsDisconnected() bool {
+	return t.Connection != nil && t.Connection.State == Disconnected
+}
 
 // SyncSetting says what to import for a tenant, where to, and up to when it has been imported.
 type SyncSetting struct {

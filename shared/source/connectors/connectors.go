@@ -5,11 +5,16 @@
 package connectors
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/connection"
+	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/source"
 	"github.com/oncesync/oncesync/shared/source/salesforce"
 )
@@ -25,11 +30,13 @@ type Connector struct {
 	// is saved; the error says what the source would refuse.
 	ValidateQuery func(q source.Query) error
 	build         func(cfg config.Config, tune Tuning) (source.Source, error)
+	// open builds a tenant's source from its connection (nil: the connector has none yet).
+	open func(ctx context.Context, p *Pool, conn connection.Connection) (source.Source, error)
 }
 
 // registry is every connector: the registration.
 var registry = []Connector{
-	{Kind: "salesforce", Limits: salesforce.Limits, ValidateQuery: salesforce.ValidateQuery, build: newSalesforce},
+	{Kind: "salesforce", Limits: salesforce.Limits, ValidateQuery: salesforce.ValidateQuery, build: newSalesforce, open: openSalesforce},
 }
 
 // Kinds are the connectors' kinds, in registration order.
@@ -84,4 +91,98 @@ func newSalesforce(cfg config.Config, tune Tuning) (source.Source, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Pool is the Sources of a deployment where each tenant has its own connection: it opens a
+// tenant's source through connections/{tenant} (its connector, org and credentials) and keeps one
+// client per tenant per connection for the instance's life, so that the tenant's access token is
+// cached and refreshed in one place (salesforce.OAuth). The org's API budget and concurrent
+// queries are then the tenant's own.
+type Pool struct {
+	Connections connection.Store
+	Config      config.Config // page size and request timeout
+	Tuning      Tuning
+	MaxTokenAge time.Duration // refresh a tenant's token this old before use (0: the connector's default)
+	// Fallback, when set, serves tenants with no connection (the deployment's one source, until
+	// every tenant is connected); nil refuses them.
+	Fallback source.Source
+
+	mu      sync.Mutex
+	clients map[string]pooled // by tenant
+}
+
+type pooled struct {
+	key string // the connection it was built for: instance and connect time
+	src source.Source
+}
+
+// Open implements expander.Sources.
+func (p *Pool) Open(ctx context.Context, t model.Tenant) (source.Source, error) {
+	conn, err := p.Connections.Get(ctx, t.ID)
+	if errors.Is(err, connection.ErrNoConnection) {
+		if p.Fallback != nil {
+			return p.Fallback, nil
+		}
+		return nil, fmt.Errorf("connectors: tenant %q has no connection (oncesync-ops tenants connect %s): %w", t.ID, t.ID, source.ErrDisconnected)
+	}
+	if err != nil {
+		return nil, err
+	}
+	key := conn.InstanceURL + "|" + conn.ConnectedAt.String()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clients[t.ID]; ok && c.key == key {
+		return c.src, nil
+	}
+	c, err := Get(conn.Connector)
+	if err != nil {
+		return nil, fmt.Errorf("connectors: tenant %q: %w: %w", t.ID, err, source.ErrDisconnected)
+	}
+	if c.open == nil {
+		return nil, fmt.Errorf("connectors: tenant %q: connector %s has no per-tenant connections: %w", t.ID, c.Kind, source.ErrDisconnected)
+	}
+	src, err := c.open(ctx, p, conn)
+	if err != nil {
+		return nil, fmt.Errorf("connectors: tenant %q: %w", t.ID, err)
+	}
+	if p.clients == nil {
+		p.clients = map[string]pooled{}
+	}
+	p.clients[t.ID] = pooled{key: key, src: src}
+	return src, nil
+}
+
+// openSalesforce builds a tenant's Salesforce client: OAuth with the connection's flow, on the
+// connection's instance (or the one the first token answer names).
+func openSalesforce(ctx context.Context, p *Pool, conn connection.Connection) (source.Source, error) {
+	cfg := salesforce.OAuthConfig{LoginURL: conn.LoginURL, ClientID: conn.ClientID, MaxAge: p.MaxTokenAge, HTTPClient: p.Tuning.HTTPClient}
+	switch conn.Method {
+	case connection.MethodJWT:
+		key, err := p.Connections.Credential(conn)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Username, cfg.PrivateKey = conn.Username, key.Reveal()
+	case connection.MethodRefresh:
+		cfg.Refresh = connection.Keeper{Store: p.Connections, Tenant: conn.TenantID}
+	default:
+		return nil, fmt.Errorf("unknown auth method %q: %w", conn.Method, source.ErrDisconnected)
+	}
+	auth, err := salesforce.NewOAuth(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, source.ErrDisconnected)
+	}
+	instance := conn.InstanceURL
+	if instance == "" {
+		if _, err := auth.Token(ctx); err != nil {
+			return nil, err
+		}
+		instance = auth.Instance()
+	}
+	client, err := salesforce.New(salesforce.Config{BaseURL: instance, Auth: auth, PageSize: p.Config.PageSize, Timeout: p.Config.SourceTimeout,
+		HTTPClient: p.Tuning.HTTPClient, MaxAttempts: p.Tuning.MaxAttempts, MinBackoff: p.Tuning.MinBackoff, MaxBackoff: p.Tuning.MaxBackoff})
+	if err != nil {
+		return nil, err
+	}
+	return client, nil
 }

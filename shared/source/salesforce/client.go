@@ -60,7 +60,7 @@ import (
 
 // Config configures a Client. Zero values mean the defaults.
 type Config struct {
-	BaseURL     string        // Salesforce instance URL, e.g. "https://acme.my.salesforce.com" (required)
+	BaseURL string // Salesforce instance URL, e.g. "https://acme.my.salesforce.com" (required)
 	// Auth gives each request its access token, sent as "Authorization: Bearer …", and a new one
 	// when a session has ended (OAuth); Token is a fixed one (StaticToken). One is required.
 	Auth        Auth

@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+
+	"github.com/oncesync/oncesync/functions/expander"
+	"github.com/oncesync/oncesync/harness/fixture"
+	"github.com/oncesync/oncesync/harness/sim"
+	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/connection"
+	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/source/connectors"
+)
+
+// Two tenants on two orgs, imported side by side, each through its own connection: acme with the
+// JWT bearer flow, globex with a refresh token that rotates. Access tokens end every 2 simulated
+// minutes (the orgs' session timeout), so the imports refresh them; each tenant's records come
+// from its own org only, and a revoked tenant pauses and resumes on reconnect with nothing lost.
+func TestTwoTenantsOnTwoOrgsEachThroughItsConnection(t *testing.T) {
+	t.Parallel()
+	keys, _, err := connection.NewLocal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pool *connectors.Pool
+	w := &world{Env: sim.New(t, sim.Options{Start: simStart, PageSize: 50, Sources: func(fs *firestore.Client, cfg config.Config) expander.Sources {
+		pool = &connectors.Pool{Connections: connection.Store{FS: fs, Sealer: keys}, Config: cfg}
+		return pool
+	}})}
+	ctx := t.Context()
+	login := fixture.NewLogin(fixture.LoginOptions{Now: w.Clock.Now, SessionTimeout: 2 * time.Minute, Rotate: true})
+	ls := httptest.NewServer(login)
+	t.Cleanup(ls.Close)
+	login.SetURL(ls.URL)
+	pool.Connections.Now = w.Clock.Now
+
+	type tenant struct{ id, org, user, client, object string }
+	tenants := []tenant{
+		{"acme", "00DA", "int@acme.example", "app-acme", "Contact"},
+		{"globex", "00DB", "int@globex.example", "app-globex", "Contact"},
+	}
+	for i, tn := range tenants {
+		org := fixture.New(fixture.Options{Sessions: login, OrgID: tn.org, PageSize: 50, Now: w.Clock.Now, LocatorTTL: 24 * time.Hour})
+		// Each request to the org takes a simulated minute, so sessions end mid-search.
+		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			w.Clock.Advance(time.Minute)
+			org.ServeHTTP(rw, r)
+		}))
+		t.Cleanup(srv.Close)
+		login.AddOrg(tn.org, srv.URL)
+		rows := fixture.Generate(int64(40+i), 180, windowStart, simStart, fixture.GenOptions{})
+		for j := range rows {
+			rows[j].ID = tn.id + "-" + rows[j].ID // whose org a record came from shows in its ID
+		}
+		org.PutRecords(tn.object, rows...)
+		w.Tenant(ctx, tn.id)
+		st := model.SyncSetting{ID: tn.id + "-contacts", TenantID: tn.id, SourceObject: tn.object, Fields: []string{"Name", "Email"},
+			Target: model.TargetUpsert, ChunkSize: 40, Enabled: true, Watermark: windowStart}
+		w.Setting(ctx, st)
+		w.expect.Datasets = append(w.expect.Datasets, sim.Dataset{Setting: st, Rows: rows})
+
+		c := connection.Connection{TenantID: tn.id, Connector: "salesforce", LoginURL: ls.URL, InstanceURL: srv.URL, ClientID: tn.client}
+		var cred connection.Credential
+		if tn.id == "acme" {
+			key, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				t.Fatal(err)
+			}
+			der, _ := x509.MarshalPKCS8PrivateKey(key)
+			login.RegisterApp(fixture.App{ClientID: tn.client, Key: &key.PublicKey})
+			login.AddUser(tn.user, tn.org, tn.client)
+			c.Method, c.Username, cred = connection.MethodJWT, tn.user, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		} else {
+			login.RegisterApp(fixture.App{ClientID: tn.client})
+			login.AddUser(tn.user, tn.org)
+			rt, err := login.Consent(tn.client, tn.user)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Method, cred = connection.MethodRefresh, connection.Credential(rt)
+		}
+		if err := pool.Connections.Connect(ctx, c, cred); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy := sim.Policy{}
+	tick(t, w.Env, "t1")
+	_, rep := w.settle(t, policy)
+	if rep.Completed != rep.Jobs || rep.Jobs != 2 {
+		t.Fatalf("two tenants: %s", rep)
+	}
+	for _, tn := range tenants {
+		docs, err := w.FS.Collection(model.Engagements).Where("tenantId", "==", tn.id).Documents(ctx).GetAll()
+		if err != nil || len(docs) == 0 {
+			t.Fatalf("%s: %d records, %v", tn.id, len(docs), err)
+		}
+		for _, d := range docs {
+			if id, _ := d.DataAt("externalId"); !strings.HasPrefix(fmt.Sprint(id), tn.id+"-") {
+				t.Errorf("tenant %s holds record %v: read through another tenant's connection", tn.id, id)
+			}
+		}
+	}
+	stats := login.Stats()
+	for _, org := range []string{"00DA", "00DB"} {
+		issued := 0
+		for k, v := range stats[org] {
+			if strings.HasPrefix(k, "token issued") {
+				issued += v
+			}
+		}
+		if issued < 2 || stats[org]["session expired"] == 0 {
+			t.Errorf("org %s: %v; want its sessions to have ended and its tokens refreshed", org, stats[org])
+		}
+	}
+	if c, err := pool.Connections.Get(ctx, "globex"); err != nil || c.Version < 2 {
+		t.Errorf("globex's connection: version %d (%v); want its rotated refresh tokens stored", c.Version, err)
+	}
+
+	// globex's consent is revoked: its next Job pauses (tenant disconnected, with the reason), none
+	// fails; acme goes on. Reconnected, it resumes and nothing is lost.
+	login.Deauthorize("app-globex", "int@globex.example")
+	w.Clock.Advance(10 * time.Minute)
+	tick(t, w.Env, "t2")
+	if _, err := w.Drain(ctx, policy, 200); err != nil {
+		t.Fatal(err)
+	}
+	gt, err := w.Comps.Store.Tenant(ctx, "globex")
+	if err != nil || !gt.IsDisconnected() || !strings.Contains(gt.Connection.Reason, "invalid_grant") {
+		t.Fatalf("globex after the revocation: %+v (%v); want disconnected with invalid_grant", gt.Connection, err)
+	}
+	if dls, _ := w.DeadLetters(ctx); len(dls) != 0 {
+		t.Errorf("dead letters %v: a disconnected tenant pauses", dls)
+	}
+	rt, err := login.Consent("app-globex", "int@globex.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := pool.Connections.Get(ctx, "globex")
+	if err := pool.Connections.Connect(ctx, c, connection.Credential(rt)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.FS.Collection(model.Tenants).Doc("globex").Update(ctx, []firestore.Update{
+		{Path: "connection", Value: model.ConnectionState{State: model.Connected, ChangedAt: w.Clock.Now()}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect.MaxSearches = func(string) int { return 1 } // the resumption after the pause
+	_, rep = w.settle(t, policy)
+	if rep.Completed != rep.Jobs {
+		t.Errorf("after reconnecting: %s", rep)
+	}
+}
