@@ -87,11 +87,14 @@ type Store struct {
 	Now    func() time.Time
 }
 
+// now is the store's clock, to Firestore's precision (microseconds), so that a time written and
+// read back compares equal: the lease's fence depends on it.
 func (s Store) now() time.Time {
-	if s.Now == nil {
-		return time.Now().UTC()
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
 	}
-	return s.Now().UTC()
+	return now().UTC().Truncate(time.Microsecond)
 }
 
 func (s Store) ref(tenant string) *firestore.DocumentRef {

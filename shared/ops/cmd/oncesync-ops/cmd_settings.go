@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/connection"
+
 	"github.com/oncesync/oncesync/shared/source/connectors"
 
 	"cloud.google.com/go/firestore"
@@ -24,8 +26,11 @@ import (
 
 func cmdTenants() cli.Command {
 	return cli.Command{
-		Summary: "add, list, show, enable and disable tenants: tenants add ID [--name N] | list | show ID | enable ID | disable ID",
+		Summary: "add, list, show, enable, disable, connect and disconnect tenants: tenants add ID [--name N] | list | show ID | enable ID | disable ID | connect ID … | disconnect ID",
 		Run: func(ctx context.Context, args []string) int {
+			if len(args) > 0 && (args[0] == "connect" || args[0] == "disconnect") {
+				return runConnect(ctx, args, os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+			}
 			return runAdmin(ctx, "tenants", args, os.Getenv, os.Stdout, os.Stderr)
 		},
 	}
@@ -44,6 +49,7 @@ const tenantsUsage = `usage: oncesync-ops tenants add ID [--name N] [--search-co
        oncesync-ops tenants list [flags]
        oncesync-ops tenants show ID [flags]
        oncesync-ops tenants enable ID | disable ID [flags]
+       oncesync-ops tenants connect ID … | disconnect ID (see oncesync-ops tenants connect --help)
 
 "add" creates tenants/ID (never overwrites one). A disabled tenant's settings are skipped at every
 tick, with a dead letter of kind setting (reason tenant_disabled). "enable" and "disable" change
@@ -194,7 +200,15 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 	case cmd == "tenants" && sub == "list":
 		out, err = a.Tenants(ctx)
 	case cmd == "tenants":
-		out, err = a.Tenant(ctx, id)
+		var v tenantView
+		if v.Tenant, err = a.Tenant(ctx, id); err == nil {
+			c, cerr := a.Connection(ctx, id)
+			v.Connection, v.connErr = &c, cerr
+			if cerr != nil {
+				v.Connection = nil
+			}
+		}
+		out = v
 	case sub == "list":
 		out, err = a.Settings(ctx, s.TenantID)
 	default:
@@ -216,6 +230,13 @@ func runAdmin(ctx context.Context, cmd string, args []string, getenv func(string
 		return fail(exitCannot, err)
 	}
 	return exitClean
+}
+
+// tenantView is what "tenants show" prints: the tenant and its connection, never a secret.
+type tenantView struct {
+	model.Tenant
+	Connection *connection.Connection `json:"connectionDetails,omitempty"`
+	connErr    error
 }
 
 // writeAdmin prints tenants or settings as a table, one of them as fields.
@@ -240,8 +261,20 @@ func writeAdmin(w io.Writer, v any) error {
 		for _, t := range v {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Name, onOff[t.Enabled], chunk(t.SearchConcurrency))
 		}
-	case model.Tenant:
+	case tenantView:
 		fmt.Fprintf(tw, "tenant\t%s\nname\t%s\nstate\t%s\nsearch concurrency\t%s\n", v.ID, v.Name, onOff[v.Enabled], chunk(v.SearchConcurrency))
+		switch cs := v.Tenant.Connection; {
+		case cs == nil:
+		case cs.State == model.Disconnected:
+			fmt.Fprintf(tw, "connection state:\tdisconnected since %s: %s\n", when(cs.ChangedAt), cs.Reason)
+		default:
+			fmt.Fprintf(tw, "connection state:\t%s since %s\n", cs.State, when(cs.ChangedAt))
+		}
+		c := connection.Connection{}
+		if v.Connection != nil {
+			c = *v.Connection
+		}
+		connectionLines(tw, c, v.connErr)
 	case []model.SyncSetting:
 		fmt.Fprintln(tw, "SETTING\tTENANT\tOBJECT\tTARGET\tCHUNK\tSTATE\tWATERMARK\tLAST JOB")
 		for _, s := range v {
