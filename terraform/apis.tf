@@ -4,6 +4,7 @@ locals {
   services = toset([
     "artifactregistry.googleapis.com",     # function images
     "cloudbuild.googleapis.com",           # builds the function source
+    "cloudkms.googleapis.com",             # the key that encrypts the credentials keyset
     "cloudfunctions.googleapis.com",       # the three functions
     "cloudresourcemanager.googleapis.com", # data.google_project
     "cloudscheduler.googleapis.com",       # the tick
@@ -15,7 +16,7 @@ locals {
     "monitoring.googleapis.com",           # metrics, alert policies, the dashboard
     "pubsub.googleapis.com",               # topics
     "run.googleapis.com",                  # functions (2nd gen) run on Cloud Run
-    "secretmanager.googleapis.com",        # the source token
+    "secretmanager.googleapis.com",        # the source token, the encrypted credentials keyset
     "storage.googleapis.com",              # the source bucket
   ])
 }

@@ -131,7 +131,20 @@ resource "google_cloudfunctions2_function" "expander" {
       ONCESYNC_MAX_SLICES         = tostring(var.max_slices)
       ONCESYNC_SEARCH_CONCURRENCY = tostring(var.search_concurrency)
       ONCESYNC_PARALLEL_AFTER     = "${var.parallel_search_after_ms}ms"
+      ONCESYNC_KEYSET             = "/etc/oncesync/keyset/keyset.json"
+      ONCESYNC_KEYSET_KMS_KEY     = "gcp-kms://${google_kms_crypto_key.credentials.id}"
     })
+
+    # The credentials keyset, encrypted by the KMS key, read from Secret Manager as a file.
+    secret_volumes {
+      mount_path = "/etc/oncesync/keyset"
+      project_id = var.project
+      secret     = google_secret_manager_secret.credentials_keyset.secret_id
+      versions {
+        version = "latest"
+        path    = "keyset.json"
+      }
+    }
 
     # The token is read from Secret Manager when an instance starts; it is never a Terraform
     # value, so it appears in neither the plan nor the state.

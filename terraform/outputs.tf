@@ -58,3 +58,8 @@ output "run_tick_now" {
   description = "Command that makes Cloud Scheduler publish one tick now."
   value       = "gcloud scheduler jobs run ${google_cloud_scheduler_job.tick.name} --location=${var.region} --project=${var.project}"
 }
+
+output "credentials_kms_key" {
+  description = "The Cloud KMS key that encrypts the credentials keyset (oncesync-ops keyset create --kms-key gcp-kms://<this>)."
+  value       = google_kms_crypto_key.credentials.id
+}

@@ -424,3 +424,9 @@ variable "parallel_search_after_ms" {
     error_message = "parallel_search_after_ms must be a whole number, 0 or more."
   }
 }
+
+variable "operators" {
+  description = "Principals (user:…, group:…, serviceAccount:…) who connect tenants with oncesync-ops: they may read the encrypted credentials keyset and decrypt it with the KMS key. They also need Firestore access (roles/datastore.user) to write connections."
+  type        = list(string)
+  default     = []
+}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/connection"
+
 	"github.com/oncesync/oncesync/shared/source/connectors"
 
 	"cloud.google.com/go/firestore"
@@ -228,6 +230,27 @@ func (e *Entry) serve(fn string, w http.ResponseWriter, r *http.Request) {
 	h.ServeHTTP(w, r)
 }
 
+// sources builds the expander's sources: each tenant's own connection when a keyset seals them
+// (connectors.Pool), with the deployment's one source, when configured, for tenants not connected.
+func (e *Entry) sources(ctx context.Context, cfg config.Config) (Source, expander.Sources, error) {
+	var src Source
+	if cfg.SourceURL != "" {
+		c, err := connectors.New(cfg, connectors.Tuning{})
+		if err != nil {
+			return nil, nil, err
+		}
+		src = c
+	}
+	if cfg.Keyset == "" {
+		return src, nil, nil
+	}
+	keys, err := connection.LoadKeyset(context.WithoutCancel(ctx), cfg.Keyset, cfg.KeysetKMS)
+	if err != nil {
+		return nil, nil, err
+	}
+	return src, &connectors.Pool{Connections: connection.Store{FS: e.fs, Sealer: keys}, Config: cfg, Fallback: src}, nil
+}
+
 func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -268,17 +291,17 @@ func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 		e.meters = m
 	}
 	var src Source
+	var sources expander.Sources
 	if fn == config.Expander {
-		c, err := connectors.New(cfg, connectors.Tuning{})
-		if err != nil {
+		if src, sources, err = e.sources(ctx, cfg); err != nil {
 			return nil, err
 		}
-		src = c
 	}
 	comps, err := Defaults(cfg, e.fs, e.pub, src, nil, nil)
 	if err != nil {
 		return nil, err
 	}
+	comps.Sources = sources
 	comps.Traces, comps.Metrics = e.traces, e.meters.Metrics
 	h, err := comps.HTTPHandler(fn)
 	if err != nil {

@@ -1,7 +1,10 @@
-// Package demo runs the main job end to end on the local stack: one tick, one Job over a generated
-// window of source records, expanded, chunked and imported through the real emulators and the
-// functions framework — optionally with every message delivered twice, two seconds apart, as in
-// the incident — and reports what was imported.
+// Package demo runs the main job end to end on the local stack: one tick, and the Jobs of two
+// tenants, each connected to its own org (its own instance, records and credentials: the JWT
+// bearer flow through the fixture's login host, access tokens that end every few seconds), over
+// generated windows of source records, expanded, chunked and imported side by side through the
+// real emulators and the functions framework — optionally with every message delivered twice, two
+// seconds apart, as in the incident — and reports what was imported, and each tenant's token
+// refreshes.
 package demo
 
 import (
@@ -61,11 +64,36 @@ type Report struct {
 	RecordsPerSecond     float64
 	Trace                Trace  // the Job's trace, when Options.TracePage is set
 	TracePage            string // where it was written
+	// Tenants are both tenants' results (acme's Job is the one above, and the audited one).
+	Tenants []TenantResult
 }
+
+// TenantResult is one tenant's import, from its own org.
+type TenantResult struct {
+	Tenant, Org, JobID string
+	Records            int // distinct records in its window, in its org
+	Imported           int
+	Duplicates         int
+	Foreign            int // records that did not come from its own org
+	TokensIssued       int // access tokens its connection obtained
+	SessionsEnded      int // tokens its org refused as ended (each cost one refresh, no failure)
+}
+
+// sessionTimeout is the demo orgs' session timeout: short, so that the demo refreshes tokens.
+const sessionTimeout = 3 * time.Second
+
+// orgs of the demo's two tenants.
+var demoTenants = []struct{ tenant, org string }{{"acme", "00DACME0000001"}, {"globex", "00DGLBX0000001"}}
 
 // OK reports whether every record was imported exactly once.
 func (r Report) OK() bool {
-	return r.Imported == r.RecordsInWindow && r.DuplicateRecords == 0 && r.DeadLetters == 0 && r.Audit != nil && r.Audit.Clean()
+	for _, t := range r.Tenants {
+		if t.Imported != t.Records || t.Duplicates != 0 || t.Foreign != 0 {
+			return false
+		}
+	}
+	return len(r.Tenants) == len(demoTenants) && r.Imported == r.RecordsInWindow && r.DuplicateRecords == 0 && r.DeadLetters == 0 &&
+		r.Audit != nil && r.Audit.Clean()
 }
 
 // Run runs the demo.
@@ -83,6 +111,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		o.Stack.Faults = eventarc.Duplicate(2 * time.Second)
 	}
 	o.Stack.Log = o.Out
+	o.Stack.SessionTimeout = sessionTimeout
 	var spansFile string
 	if o.TracePage != "" {
 		dir, err := os.MkdirTemp("", "oncesync-demo-spans")
@@ -103,23 +132,44 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	from := now.Add(-24 * time.Hour)
-	rows := fixture.Generate(o.Seed, o.Records, from, now.Add(-config.Default().WindowLag-time.Minute), fixture.GenOptions{UpdatedInWindow: o.Updated})
-	st := model.SyncSetting{
-		ID: "acme-contacts", TenantID: "acme", SourceObject: "Contact", Fields: []string{"Name", "Email", "Phone", "Title"},
-		Target: model.TargetGenerated, ChunkSize: o.ChunkSize, Enabled: true, Watermark: from,
-	}
-	if err := s.Seed(ctx, st, rows); err != nil {
-		return Report{}, err
-	}
-	s.Logf("added tenant acme and setting %s, as these do on a deployment:\n  oncesync-ops tenants add acme\n  oncesync-ops settings add %s --tenant acme --object %s --fields %s --target %s --chunk-size %d --since %s",
-		st.ID, st.ID, st.SourceObject, strings.Join(st.Fields, ","), st.Target, st.ChunkSize, from.Format(time.RFC3339Nano))
 	var r Report
-	ids := map[string]bool{}
-	for _, row := range rows {
-		ids[row.ID] = true
+	var st model.SyncSetting
+	for i, dt := range demoTenants {
+		if _, err := s.AddOrg(dt.org); err != nil {
+			return Report{}, err
+		}
+		n := o.Records
+		if i > 0 {
+			n = max(o.Records/4, 1)
+		}
+		rows := fixture.Generate(o.Seed+int64(i), n, from, now.Add(-config.Default().WindowLag-time.Minute), fixture.GenOptions{UpdatedInWindow: o.Updated})
+		for j := range rows {
+			rows[j].ID = fmt.Sprintf("%s%s", rows[j].ID[:3], strings.ToUpper(dt.tenant[:2])+rows[j].ID[5:]) // whose org a record came from shows in its ID
+		}
+		ts := model.SyncSetting{
+			ID: dt.tenant + "-contacts", TenantID: dt.tenant, SourceObject: "Contact", Fields: []string{"Name", "Email", "Phone", "Title"},
+			Target: model.TargetGenerated, ChunkSize: o.ChunkSize, Enabled: true, Watermark: from,
+		}
+		if err := s.SeedOrg(ctx, dt.org, ts, rows); err != nil {
+			return Report{}, err
+		}
+		if err := s.Connect(ctx, dt.tenant, dt.org); err != nil {
+			return Report{}, err
+		}
+		ids := map[string]bool{}
+		for _, row := range rows {
+			ids[row.ID] = true
+		}
+		r.Tenants = append(r.Tenants, TenantResult{Tenant: dt.tenant, Org: dt.org, Records: len(ids)})
+		s.Logf("tenant %s: setting %s, connected to its own org %s (JWT bearer flow; sessions end every %v), which holds %d records (%d rows)",
+			dt.tenant, ts.ID, dt.org, sessionTimeout, len(ids), len(rows))
+		if i == 0 {
+			st = ts
+			r.RecordsInWindow, r.RowsInWindow = len(ids), len(rows)
+		}
 	}
-	r.RecordsInWindow, r.RowsInWindow = len(ids), len(rows)
-	s.Logf("source holds %d records (%d rows: some were updated during the window) for tenant acme; the Job imports them into generated-ID engagements", r.RecordsInWindow, r.RowsInWindow)
+	s.Logf("as these do on a deployment:\n  oncesync-ops tenants add acme\n  oncesync-ops tenants connect acme --client-id KEY --username USER --key-file server.key\n  oncesync-ops settings add %s --tenant acme --object %s --fields %s --target %s --chunk-size %d --since %s",
+		st.ID, st.SourceObject, strings.Join(st.Fields, ","), st.Target, st.ChunkSize, from.Format(time.RFC3339Nano))
 	if o.Duplicates {
 		s.Logf("DUPLICATES=1: every message is delivered twice, the copy 2 s after the first (the incident)")
 	}
@@ -143,12 +193,34 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	r.RecordsPerSecond = float64(job.RecordCount) / r.Elapsed.Seconds()
 	r.Chunks, r.Searches = job.ChunkCount, job.Searches
-	s.Logf("Job COMPLETED in %v; letting in-flight duplicates arrive", r.Elapsed.Round(time.Millisecond))
+	s.Logf("Job COMPLETED in %v", r.Elapsed.Round(time.Millisecond))
+	for i := range r.Tenants[1:] {
+		t := &r.Tenants[i+1]
+		t.JobID = model.JobID(t.Tenant+"-contacts", tickID)
+		if _, _, err := s.WaitJob(ctx, t.JobID, time.Second, progress(s)); err != nil {
+			return r, err
+		}
+	}
+	s.Logf("every Job COMPLETED; letting in-flight duplicates arrive")
 	if err := s.Quiesce(ctx); err != nil {
 		return r, err
 	}
 	if err := count(ctx, s.FS, &r); err != nil {
 		return r, err
+	}
+	r.Tenants[0].JobID = r.JobID
+	stats := s.Login.Stats()
+	for i := range r.Tenants {
+		t := &r.Tenants[i]
+		if err := countTenant(ctx, s.FS, t); err != nil {
+			return r, err
+		}
+		for k, v := range stats[t.Org] {
+			if strings.HasPrefix(k, "token issued") {
+				t.TokensIssued += v
+			}
+		}
+		t.SessionsEnded = stats[t.Org]["session expired"]
 	}
 	tot := s.Eventarc.Stats().Total()
 	r.Posts, r.Copies = tot.Posts, tot.Copies
@@ -265,6 +337,30 @@ func count(ctx context.Context, fs *firestore.Client, r *Report) error {
 	return nil
 }
 
+// countTenant counts t's target records, and those that did not come from its own org.
+func countTenant(ctx context.Context, fs *firestore.Client, t *TenantResult) error {
+	kind, _ := model.Kind(model.TargetGenerated)
+	docs, err := fs.Collection(kind.Records).Where("tenantId", "==", t.Tenant).Select("externalId").Documents(ctx).GetAll()
+	if err != nil {
+		return fmt.Errorf("demo: records of %s: %w", t.Tenant, err)
+	}
+	seen := map[string]bool{}
+	mark := strings.ToUpper(t.Tenant[:2])
+	for _, d := range docs {
+		id, _ := d.DataAt("externalId")
+		s := fmt.Sprint(id)
+		if seen[s] {
+			t.Duplicates++
+		}
+		seen[s] = true
+		if len(s) < 5 || s[3:5] != mark {
+			t.Foreign++
+		}
+	}
+	t.Imported = len(seen)
+	return nil
+}
+
 func intOf(v any) int {
 	if x, ok := v.(interface{ GetIntegerValue() int64 }); ok {
 		return int(x.GetIntegerValue())
@@ -296,7 +392,11 @@ func (r Report) Write(w io.Writer) {
 			r.Trace.ID, len(r.Trace.Spans), r.Trace.Deliveries, r.Trace.Duplicates))
 		row("open it in a browser", "file://"+r.TracePage)
 	}
-	verdict := "OK: every record imported exactly once, and the audit is clean"
+	for _, t := range r.Tenants {
+		row("tenant "+t.Tenant, fmt.Sprintf("org %s: %d of %d records imported, %d duplicates, %d from another org; %d access tokens, %d sessions ended mid-import (each one refresh, no failure)",
+			t.Org, t.Imported, t.Records, t.Duplicates, t.Foreign, t.TokensIssued, t.SessionsEnded))
+	}
+	verdict := "OK: every record of both tenants imported exactly once, each from its own org, and the audit is clean"
 	if !r.OK() {
 		verdict = "FAILED: records lost or duplicated"
 	}

@@ -6,6 +6,10 @@ package stack
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +34,7 @@ import (
 	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/connection"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/ops/settings"
 )
@@ -56,15 +61,23 @@ type Options struct {
 	Emulators   *emu.Emulators    // running emulators to use, left running by Stop (default: start a pair)
 	Log         io.Writer         // progress messages (default os.Stderr)
 	Latency     fixture.Latency   // the fixture source's latency model (default: none)
+	// SessionTimeout is how long the orgs' access tokens live (the org's session timeout; the
+	// token answers do not say it); 0: for ever.
+	SessionTimeout time.Duration
 }
 
 // Stack is a running local deployment.
 type Stack struct {
 	opts      Options
 	Emu       *emu.Emulators
-	ownEmu    bool // Stop stops Emu
-	Fixture   *fixture.Server
+	ownEmu    bool            // Stop stops Emu
+	Fixture   *fixture.Server // the deployment's org: its one source, for tenants with no connection
 	SourceURL string
+	Login     *fixture.Login // the login host of every org: tenants connect through it
+	LoginURL  string
+	orgs      map[string]*fixture.Server // by org ID
+	keys      *connection.Keyset         // seals tenants' credentials; the functions read the same file
+	ctx       context.Context
 	FS        *firestore.Client // this process's client (its calls are counted in Backend)
 	Backend   *sim.Backend
 	PS        *pubsub.Client
@@ -115,9 +128,27 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		s.ownEmu = true
 	}
 	env := append(os.Environ(), s.Emu.Env()...)
-	s.Fixture = fixture.New(fixture.Options{Token: Token, Latency: opts.Latency})
+	s.ctx = context.WithoutCancel(ctx)
+	s.Login = fixture.NewLogin(fixture.LoginOptions{SessionTimeout: opts.SessionTimeout})
+	if s.LoginURL, err = fixture.ListenAndServe(ctx, "", s.Login); err != nil {
+		return nil, err
+	}
+	s.Login.SetURL(s.LoginURL)
+	s.orgs = map[string]*fixture.Server{}
+	s.Fixture = fixture.New(fixture.Options{Token: Token, Latency: opts.Latency, Sessions: s.Login, OrgID: DeploymentOrg})
 	if s.SourceURL, err = fixture.ListenAndServe(ctx, "", s.Fixture); err != nil {
 		return nil, err
+	}
+	s.orgs[DeploymentOrg] = s.Fixture
+	s.Login.AddOrg(DeploymentOrg, s.SourceURL)
+	keys, keysetJSON, err := connection.NewLocal()
+	if err != nil {
+		return nil, err
+	}
+	s.keys = keys
+	keysetPath := filepath.Join(opts.LogDir, "keyset.json")
+	if err := os.WriteFile(keysetPath, keysetJSON, 0o600); err != nil {
+		return nil, fmt.Errorf("stack: keyset: %w", err)
 	}
 	s.Backend = sim.NewBackend()
 	if s.FS, err = sim.FirestoreClientAt(ctx, s.Emu.FirestoreHost, opts.Project, s.Backend); err != nil {
@@ -155,6 +186,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		config.EnvTopicDead+"="+topicDead,
 		config.EnvSourceURL+"="+s.SourceURL,
 		config.EnvSourceToken+"="+Token,
+		config.EnvKeyset+"="+keysetPath,
 	), opts.ExtraEnv...)
 	s.funcs.Stdout, s.funcs.Stderr = logf, logf
 	s.funcs.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
@@ -188,6 +220,54 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	go func() { s.arcDone <- s.Eventarc.Run(arcCtx) }()
 	s.logf("local Eventarc pushing ticks, expand and chunks to the functions (concurrency %d)", opts.Concurrency)
 	return s, nil
+}
+
+// DeploymentOrg is the org of the stack's Fixture.
+const DeploymentOrg = "00D000000000001"
+
+// AddOrg starts another org: its own instance URL, records, API budget and concurrent-query
+// limit, behind the stack's login host.
+func (s *Stack) AddOrg(orgID string) (*fixture.Server, error) {
+	org := fixture.New(fixture.Options{Latency: s.opts.Latency, Sessions: s.Login, OrgID: orgID})
+	url, err := fixture.ListenAndServe(s.ctx, "", org)
+	if err != nil {
+		return nil, err
+	}
+	s.orgs[orgID] = org
+	s.Login.AddOrg(orgID, url)
+	return org, nil
+}
+
+// Connect connects tenant to an org through a connected app of its own, with the JWT bearer flow,
+// as oncesync-ops tenants connect does (settings.Admin.Connect: the same checks, the same sealed
+// documents).
+func (s *Stack) Connect(ctx context.Context, tenant, orgID string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	client, user := "app-"+tenant, "integration@"+tenant+".example"
+	s.Login.RegisterApp(fixture.App{ClientID: client, Key: &key.PublicKey})
+	s.Login.AddUser(user, orgID, client)
+	_, err = settings.Admin{FS: s.FS}.Connect(ctx, s.keys, settings.Connect{Tenant: tenant, LoginURL: s.LoginURL, ClientID: client, Username: user,
+		Key: connection.Credential(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))})
+	if err != nil {
+		return fmt.Errorf("stack: connect %s: %w", tenant, err)
+	}
+	return nil
+}
+
+// SeedOrg is Seed with the rows loaded into orgID's records.
+func (s *Stack) SeedOrg(ctx context.Context, orgID string, st model.SyncSetting, rows []fixture.Row) error {
+	if err := s.Seed(ctx, st, nil); err != nil {
+		return err
+	}
+	s.orgs[orgID].PutRecords(st.SourceObject, rows...)
+	return nil
 }
 
 // Seed adds the setting's tenant (enabled, unless it exists) and the sync setting, as

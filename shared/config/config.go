@@ -41,6 +41,8 @@ const (
 	EnvSourceKind     = "ONCESYNC_SOURCE_KIND"
 	EnvSourceURL      = "ONCESYNC_SOURCE_URL"
 	EnvSourceToken    = "ONCESYNC_SOURCE_TOKEN"
+	EnvKeyset         = "ONCESYNC_KEYSET"
+	EnvKeysetKMS      = "ONCESYNC_KEYSET_KMS_KEY"
 	EnvPageSize       = "ONCESYNC_PAGE_SIZE"
 	EnvChunkSize      = "ONCESYNC_DEFAULT_CHUNK_SIZE"
 	EnvLease          = "ONCESYNC_LEASE"
@@ -97,10 +99,14 @@ var Vars = []Var{
 		Field: func(c *Config) any { return &c.TopicChunks }},
 	{Name: EnvSourceKind, Functions: []string{Expander}, Default: "salesforce", Doc: "Which connector the expander searches with (the only one so far; see connectors.New).",
 		Field: func(c *Config) any { return &c.SourceKind }},
-	{Name: EnvSourceURL, Functions: []string{Expander}, Required: true, Doc: "Base URL of the source API (a Salesforce instance URL).",
+	{Name: EnvSourceURL, Functions: []string{Expander}, Doc: "The deployment's one source, for tenants with no connection of their own: a Salesforce instance URL (empty: every tenant needs a connection; see oncesync-ops tenants connect).",
 		Field: func(c *Config) any { return &c.SourceURL }},
-	{Name: EnvSourceToken, Functions: []string{Expander}, Secret: true, Required: true, Doc: "Bearer token for the source API (Secret Manager).",
+	{Name: EnvSourceToken, Functions: []string{Expander}, Secret: true, Doc: "Bearer token of the deployment's one source (Secret Manager; with " + EnvSourceURL + ").",
 		Field: func(c *Config) any { return &c.SourceToken }},
+	{Name: EnvKeyset, Functions: []string{Expander}, Doc: "The tink keyset that seals tenants' credentials in connections/{tenant}: a file, cleartext for local runs, or encrypted by " + EnvKeysetKMS + " (empty: tenants have no connections, the deployment's one source serves all).",
+		Field: func(c *Config) any { return &c.Keyset }},
+	{Name: EnvKeysetKMS, Functions: []string{Expander}, Doc: "The Cloud KMS key (gcp-kms://projects/…/cryptoKeys/…) that encrypts " + EnvKeyset + " (empty: the keyset is cleartext, for local runs only).",
+		Field: func(c *Config) any { return &c.KeysetKMS }},
 	{Name: EnvPageSize, Functions: []string{Expander}, Default: "2000", Min: "1", Doc: "Records per source page requested (the connector checks its own bounds, Salesforce's are 200..2000).",
 		Field: func(c *Config) any { return &c.PageSize }},
 	{Name: EnvChunkSize, Functions: []string{Scheduler}, Default: "500", Min: "1", Max: strconv.Itoa(MaxChunkSize), Tuned: true, Doc: "Chunk size for sync settings that do not set one.",
@@ -165,6 +171,8 @@ type Config struct {
 	SourceKind     string
 	SourceURL      string
 	SourceToken    string
+	Keyset         string // the credentials keyset's file
+	KeysetKMS      string // the KMS key that encrypts it
 	PageSize       int
 	ChunkSize      int
 	Lease          time.Duration
@@ -317,6 +325,10 @@ func Load(fn string, getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("config: %s is required for %s", v.Name, orAll(fn)))
 		}
 	}
+	if fn == Expander && c.Keyset == "" && c.SourceURL == "" {
+		errs = append(errs, fmt.Errorf("config: the Expander needs %s (each tenant's own connection) or %s and %s (one source for every tenant)",
+			EnvKeyset, EnvSourceURL, EnvSourceToken))
+	}
 	if err := errors.Join(append(errs, c.Validate())...); err != nil {
 		return Config{}, err
 	}
@@ -345,6 +357,9 @@ func (c Config) Validate() error {
 		if err := v.Within(value); err != nil {
 			errs = append(errs, fmt.Errorf("config: %s=%s: %w", v.Name, value, err))
 		}
+	}
+	if (c.SourceURL == "") != (c.SourceToken == "") {
+		errs = append(errs, fmt.Errorf("config: %s and %s go together", EnvSourceURL, EnvSourceToken))
 	}
 	if c.KeyRetention < c.Lease {
 		errs = append(errs, fmt.Errorf("config: key retention %v shorter than the lease %v", c.KeyRetention, c.Lease))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/tink-crypto/tink-go-gcpkms/v2/integration/gcpkms"
 	"github.com/tink-crypto/tink-go/v2/aead"
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
@@ -89,4 +90,48 @@ func fromHandle(h *keyset.Handle) (*Keyset, error) {
 		return nil, fmt.Errorf("connection: aead: %w", err)
 	}
 	return &Keyset{a: a}, nil
+}
+
+// LoadKeyset reads the keyset at path: encrypted by the Cloud KMS key kmsKey (gcp-kms://…), as
+// deployed, or cleartext when kmsKey is empty (local runs). The KMS path has no emulator to be
+// tested against; it is tink's own client (tink-go-gcpkms).
+func LoadKeyset(ctx context.Context, path, kmsKey string) (*Keyset, error) {
+	if kmsKey == "" {
+		return LoadLocal(path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("connection: keyset: %w", err)
+	}
+	client, err := gcpkms.NewClientWithOptions(ctx, "gcp-kms://")
+	if err != nil {
+		return nil, fmt.Errorf("connection: KMS client: %w", err)
+	}
+	kek, err := client.GetAEAD(kmsKey)
+	if err != nil {
+		return nil, fmt.Errorf("connection: KMS key %s: %w", kmsKey, err)
+	}
+	return LoadKMS(ctx, b, kek)
+}
+
+// NewEncrypted makes a new keyset and returns it encrypted by the Cloud KMS key kmsKey
+// (gcp-kms://…), as JSON: what the deployment's keyset secret holds.
+func NewEncrypted(ctx context.Context, kmsKey string) ([]byte, error) {
+	client, err := gcpkms.NewClientWithOptions(ctx, "gcp-kms://")
+	if err != nil {
+		return nil, fmt.Errorf("connection: KMS client: %w", err)
+	}
+	kek, err := client.GetAEAD(kmsKey)
+	if err != nil {
+		return nil, fmt.Errorf("connection: KMS key %s: %w", kmsKey, err)
+	}
+	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return nil, fmt.Errorf("connection: new keyset: %w", err)
+	}
+	var b bytes.Buffer
+	if err := h.Write(keyset.NewJSONWriter(&b), kek); err != nil {
+		return nil, fmt.Errorf("connection: encrypt keyset: %w", err)
+	}
+	return b.Bytes(), nil
 }

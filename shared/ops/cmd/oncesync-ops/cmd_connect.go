@@ -9,13 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/connection"
+	"github.com/oncesync/oncesync/shared/ops/cli"
 	"github.com/oncesync/oncesync/shared/ops/settings"
 )
-
-// EnvKeyset names the keyset that seals credentials (a cleartext local keyset: local runs and the
-// demo; see docs/deploy.md for production's KMS-encrypted one).
-const EnvKeyset = "ONCESYNC_KEYSET"
 
 const connectUsage = `usage: oncesync-ops tenants connect ID --client-id K --username U --key-file F [--login-url L] [flags]
        oncesync-ops tenants connect ID --client-id K --refresh-token-file F|- [--login-url L] [flags]
@@ -41,13 +39,14 @@ func runConnect(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	cloud := auditCloudFlags(fs)
 	var r settings.Connect
-	var keyFile, rtFile, keyset, reason string
+	var keyFile, rtFile, keyset, kmsKey, reason string
 	fs.StringVar(&r.LoginURL, "login-url", "https://login.salesforce.com", "connect: https://login.salesforce.com, https://test.salesforce.com (a sandbox) or your My Domain URL")
 	fs.StringVar(&r.ClientID, "client-id", "", "connect: the connected app's consumer key")
 	fs.StringVar(&r.Username, "username", "", "connect, JWT bearer flow: the user the integration acts as")
 	fs.StringVar(&keyFile, "key-file", "", "connect, JWT bearer flow: the PEM private key of the certificate uploaded to the app")
 	fs.StringVar(&rtFile, "refresh-token-file", "", "connect, refresh-token flow: a file holding the refresh token, or - for standard input")
-	fs.StringVar(&keyset, "keyset", getenv(EnvKeyset), "connect: the keyset that seals credentials (from $"+EnvKeyset+" when set)")
+	fs.StringVar(&keyset, "keyset", getenv(config.EnvKeyset), "connect: the keyset file that seals credentials (from $"+config.EnvKeyset+" when set)")
+	fs.StringVar(&kmsKey, "kms-key", getenv(config.EnvKeysetKMS), "connect: the Cloud KMS key that encrypts the keyset (from $"+config.EnvKeysetKMS+" when set; none: a local cleartext keyset)")
 	fs.StringVar(&reason, "reason", "disconnected by an operator", "disconnect: why, shown with the tenant")
 	pos, code, done := parseArgs(fs, connectUsage, args[1:], stderr)
 	if done {
@@ -74,9 +73,9 @@ func runConnect(ctx context.Context, args []string, getenv func(string) string, 
 			return fail(err)
 		}
 		if keyset == "" {
-			return fail(fmt.Errorf("no keyset to seal the credentials: pass --keyset or set %s", EnvKeyset))
+			return fail(fmt.Errorf("no keyset to seal the credentials: pass --keyset or set %s", config.EnvKeyset))
 		}
-		if sealer, err = connection.LoadLocal(keyset); err != nil {
+		if sealer, err = connection.LoadKeyset(ctx, keyset, kmsKey); err != nil {
 			return fail(err)
 		}
 	}
@@ -146,4 +145,48 @@ func connectionLines(w io.Writer, c connection.Connection, err error) {
 		fmt.Fprintf(w, "user:\t%s\n", c.Username)
 	}
 	fmt.Fprintf(w, "connected:\t%s\nlast refresh:\t%s\ncredential:\tsealed (version %d)\n", when(c.ConnectedAt), when(c.LastRefresh), c.Version)
+}
+
+func cmdKeyset() cli.Command {
+	return cli.Command{
+		Summary: "make the keyset that seals tenants' credentials: keyset create --kms-key gcp-kms://… | --local",
+		Run: func(ctx context.Context, args []string) int {
+			return runKeyset(ctx, args, os.Stdout, os.Stderr)
+		},
+	}
+}
+
+const keysetUsage = `usage: oncesync-ops keyset create --kms-key gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K
+       oncesync-ops keyset create --local
+
+Writes a new tink AEAD keyset (AES256-GCM) to standard output: encrypted by the Cloud KMS key
+(terraform output credentials_kms_key), for the deployment's keyset secret; or, with --local, in
+the clear, for local runs only (ONCESYNC_KEYSET). Exit code 0: done; 2: could not.`
+
+func runKeyset(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	_, fs, code, done := subcommand("keyset", keysetUsage, []string{"create"}, args, stderr)
+	if done {
+		return code
+	}
+	kmsKey := fs.String("kms-key", "", "the Cloud KMS key that encrypts the keyset (gcp-kms://…)")
+	local := fs.Bool("local", false, "write the keyset in the clear, for local runs")
+	if _, code, done := parseArgs(fs, keysetUsage, args[1:], stderr); done {
+		return code
+	}
+	var out []byte
+	var err error
+	switch {
+	case (*kmsKey == "") == !*local:
+		err = errors.New("name the KMS key (--kms-key) or ask for a local keyset (--local), one of them")
+	case *local:
+		_, out, err = connection.NewLocal()
+	default:
+		out, err = connection.NewEncrypted(ctx, *kmsKey)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "oncesync-ops keyset create: %v\n", err)
+		return exitCannot
+	}
+	_, _ = stdout.Write(out)
+	return exitClean
 }

@@ -129,3 +129,28 @@ func TestConnectShowDisconnect(t *testing.T) {
 		t.Errorf("show after disconnect:\n%s", show.String())
 	}
 }
+
+// keyset create --local writes a keyset that seals and opens; asking for both or neither kind is
+// refused.
+func TestKeysetCreate(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runKeyset(t.Context(), []string{"create", "--local"}, &out, &errb); code != exitClean {
+		t.Fatalf("keyset create --local: exit %d: %s", code, errb.String())
+	}
+	path := filepath.Join(t.TempDir(), "keyset.json")
+	if err := os.WriteFile(path, out.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, err := connection.LoadLocal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sealed, err := k.Seal([]byte("x"), []byte("ad")); err != nil || len(sealed) == 0 {
+		t.Errorf("seal: %v", err)
+	}
+	for _, args := range [][]string{{"create"}, {"create", "--local", "--kms-key", "gcp-kms://x"}} {
+		if code := runKeyset(t.Context(), args, &bytes.Buffer{}, &bytes.Buffer{}); code != exitCannot {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+}

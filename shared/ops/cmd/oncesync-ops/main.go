@@ -17,6 +17,7 @@ func commands() map[string]cli.Command {
 		// Each subcommand lives in cmd_<name>.go.
 		"audit":       cmdAudit(),
 		"deadletters": cmdDeadLetters(),
+		"keyset":      cmdKeyset(),
 		"settings":    cmdSettings(),
 		"tenants":     cmdTenants(),
 	}
