@@ -20,6 +20,7 @@ locals {
     "oncesync.job.lag"                     = { title = "Job lag, tick to COMPLETED", group_by = [] }
     "oncesync.jobs.stuck"                  = { title = "Unfinished Jobs past the stuck bound", group_by = [] }
     "oncesync.chunks.in_flight"            = { title = "Chunks planned, not yet imported", group_by = [] }
+    "oncesync.tenants.disconnected"        = { title = "Searches paused: tenant disconnected", group_by = [] }
   }
 }
 
@@ -170,4 +171,32 @@ resource "google_monitoring_dashboard" "oncesync" {
       }]
     }
   })
+}
+
+resource "google_monitoring_alert_policy" "tenant_disconnected" {
+  project               = var.project
+  display_name          = "${var.name_prefix}: a tenant is disconnected"
+  combiner              = "OR"
+  notification_channels = var.notification_channels
+  severity              = "ERROR"
+
+  conditions {
+    display_name = "searches paused because a tenant's connection cannot authenticate"
+    condition_threshold {
+      filter          = "metric.type=\"${local.metric}/oncesync.tenants.disconnected\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "A tenant's connection stopped working (consent revoked, user deactivated, app removed, a permission missing, an interrupted refresh). Its Jobs are paused, nothing is lost. `oncesync-ops tenants show TENANT` says why; fix it and run `oncesync-ops tenants connect TENANT …`: the next recovery sweep resumes every paused Job (docs/operations.md, Disconnected tenants)."
+  }
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/telemetry"
+
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/logging"
 	"github.com/oncesync/oncesync/shared/model"
@@ -118,6 +120,9 @@ func (x *expansion) finish(ctx context.Context) error {
 		return err
 	}
 	x.job = job // the facts stay as read: a plan recorded here is not a Job finished before
+	if recorded && job.Status == model.JobCompleted {
+		telemetry.MetricsFrom(ctx).JobCompleted(ctx, job.CreatedAt, job.CompletedAt) // nothing to import: completed with its plan
+	}
 	if recorded {
 		logging.From(ctx).Info("chunk plan complete", slog.String(logging.Event, "job_planned"), slog.Int("chunks", job.ChunkCount),
 			slog.Int("records", job.RecordCount), slog.Int("invalid", job.InvalidCount), slog.Int("slices", job.SliceCount), slog.String("status", string(job.Status)))

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/oncesync/oncesync/shared/telemetry"
+
 	"github.com/oncesync/oncesync/shared/bus"
 	"github.com/oncesync/oncesync/shared/delivery"
 	"github.com/oncesync/oncesync/shared/idem"
@@ -58,6 +60,7 @@ func (x *expansion) disconnect(ctx context.Context) error {
 	if err := x.h.cfg.Jobs.PauseJob(ctx, x.job.ID, reason); err != nil {
 		return err
 	}
+	telemetry.MetricsFrom(ctx).Disconnected(ctx)
 	logging.From(ctx).Warn("search paused: the tenant is disconnected", slog.String(logging.Event, "disconnected_paused"),
 		slog.Int("slice", x.em.Slice), slog.Int("chunkMessages", x.pub.sent))
 	return &idem.HandOff{Reason: reason + "; paused until the tenant is connected again"}

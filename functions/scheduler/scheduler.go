@@ -240,7 +240,10 @@ func (h *Handler) expandMessages(ctx context.Context, j model.Job) ([]bus.Messag
 	}
 	start := model.StartableSlices(slices, j.SearchSlots)
 	if len(start) == 0 {
-		_, _, err := h.cfg.Store.FinishPlan(ctx, j.ID)
+		job, recorded, err := h.cfg.Store.FinishPlan(ctx, j.ID)
+		if err == nil && recorded && job.Status == model.JobCompleted {
+			telemetry.MetricsFrom(ctx).JobCompleted(ctx, job.CreatedAt, job.CompletedAt) // nothing to import
+		}
 		return nil, err
 	}
 	msgs := make([]bus.Message, len(start))

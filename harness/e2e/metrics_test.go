@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/firestore"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -41,6 +42,25 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		}
 		return sim.Plan{}
 	}})
+	// A disconnected tenant: the next tick's Jobs pause (oncesync.tenants.disconnected); once it
+	// is connected again, the sweep completes them.
+	setState := func(state string) {
+		t.Helper()
+		if _, err := w.FS.Collection(model.Tenants).Doc("acme").Update(ctx, []firestore.Update{
+			{Path: "connection", Value: model.ConnectionState{State: state, Reason: "test: consent revoked", ChangedAt: w.Clock.Now()}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setState(model.Disconnected)
+	w.Clock.Advance(time.Hour)
+	tick(t, w.Env, "t2")
+	if _, err := w.Drain(ctx, sim.Policy{}, 100); err != nil {
+		t.Fatal(err)
+	}
+	setState(model.Connected)
+	w.expect.MaxSearches = func(string) int { return 1 }
+	w.settle(t, sim.Policy{})
 
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(ctx, &rm); err != nil {
@@ -95,6 +115,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		{telemetry.MetricLeasesTakenOver, sum(telemetry.MetricLeasesTakenOver, attribute.String("oncesync.scope", "expand")), func(n int64) bool { return n >= 1 }, ">= 1 (the copy past the lease)"},
 		{telemetry.MetricFencingRejections, sum(telemetry.MetricFencingRejections, attribute.String("oncesync.scope", "expand")), func(n int64) bool { return n >= 1 }, ">= 1 (the zombie's next write)"},
 		{telemetry.MetricSourceRequests, sum(telemetry.MetricSourceRequests, attribute.Int("http.response.status_code", 200)), func(n int64) bool { return n >= 3 }, ">= 3 (a count and pages)"},
+		{telemetry.MetricDisconnected, sum(telemetry.MetricDisconnected), func(n int64) bool { return n >= 2 }, ">= 2 (t2's two Jobs paused)"},
 	} {
 		if !c.want(c.got) {
 			t.Errorf("%s = %d, want %s", c.name, c.got, c.says)

@@ -32,6 +32,7 @@ const (
 	MetricJobLag            = "oncesync.job.lag"
 	MetricJobsStuck         = "oncesync.jobs.stuck"
 	MetricChunksInFlight    = "oncesync.chunks.in_flight"
+	MetricDisconnected      = "oncesync.tenants.disconnected"
 )
 
 // MetricDoc is one metric's description and unit.
@@ -54,6 +55,7 @@ var MetricDocs = []MetricDoc{
 	{MetricJobLag, "s", "From a Job's creation (its tick) to COMPLETED."},
 	{MetricJobsStuck, "{job}", "Unfinished Jobs older than the stuck bound, counted by each tick's recovery sweep."},
 	{MetricChunksInFlight, "{chunk}", "Chunks written to a plan and not yet imported (summed over instances)."},
+	{MetricDisconnected, "{search}", "Searches paused because their tenant's connection cannot authenticate (a refresh refused, a credential missing, a permission lacking): the tenant is disconnected, its Jobs wait for it to be connected again."},
 }
 
 // Metrics are oncesync's instruments. A nil *Metrics records nothing: code below the Gate takes
@@ -62,7 +64,7 @@ type Metrics struct {
 	consumed                                  metric.Int64Counter
 	duration                                  metric.Float64Histogram
 	imported, unchanged, tombstoned, takeover metric.Int64Counter
-	fenced, dead, requests                    metric.Int64Counter
+	fenced, dead, requests, disconnected      metric.Int64Counter
 	budget, stuck                             metric.Int64Gauge
 	lag                                       metric.Float64Histogram
 	inFlight                                  metric.Int64UpDownCounter
@@ -97,7 +99,7 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 		imported: counter(MetricRecordsImported), unchanged: counter(MetricRecordsUnchanged), tombstoned: counter(MetricRecordsTombstoned),
 		takeover: counter(MetricLeasesTakenOver), fenced: counter(MetricFencingRejections), dead: counter(MetricDeadLetters),
 		requests: counter(MetricSourceRequests), budget: gauge(MetricAPIBudgetLeft), stuck: gauge(MetricJobsStuck),
-		lag: seconds(MetricJobLag),
+		lag: seconds(MetricJobLag), disconnected: counter(MetricDisconnected),
 	}
 	var err error
 	out.inFlight, err = m.Int64UpDownCounter(MetricChunksInFlight, metric.WithUnit("{chunk}"), metric.WithDescription(doc[MetricChunksInFlight].Description))
@@ -179,6 +181,13 @@ func (m *Metrics) SourceRequest(ctx context.Context, status int, left int, known
 func (m *Metrics) JobCompleted(ctx context.Context, created, completed time.Time) {
 	if m != nil && !created.IsZero() {
 		m.lag.Record(ctx, completed.Sub(created).Seconds())
+	}
+}
+
+// Disconnected records a search paused because its tenant is disconnected.
+func (m *Metrics) Disconnected(ctx context.Context) {
+	if m != nil {
+		m.disconnected.Add(ctx, 1)
 	}
 }
 
