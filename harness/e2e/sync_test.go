@@ -14,6 +14,7 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/idem"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
 )
 
 // record reads the target record of one external ID of a setting.
@@ -192,6 +193,15 @@ func TestAMissingPermissionDisconnectsTheTenantAndReconnectingResumes(t *testing
 	}
 	if dls, err := w.DeadLetters(ctx); err != nil || len(dls) != 0 {
 		t.Errorf("dead letters %v, %v; a disconnected tenant is paused, not failed", dls, err)
+	}
+	// The audit says why.
+	a := audit.New(w.FS)
+	a.Now = w.Clock.Now
+	trep, err := a.Tenant(ctx, "acme", time.Time{}, time.Time{})
+	var text strings.Builder
+	if err != nil || trep.WriteText(&text) != nil || !strings.Contains(text.String(), "CONNECTION  disconnected since") ||
+		!strings.Contains(text.String(), "View Setup and Configuration") {
+		t.Errorf("audit tenant (%v):\n%s", err, text.String())
 	}
 	keys, err := w.FS.Collection(model.Keys).Where("state", "==", idem.InProgress).Documents(ctx).GetAll()
 	if err != nil {

@@ -41,6 +41,9 @@ type TenantInfo struct {
 	Found   bool   `json:"found"`
 	Name    string `json:"name,omitempty"`
 	Enabled bool   `json:"enabled"`
+	// Connection is the state of its source connection: disconnected, with why and since when,
+	// when its Jobs are paused for it.
+	Connection *model.ConnectionState `json:"connection,omitempty"`
 }
 
 // JobSummary is one line per Job of a tenant audit.
@@ -113,7 +116,7 @@ func (a *Auditor) Tenant(ctx context.Context, id string, since, until time.Time)
 		if err := snap.DataTo(&t); err != nil {
 			return rep, fmt.Errorf("audit: tenant %q: decode: %w", id, err)
 		}
-		rep.Tenant = TenantInfo{ID: id, Found: true, Name: t.Name, Enabled: t.Enabled}
+		rep.Tenant = TenantInfo{ID: id, Found: true, Name: t.Name, Enabled: t.Enabled, Connection: t.Connection}
 	}
 
 	ids, inRange, err := a.tenantJobs(ctx, &rd, id, since, until)

@@ -68,6 +68,9 @@ func row(cells ...any) string {
 	return strings.Join(s, "\t")
 }
 
+// oneLineText is s on one line, as a table cell is.
+func oneLineText(s string) string { return strings.Join(strings.Fields(lineBreaks.Replace(s)), " ") }
+
 var lineBreaks = strings.NewReplacer("\r\n", " ⏎ ", "\n", " ⏎ ", "\r", " ⏎ ")
 
 func (t *textWriter) findings(list []Finding, omitted map[string]int, clean string) {
@@ -349,6 +352,10 @@ func (r TenantReport) WriteText(w io.Writer) error {
 		until = ts(r.Until)
 	}
 	t.printf("AUDIT  tenant %s (%s): Jobs created from %s to %s, and unfinished Jobs of any age\n", r.Tenant.ID, state, since, until)
+	if c := r.Tenant.Connection; c != nil && c.State == model.Disconnected {
+		t.printf("CONNECTION  disconnected since %s: %s\n  its Jobs are paused, nothing is lost: fix the cause, then oncesync-ops tenants connect %s\n",
+			ts(c.ChangedAt), oneLineText(c.Reason), r.Tenant.ID)
+	}
 	t.findings(r.Findings, r.Omitted, "nothing imported twice, nothing lost, nothing stuck")
 
 	tt := r.Totals
