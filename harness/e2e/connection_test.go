@@ -1,18 +1,23 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/firestore"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/harness/fixture"
@@ -20,7 +25,9 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/connection"
 	"github.com/oncesync/oncesync/shared/model"
+	"github.com/oncesync/oncesync/shared/ops/audit"
 	"github.com/oncesync/oncesync/shared/source/connectors"
+	"github.com/oncesync/oncesync/shared/telemetry"
 )
 
 // Two tenants on two orgs, imported side by side, each through its own connection: acme with the
@@ -34,10 +41,13 @@ func TestTwoTenantsOnTwoOrgsEachThroughItsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pool *connectors.Pool
-	w := &world{Env: sim.New(t, sim.Options{Start: simStart, PageSize: 50, Sources: func(fs *firestore.Client, cfg config.Config) expander.Sources {
-		pool = &connectors.Pool{Connections: connection.Store{FS: fs, Sealer: keys}, Config: cfg}
-		return pool
-	}})}
+	var logs bytes.Buffer
+	spans := tracetest.NewSpanRecorder()
+	w := &world{Env: sim.New(t, sim.Options{Start: simStart, PageSize: 50, Log: &syncWriter{w: &logs},
+		Traces: telemetry.FromSDK(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))), Sources: func(fs *firestore.Client, cfg config.Config) expander.Sources {
+			pool = &connectors.Pool{Connections: connection.Store{FS: fs, Sealer: keys}, Config: cfg}
+			return pool
+		}})}
 	ctx := t.Context()
 	login := fixture.NewLogin(fixture.LoginOptions{Now: w.Clock.Now, SessionTimeout: 2 * time.Minute, Rotate: true})
 	ls := httptest.NewServer(login)
@@ -46,6 +56,7 @@ func TestTwoTenantsOnTwoOrgsEachThroughItsConnection(t *testing.T) {
 	pool.Connections.Now = w.Clock.Now
 
 	type tenant struct{ id, org, user, client, object string }
+	var acmeKey []byte
 	tenants := []tenant{
 		{"acme", "00DA", "int@acme.example", "app-acme", "Contact"},
 		{"globex", "00DB", "int@globex.example", "app-globex", "Contact"},
@@ -80,7 +91,8 @@ func TestTwoTenantsOnTwoOrgsEachThroughItsConnection(t *testing.T) {
 			der, _ := x509.MarshalPKCS8PrivateKey(key)
 			login.RegisterApp(fixture.App{ClientID: tn.client, Key: &key.PublicKey})
 			login.AddUser(tn.user, tn.org, tn.client)
-			c.Method, c.Username, cred = connection.MethodJWT, tn.user, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+			acmeKey = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+			c.Method, c.Username, cred = connection.MethodJWT, tn.user, acmeKey
 		} else {
 			login.RegisterApp(fixture.App{ClientID: tn.client})
 			login.AddUser(tn.user, tn.org)
@@ -160,4 +172,60 @@ func TestTwoTenantsOnTwoOrgsEachThroughItsConnection(t *testing.T) {
 	if rep.Completed != rep.Jobs {
 		t.Errorf("after reconnecting: %s", rep)
 	}
+
+	// No secret in anything captured: the functions' log lines, the spans, the dead letters, the
+	// connections' documents as stored, the audit of both tenants.
+	var captured strings.Builder
+	captured.WriteString(logs.String())
+	for _, s := range spans.Ended() {
+		captured.WriteString(s.Name())
+		for _, a := range s.Attributes() {
+			captured.WriteString(" " + a.Value.Emit())
+		}
+		for _, e := range s.Events() {
+			for _, a := range e.Attributes {
+				captured.WriteString(" " + a.Value.Emit())
+			}
+		}
+		captured.WriteString(" " + s.Status().Description + "\n")
+	}
+	dls, _ := w.DeadLetters(ctx)
+	for _, d := range dls {
+		fmt.Fprintf(&captured, "%+v\n", d)
+	}
+	docs, _ := w.FS.Collection(model.Connections).Documents(ctx).GetAll()
+	for _, d := range docs {
+		fmt.Fprintf(&captured, "%v\n", d.Data())
+	}
+	for _, tn := range tenants {
+		a := audit.New(w.FS)
+		a.Now = w.Clock.Now
+		rep, err := a.Tenant(ctx, tn.id, time.Time{}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = rep.WriteText(&captured)
+	}
+	if logs.Len() == 0 || len(spans.Ended()) == 0 {
+		t.Fatal("nothing was captured: the check would pass on nothing")
+	}
+	planted := append(login.Secrets(), string(acmeKey[40:90]))
+	for _, secret := range planted {
+		if strings.Contains(captured.String(), secret) {
+			t.Errorf("a secret (%.12s…) appears in the captured output", secret)
+		}
+	}
+	t.Logf("%d secrets checked against %d bytes of logs, spans, dead letters, stored connections and audits", len(planted), captured.Len())
+}
+
+// syncWriter serializes writes from concurrent deliveries.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
