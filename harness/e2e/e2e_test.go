@@ -49,7 +49,7 @@ func newWorld(t *testing.T, n, chunkSize int, seed int64, opts sim.Options) *wor
 }
 
 // settle drains, sweeps until every Job is finished, and runs the checkers.
-func (w *world) settle(t *testing.T, p sim.Policy) (sim.Stats, sim.Report) {
+func (w *world) settle(t testing.TB, p sim.Policy) (sim.Stats, sim.Report) {
 	t.Helper()
 	ctx := t.Context()
 	stats, err := w.SettleAll(ctx, p, 3)
@@ -68,7 +68,7 @@ func (w *world) settle(t *testing.T, p sim.Policy) (sim.Stats, sim.Report) {
 	return stats, rep
 }
 
-func tick(t *testing.T, e *sim.Env, id string) {
+func tick(t testing.TB, e *sim.Env, id string) {
 	t.Helper()
 	if err := e.Tick(t.Context(), id); err != nil {
 		t.Fatal(err)
