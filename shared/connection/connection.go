@@ -155,6 +155,15 @@ func (s Store) Credential(c Connection) (Credential, error) {
 	return Credential(b), nil
 }
 
+// Restore puts back a connection as it was read (its credential still sealed): what a refused
+// reconnection leaves.
+func (s Store) Restore(ctx context.Context, c Connection) error {
+	if _, err := s.ref(c.TenantID).Set(ctx, c); err != nil {
+		return fmt.Errorf("connection: restore %s: %w", c.TenantID, err)
+	}
+	return nil
+}
+
 // Disconnect deletes the tenant's connection: its credential is gone.
 func (s Store) Disconnect(ctx context.Context, tenant string) error {
 	if _, err := s.ref(tenant).Delete(ctx); err != nil {

@@ -68,6 +68,10 @@ func (a Admin) Connect(ctx context.Context, sealer connection.Sealer, r Connect)
 	c := connection.Connection{TenantID: r.Tenant, Connector: "salesforce", LoginURL: r.LoginURL, ClientID: r.ClientID, Username: r.Username}
 	cfg := salesforce.OAuthConfig{LoginURL: r.LoginURL, ClientID: r.ClientID, HTTPClient: r.HTTPClient, Now: a.Now}
 	cred := r.RefreshToken
+	old, oldErr := store.Get(ctx, r.Tenant) // what a refused attempt must leave as it was
+	if oldErr != nil && !errors.Is(oldErr, connection.ErrNoConnection) {
+		return c, oldErr
+	}
 	if r.RefreshToken.Empty() {
 		c.Method, cred = connection.MethodJWT, r.Key
 		cfg.Username, cfg.PrivateKey = r.Username, r.Key.Reveal()
@@ -85,8 +89,12 @@ func (a Admin) Connect(ctx context.Context, sealer connection.Sealer, r Connect)
 		return c, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if _, err := auth.Token(ctx); err != nil {
-		if c.Method == connection.MethodRefresh {
-			_ = store.Disconnect(ctx, r.Tenant) // a refused token is not kept
+		if c.Method == connection.MethodRefresh { // a refused token is not kept; the earlier connection stays
+			if oldErr == nil {
+				_ = store.Restore(ctx, old)
+			} else {
+				_ = store.Disconnect(ctx, r.Tenant)
+			}
 		}
 		return c, fmt.Errorf("tenant %q: the org refused the credentials: %w", r.Tenant, err)
 	}

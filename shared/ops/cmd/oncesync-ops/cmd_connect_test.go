@@ -111,8 +111,11 @@ func TestConnectShowDisconnect(t *testing.T) {
 			t.Errorf("%q: exit %d, want 2 and %q:\n%s%s", c.args, code, c.want, out, errs)
 		}
 	}
-	// The refused connect left acme's good connection as it was.
-	if c, err := (settings.Admin{FS: fs}).Connection(ctx, "acme"); err != nil || c.Username != "int@acme.example" {
+	// The refused connects left acme's good connection as it was, a refused refresh token too.
+	if code, _, _ := run("not-a-refresh-token", "connect", "acme", "--client-id", "app", "--refresh-token-file", "-"); code != exitCannot {
+		t.Errorf("a refused refresh token: exit %d, want 2", code)
+	}
+	if c, err := (settings.Admin{FS: fs}).Connection(ctx, "acme"); err != nil || c.Username != "int@acme.example" || c.Method != connection.MethodJWT {
 		t.Errorf("acme's connection after refused attempts: %+v, %v", c, err)
 	}
 
