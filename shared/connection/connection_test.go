@@ -14,6 +14,7 @@ import (
 
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/harness/fixture"
+	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/connection"
 	"github.com/oncesync/oncesync/shared/source"
 	"github.com/oncesync/oncesync/shared/source/salesforce"
@@ -57,28 +58,15 @@ func TestCredentialsAreSealedPerTenantAndNeverPrinted(t *testing.T) {
 // rig is a login host with rotation, a tenant connected with a refresh token, and a clock for the
 // refresher lease.
 type rig struct {
+	*sim.Clock
 	login    *fixture.Login
 	loginURL string
 	store    connection.Store
-	mu       sync.Mutex
-	now      time.Time
-}
-
-func (r *rig) Now() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.now
-}
-
-func (r *rig) advance(d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.now = r.now.Add(d)
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	r := &rig{Clock: sim.NewClock(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))}
 	r.login = fixture.NewLogin(fixture.LoginOptions{Rotate: true, Now: r.Now})
 	srv := httptest.NewServer(r.login)
 	t.Cleanup(srv.Close)
@@ -202,7 +190,7 @@ func TestACrashAfterTheExchangeDisconnectsWithThatReason(t *testing.T) {
 		_, _ = r.instance(t, crashing).Token(t.Context())
 		t.Error("the crash did not happen")
 	}()
-	r.advance(2 * time.Minute) // the crashed refresher's lease runs out
+	r.Advance(2 * time.Minute) // the crashed refresher's lease runs out
 	_, err := r.instance(t, keeper).Token(t.Context())
 	if !source.IsDisconnected(err) || !strings.Contains(err.Error(), "interrupted after its exchange") || !strings.Contains(err.Error(), "invalid_grant") {
 		t.Fatalf("after the crash: %v; want disconnected, saying a refresh was interrupted", err)

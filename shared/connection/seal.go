@@ -103,6 +103,15 @@ func LoadKeyset(ctx context.Context, path, kmsKey string) (*Keyset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connection: keyset: %w", err)
 	}
+	kek, err := kmsAEAD(ctx, kmsKey)
+	if err != nil {
+		return nil, err
+	}
+	return LoadKMS(ctx, b, kek)
+}
+
+// kmsAEAD is the Cloud KMS key kmsKey (gcp-kms://…) as a key-encryption AEAD.
+func kmsAEAD(ctx context.Context, kmsKey string) (tink.AEAD, error) {
 	client, err := gcpkms.NewClientWithOptions(ctx, "gcp-kms://")
 	if err != nil {
 		return nil, fmt.Errorf("connection: KMS client: %w", err)
@@ -111,19 +120,15 @@ func LoadKeyset(ctx context.Context, path, kmsKey string) (*Keyset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connection: KMS key %s: %w", kmsKey, err)
 	}
-	return LoadKMS(ctx, b, kek)
+	return kek, nil
 }
 
 // NewEncrypted makes a new keyset and returns it encrypted by the Cloud KMS key kmsKey
 // (gcp-kms://…), as JSON: what the deployment's keyset secret holds.
 func NewEncrypted(ctx context.Context, kmsKey string) ([]byte, error) {
-	client, err := gcpkms.NewClientWithOptions(ctx, "gcp-kms://")
+	kek, err := kmsAEAD(ctx, kmsKey)
 	if err != nil {
-		return nil, fmt.Errorf("connection: KMS client: %w", err)
-	}
-	kek, err := client.GetAEAD(kmsKey)
-	if err != nil {
-		return nil, fmt.Errorf("connection: KMS key %s: %w", kmsKey, err)
+		return nil, err
 	}
 	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
 	if err != nil {
