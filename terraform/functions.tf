@@ -132,6 +132,7 @@ resource "google_cloudfunctions2_function" "expander" {
       ONCESYNC_SEARCH_CONCURRENCY = tostring(var.search_concurrency)
       ONCESYNC_PARALLEL_AFTER     = "${var.parallel_search_after_ms}ms"
       ONCESYNC_KEYSET             = "/etc/oncesync/keyset/keyset.json"
+      ONCESYNC_TOKEN_MAX_AGE      = "${var.token_max_age_minutes}m"
       ONCESYNC_KEYSET_KMS_KEY     = "gcp-kms://${google_kms_crypto_key.credentials.id}"
     })
 

@@ -430,3 +430,13 @@ variable "operators" {
   type        = list(string)
   default     = []
 }
+
+variable "token_max_age_minutes" {
+  description = "A tenant's access token this old is refreshed before it is used: under the shortest session timeout of the tenants' orgs (15 minutes is Salesforce's shortest). A token refused sooner is refreshed at once."
+  type        = number
+  default     = 15
+  validation {
+    condition     = var.token_max_age_minutes >= 1 && var.token_max_age_minutes <= 1440 && floor(var.token_max_age_minutes) == var.token_max_age_minutes
+    error_message = "token_max_age_minutes must be a whole number in 1..1440."
+  }
+}

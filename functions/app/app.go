@@ -248,7 +248,7 @@ func (e *Entry) sources(ctx context.Context, cfg config.Config) (Source, expande
 	if err != nil {
 		return nil, nil, err
 	}
-	return src, &connectors.Pool{Connections: connection.Store{FS: e.fs, Sealer: keys}, Config: cfg, Fallback: src}, nil
+	return src, &connectors.Pool{Connections: connection.Store{FS: e.fs, Sealer: keys}, Config: cfg, Fallback: src, MaxTokenAge: cfg.TokenMaxAge}, nil
 }
 
 func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {

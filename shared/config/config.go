@@ -43,6 +43,7 @@ const (
 	EnvSourceToken    = "ONCESYNC_SOURCE_TOKEN"
 	EnvKeyset         = "ONCESYNC_KEYSET"
 	EnvKeysetKMS      = "ONCESYNC_KEYSET_KMS_KEY"
+	EnvTokenMaxAge    = "ONCESYNC_TOKEN_MAX_AGE"
 	EnvPageSize       = "ONCESYNC_PAGE_SIZE"
 	EnvChunkSize      = "ONCESYNC_DEFAULT_CHUNK_SIZE"
 	EnvLease          = "ONCESYNC_LEASE"
@@ -105,6 +106,8 @@ var Vars = []Var{
 		Field: func(c *Config) any { return &c.SourceToken }},
 	{Name: EnvKeyset, Functions: []string{Expander}, Doc: "The tink keyset that seals tenants' credentials in connections/{tenant}: a file, cleartext for local runs, or encrypted by " + EnvKeysetKMS + " (empty: tenants have no connections, the deployment's one source serves all).",
 		Field: func(c *Config) any { return &c.Keyset }},
+	{Name: EnvTokenMaxAge, Functions: []string{Expander}, Default: "15m", Min: "1m", Max: "24h", Doc: "A tenant's access token this old is refreshed before it is used (15m: the shortest session timeout an org can set; a token refused sooner is refreshed at once).",
+		Field: func(c *Config) any { return &c.TokenMaxAge }},
 	{Name: EnvKeysetKMS, Functions: []string{Expander}, Doc: "The Cloud KMS key (gcp-kms://projects/…/cryptoKeys/…) that encrypts " + EnvKeyset + " (empty: the keyset is cleartext, for local runs only).",
 		Field: func(c *Config) any { return &c.KeysetKMS }},
 	{Name: EnvPageSize, Functions: []string{Expander}, Default: "2000", Min: "1", Doc: "Records per source page requested (the connector checks its own bounds, Salesforce's are 200..2000).",
@@ -173,6 +176,7 @@ type Config struct {
 	SourceToken    string
 	Keyset         string // the credentials keyset's file
 	KeysetKMS      string // the KMS key that encrypts it
+	TokenMaxAge    time.Duration
 	PageSize       int
 	ChunkSize      int
 	Lease          time.Duration
