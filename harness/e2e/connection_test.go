@@ -145,8 +145,10 @@ func twoOrgs(t testing.TB, mutate sourcesMutation) {
 				issued += v
 			}
 		}
-		if issued < 2 || stats[org]["session expired"] == 0 {
-			t.Errorf("org %s: %v; want its sessions to have ended and its tokens refreshed", org, stats[org])
+		// Sessions of 2 simulated minutes over an import of several: refreshed several times,
+		// ahead of their introspected expiry or when refused.
+		if issued < 3 {
+			t.Errorf("org %s: %v; want its tokens refreshed as its sessions ran out", org, stats[org])
 		}
 	}
 	if c, err := pool.Connections.Get(ctx, "globex"); err != nil || c.Version < 2 {

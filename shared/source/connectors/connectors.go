@@ -155,7 +155,8 @@ func (p *Pool) Open(ctx context.Context, t model.Tenant) (source.Source, error) 
 // openSalesforce builds a tenant's Salesforce client: OAuth with the connection's flow, on the
 // connection's instance (or the one the first token answer names).
 func openSalesforce(ctx context.Context, p *Pool, conn connection.Connection) (source.Source, error) {
-	cfg := salesforce.OAuthConfig{LoginURL: conn.LoginURL, ClientID: conn.ClientID, MaxAge: p.MaxTokenAge, HTTPClient: p.Tuning.HTTPClient}
+	cfg := salesforce.OAuthConfig{LoginURL: conn.LoginURL, ClientID: conn.ClientID, MaxAge: p.MaxTokenAge, HTTPClient: p.Tuning.HTTPClient,
+		Introspect: true}
 	switch conn.Method {
 	case connection.MethodJWT:
 		key, err := p.Connections.Credential(conn)

@@ -2,8 +2,10 @@ package salesforce
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -64,7 +66,12 @@ type OAuthConfig struct {
 	Refresh      RefreshTokens
 	// MaxAge: a token this old is refreshed before it is used (default 15 minutes, the shortest
 	// session timeout an org can set); a refused one is refreshed at once.
-	MaxAge     time.Duration
+	MaxAge time.Duration
+	// Introspect asks the token introspection endpoint, after each refresh, when the token
+	// expires (its exp: the only place Salesforce says so), and refreshes a minute (or a quarter
+	// of a short token's life) before that too. Best effort: without an answer, MaxAge alone
+	// decides.
+	Introspect bool
 	HTTPClient *http.Client     // default http.DefaultClient
 	Now        func() time.Time // default time.Now
 }
@@ -77,6 +84,7 @@ type OAuth struct {
 	mu       sync.Mutex
 	token    string
 	issued   time.Time
+	expires  time.Time // from introspection; zero: unknown
 	instance string
 	stats    OAuthStats
 }
@@ -129,7 +137,8 @@ func NewOAuth(cfg OAuthConfig) (*OAuth, error) {
 func (o *OAuth) Token(ctx context.Context) (string, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.token != "" && o.cfg.Now().Sub(o.issued) < o.cfg.MaxAge {
+	now := o.cfg.Now()
+	if o.token != "" && now.Sub(o.issued) < o.cfg.MaxAge && (o.expires.IsZero() || now.Before(o.expires)) {
 		return o.token, nil
 	}
 	return o.refresh(ctx)
@@ -195,13 +204,46 @@ func (o *OAuth) refresh(ctx context.Context) (string, error) {
 	if t.AccessToken == "" {
 		return "", fmt.Errorf("salesforce: the token answer has no access_token: %w", source.ErrPermanent)
 	}
-	o.token, o.issued = t.AccessToken, o.cfg.Now()
+	o.token, o.issued, o.expires = t.AccessToken, o.cfg.Now(), time.Time{}
 	if inst, ok := t.Extra("instance_url").(string); ok && inst != "" {
 		o.instance = inst
+	}
+	if o.cfg.Introspect {
+		if exp, ok := o.introspect(ctx, t.AccessToken); ok {
+			// Refreshed a minute before it expires, or a quarter of its life for a short one.
+			o.expires = exp.Add(-min(time.Minute, exp.Sub(o.issued)/4))
+		}
 	}
 	o.stats.Refreshes++
 	o.stats.LastRefresh = o.issued
 	return o.token, nil
+}
+
+// introspect asks when token expires: POST /services/oauth2/introspect, answered with its exp
+// (seconds since the epoch) while it is active.
+func (o *OAuth) introspect(ctx context.Context, token string) (time.Time, bool) {
+	form := url.Values{"token": {token}, "token_type_hint": {"access_token"}, "client_id": {o.cfg.ClientID}}
+	if o.cfg.ClientSecret != "" {
+		form.Set("client_secret", o.cfg.ClientSecret)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.cfg.LoginURL+"/services/oauth2/introspect", strings.NewReader(form.Encode()))
+	if err != nil {
+		return time.Time{}, false
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := o.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Active bool  `json:"active"`
+		Exp    int64 `json:"exp"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&ans) != nil || !ans.Active || ans.Exp <= 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(ans.Exp, 0), true
 }
 
 // tokenError maps a token endpoint's refusal to what it means for the connection, keeping
