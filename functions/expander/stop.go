@@ -2,6 +2,7 @@ package expander
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -18,7 +19,7 @@ import (
 
 // errCheckpoint is how a search stops early, at a checkpoint (the chunks cut so far committed).
 // Why it stopped is in the facts it set: Spent or Down; the step that follows acts on it.
-var errCheckpoint = fmt.Errorf("expander: search stopped at a checkpoint")
+var errCheckpoint = errors.New("expander: search stopped at a checkpoint")
 
 // Poison reasons of a source that refuses for good.
 const (

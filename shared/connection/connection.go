@@ -68,14 +68,13 @@ type Connection struct {
 // Credential is a secret: a private key or a refresh token. It prints as [redacted] everywhere.
 type Credential []byte
 
-func (Credential) String() string                { return "[redacted]" }
-func (Credential) GoString() string              { return "[redacted]" }
-func (Credential) MarshalJSON() ([]byte, error)  { return []byte(`"[redacted]"`), nil }
-func (Credential) LogValue() slog.Value          { return slog.StringValue("[redacted]") }
-func (c Credential) Format(f fmt.State, _ rune)  { _, _ = f.Write([]byte("[redacted]")) }
-func (c Credential) Reveal() []byte              { return []byte(c) } // for the one request that sends it
-func (c Credential) Equal(other Credential) bool { return string(c) == string(other) }
-func (c Credential) Empty() bool                 { return len(c) == 0 }
+func (Credential) String() string               { return "[redacted]" }
+func (Credential) GoString() string             { return "[redacted]" }
+func (Credential) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
+func (Credential) LogValue() slog.Value         { return slog.StringValue("[redacted]") }
+func (c Credential) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted]")) }
+func (c Credential) Reveal() []byte             { return []byte(c) } // for the one request that sends it
+func (c Credential) Empty() bool                { return len(c) == 0 }
 
 // associated is the associated data a tenant's credential is sealed with.
 func associated(tenant string) []byte { return []byte("oncesync/connection/" + tenant) }

@@ -63,7 +63,7 @@ func (t *textWriter) flush() error {
 func row(cells ...any) string {
 	s := make([]string, len(cells))
 	for i, c := range cells {
-		s[i] = strings.Join(strings.Fields(lineBreaks.Replace(fmt.Sprint(c))), " ")
+		s[i] = oneLineText(fmt.Sprint(c))
 	}
 	return strings.Join(s, "\t")
 }
