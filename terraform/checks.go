@@ -125,17 +125,29 @@ func (m *module) checkFunctions(code Code, fns map[string]*deployment) {
 			if !v.Secret || !slices.Contains(v.Functions, ep) {
 				continue
 			}
+			// A secret is a secret environment variable, or a plain variable naming a file that a
+			// secret volume mounts (v.File).
+			s, mounted := fn.secretEnv[v.Name]
 			if e, plain := fn.env[v.Name]; plain {
-				m.add("secret-plain", subj, &e.rng, "%s is a secret: mount it with secret_environment_variables from Secret Manager, never as a plain value", v.Name)
+				path, literal := m.str(e.expr)
+				vol, ok := fn.secretFiles[path]
+				switch {
+				case v.File && literal && ok:
+					s, mounted = vol, true
+				case v.File:
+					m.add("secret-plain", subj, &e.rng, "%s names a secret file: it must be a path a secret_volumes block mounts from Secret Manager", v.Name)
+				default:
+					m.add("secret-plain", subj, &e.rng, "%s is a secret: mount it with secret_environment_variables from Secret Manager, never as a plain value", v.Name)
+				}
 			}
-			if s, ok := fn.secretEnv[v.Name]; ok {
+			if mounted {
 				a := s.Body.Attributes["secret"]
 				name, ok := "", false
 				if a != nil {
 					name, ok = m.resourceRef(a.Expr, tSecret)
 				}
 				if !ok || !m.declared(tSecret, name) {
-					m.add("secret-ref", subj, ptr(s.DefRange()), "secret_environment_variables %s must refer to a declared %s", v.Name, tSecret)
+					m.add("secret-ref", subj, ptr(s.DefRange()), "the secret of %s must refer to a declared %s", v.Name, tSecret)
 				} else if !m.hasBinding("google_secret_manager_secret_iam_member", name, fn.runtimeSA, "roles/secretmanager.secretAccessor") {
 					m.add("secret-access", subj, ptr(s.DefRange()), "%s.%s has no roles/secretmanager.secretAccessor on %s.%s", tSA, fn.runtimeSA, tSecret, name)
 				}

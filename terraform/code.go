@@ -82,10 +82,7 @@ func LoadCode(root string) (Code, error) {
 		Indexes:           slices.Clone(model.CompositeIndexes),
 		Metrics:           metricNames(),
 		Connectors:        connectorLimits(),
-		SourceCheck: func(c config.Config) error {
-			_, err := connectors.New(c, connectors.Tuning{})
-			return err
-		},
+		SourceCheck:       connectors.Check,
 	}, nil
 }
 

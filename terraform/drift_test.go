@@ -164,10 +164,8 @@ resource "google_pubsub_topic_iam_binding" "open" {
 		{"TTL policy removed", "firestore.tf", removeResource(tTTLField, "deliveries_ttl"), "ttl-missing", model.Deliveries},
 		{"composite index removed", "firestore.tf", removeResource(tIndex, "jobs_tenant_created_at"), "index-missing", "jobs[COLLECTION](tenantId ASCENDING, createdAt ASCENDING)"},
 		{"index field order changed", "firestore.tf", replaceOnce("field_path = \"createdAt\"\n    order      = \"ASCENDING\"\n  }\n}\n\n# Audit: a tenant's", "field_path = \"createdAt\"\n    order      = \"DESCENDING\"\n  }\n}\n\n# Audit: a tenant's"), "index-missing", "status ASCENDING, createdAt ASCENDING"},
-		{"token as a plain variable", "functions.tf", func(t *testing.T, src string) string {
-			src = removeMatch(`(?s)\n    secret_environment_variables \{[^}]*\}\n`)(t, src)
-			return replaceOnce("ONCESYNC_SOURCE_URL       = var.source_url", "ONCESYNC_SOURCE_URL       = var.source_url\n      ONCESYNC_SOURCE_TOKEN     = var.source_token")(t, src)
-		}, "secret-plain", config.EnvSourceToken},
+		{"keyset file outside its secret volume", "functions.tf", replaceOnce(`ONCESYNC_KEYSET             = "/etc/oncesync/keyset/keyset.json"`, `ONCESYNC_KEYSET             = "/tmp/keyset.json"`), "secret-plain", config.EnvKeyset},
+		{"keyset volume reads another secret", "functions.tf", replaceOnce("secret     = google_secret_manager_secret.credentials_keyset.secret_id", "secret     = google_secret_manager_secret.keyset_elsewhere.secret_id"), "secret-ref", config.EnvKeyset},
 
 		// Monitoring: the alerts and the dashboard name what the code emits.
 		{"alert on a metric the code does not emit", "monitoring.tf", replaceOnce(`filter          = "metric.type=\"${local.metric}/oncesync.dead_letters\""`, `filter          = "metric.type=\"${local.metric}/oncesync.deadletters\""`), "metric-unknown", "oncesync.deadletters"},
@@ -197,13 +195,13 @@ resource "google_project_iam_member" "scheduler_publisher" {
 `), "iam-project-role", "roles/pubsub.publisher"},
 		{"editor for a function", "iam.tf", replaceOnce("role    = \"roles/datastore.user\"\n  member  = \"serviceAccount:${google_service_account.importer.email}\"", "role    = \"roles/editor\"\n  member  = \"serviceAccount:${google_service_account.importer.email}\""), "iam-basic-role", "roles/editor"},
 		{"Firestore access missing", "iam.tf", removeResource("google_project_iam_member", "expander_firestore"), "firestore-access", "expander"},
-		{"secret accessor missing", "secrets.tf", removeResource("google_secret_manager_secret_iam_member", "expander_source_token"), "secret-access", "source_token"},
-		{"secret value in state", "secrets.tf", appendText(`
-resource "google_secret_manager_secret_version" "source_token" {
-  secret      = google_secret_manager_secret.source_token.id
+		{"secret accessor missing", "credentials.tf", removeResource("google_secret_manager_secret_iam_member", "expander_credentials_keyset"), "secret-access", "credentials_keyset"},
+		{"secret value in state", "credentials.tf", appendText(`
+resource "google_secret_manager_secret_version" "credentials_keyset" {
+  secret      = google_secret_manager_secret.credentials_keyset.id
   secret_data = "not-here"
 }
-`), "secret-in-state", "source_token"},
+`), "secret-in-state", "credentials_keyset"},
 		{"trigger invokes another function", "iam.tf", replaceOnce("name     = google_cloudfunctions2_function.expander.name", "name     = google_cloudfunctions2_function.importer.name"), "invoker-foreign", "Expander"},
 		{"trigger cannot invoke its function", "iam.tf", removeResource("google_cloud_run_v2_service_iam_member", "scheduler_trigger_invoker"), "invoker-missing", "scheduler_trigger"},
 		{"trigger account shared", "functions.tf", replaceOnce("service_account_email = google_service_account.importer_trigger.email", "service_account_email = google_service_account.expander_trigger.email"), "trigger-sa", "expander_trigger"},
@@ -230,7 +228,7 @@ resource "google_secret_manager_secret_version" "source_token" {
 		{"a connector oncesync does not have", "functions.tf", replaceOnce(`ONCESYNC_SOURCE_KIND      = var.source_kind`, `ONCESYNC_SOURCE_KIND      = "hubspot"`), "config-load", "hubspot"},
 		{"value the code rejects", "functions.tf", replaceOnce(`ONCESYNC_LEASE             = "${var.lease_minutes}m"`, `ONCESYNC_LEASE             = "${var.lease_minutes} minutes"`), "config-load", config.EnvLease},
 		{"variable without description", "variables.tf", replaceOnce(`  description = "IANA time zone the schedule is read in."`+"\n", ""), "variable-doc", "time_zone"},
-		{"required variable missing from the example", "terraform.tfvars.example", replaceOnce(`source_url = "https://example.my.salesforce.com"`, ""), "tfvars-example", "source_url"},
+		{"required variable missing from the example", "terraform.tfvars.example", replaceOnce(`project = "my-oncesync-prod"`, ""), "tfvars-example", "project"},
 		{"function replicated with count", "functions.tf", replaceOnce("name        = \"${var.name_prefix}-importer\"", "name        = \"${var.name_prefix}-importer\"\n  count       = 1"), "static", "count"},
 	}
 
@@ -264,11 +262,18 @@ func TestCheckCatchesCodeChanges(t *testing.T) {
 		}, "metric-unknown", "oncesync.dead_letters"},
 		{"variable becomes a secret", func(c *Code) {
 			for i := range c.Vars {
-				if c.Vars[i].Name == config.EnvSourceURL {
+				if c.Vars[i].Name == config.EnvSourceKind {
 					c.Vars[i].Secret = true
 				}
 			}
-		}, "secret-plain", config.EnvSourceURL},
+		}, "secret-plain", config.EnvSourceKind},
+		{"a secret file becomes a secret variable", func(c *Code) {
+			for i := range c.Vars {
+				if c.Vars[i].Name == config.EnvKeyset {
+					c.Vars[i].File = false
+				}
+			}
+		}, "secret-plain", config.EnvKeyset},
 	}
 	for _, ch := range changes {
 		t.Run(ch.name, func(t *testing.T) {

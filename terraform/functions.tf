@@ -121,7 +121,6 @@ resource "google_cloudfunctions2_function" "expander" {
       ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name
       ONCESYNC_TOPIC_CHUNKS       = google_pubsub_topic.chunks.name
       ONCESYNC_SOURCE_KIND        = var.source_kind
-      ONCESYNC_SOURCE_URL         = var.source_url
       ONCESYNC_PAGE_SIZE          = tostring(var.page_size)
       ONCESYNC_SOURCE_TIMEOUT     = "${var.source_timeout_seconds}s"
       ONCESYNC_MAX_CHUNK_BYTES    = tostring(var.max_chunk_bytes)
@@ -146,15 +145,6 @@ resource "google_cloudfunctions2_function" "expander" {
         path    = "keyset.json"
       }
     }
-
-    # The token is read from Secret Manager when an instance starts; it is never a Terraform
-    # value, so it appears in neither the plan nor the state.
-    secret_environment_variables {
-      key        = "ONCESYNC_SOURCE_TOKEN"
-      project_id = var.project
-      secret     = google_secret_manager_secret.source_token.secret_id
-      version    = var.source_token_version
-    }
   }
 
   event_trigger {
@@ -169,7 +159,8 @@ resource "google_cloudfunctions2_function" "expander" {
     google_project_iam_member.expander_firestore,
     google_pubsub_topic_iam_member.expander_chunks,
     google_pubsub_topic_iam_member.expander_deadletters,
-    google_secret_manager_secret_iam_member.expander_source_token,
+    google_secret_manager_secret_iam_member.expander_credentials_keyset,
+    google_kms_crypto_key_iam_member.expander_credentials,
     google_artifact_registry_repository_iam_member.build_writer,
     google_project_iam_member.build_log_writer,
     google_project_iam_member.build_object_viewer,

@@ -434,6 +434,8 @@ type deployment struct {
 	topic      string // google_pubsub_topic name of the trigger
 	env        map[string]entry
 	secretEnv  map[string]*hclsyntax.Block
+	// secretFiles are the files secret_volumes mount: mount_path/versions.path → the volume.
+	secretFiles map[string]*hclsyntax.Block
 }
 
 func (m *module) functionsByEntryPoint() map[string]*deployment {
@@ -450,7 +452,7 @@ func (m *module) functionsByEntryPoint() map[string]*deployment {
 			}
 			return nil
 		})
-		fn := &deployment{block: b, env: map[string]entry{}, secretEnv: map[string]*hclsyntax.Block{}}
+		fn := &deployment{block: b, env: map[string]entry{}, secretEnv: map[string]*hclsyntax.Block{}, secretFiles: map[string]*hclsyntax.Block{}}
 		ep, ok := m.attrStr(b.body, "build_config", "entry_point")
 		if !ok {
 			m.add("entrypoint-unknown", b.addr(), &b.rng, "build_config.entry_point is missing or not a literal")
@@ -491,6 +493,18 @@ func (m *module) functionsByEntryPoint() map[string]*deployment {
 					m.add("env-duplicate", b.addr(), ptr(s.DefRange()), "%s is set by two secret_environment_variables blocks", key)
 				}
 				fn.secretEnv[key] = s
+			}
+			for _, v := range blocks(sc[0].Body, "secret_volumes") {
+				dir, ok := m.attrStr(v.Body, "mount_path")
+				if !ok {
+					m.add("env-static", b.addr(), ptr(v.DefRange()), "secret_volumes.mount_path is not a literal")
+					continue
+				}
+				for _, ver := range blocks(v.Body, "versions") {
+					if file, ok := m.attrStr(ver.Body, "path"); ok {
+						fn.secretFiles[strings.TrimSuffix(dir, "/")+"/"+strings.TrimPrefix(file, "/")] = v
+					}
+				}
 			}
 		}
 	}

@@ -39,11 +39,6 @@ output "scheduler_job" {
   value       = google_cloud_scheduler_job.tick.name
 }
 
-output "source_token_secret" {
-  description = "Secret Manager secret holding the source API token; add its value with `gcloud secrets versions add`."
-  value       = google_secret_manager_secret.source_token.secret_id
-}
-
 output "source_bucket" {
   description = "Bucket holding the zipped function source."
   value       = google_storage_bucket.source.name

@@ -89,29 +89,8 @@ variable "scheduler_paused" {
 
 # --- Source API ----------------------------------------------------------------------------
 
-variable "source_url" {
-  description = "Base URL of the source API (the Salesforce instance URL), https only. The bearer token is not an input: it lives in Secret Manager (see outputs.source_token_secret)."
-  type        = string
-
-  validation {
-    condition     = can(regex("^https://[^\\s/]+(/.*)?$", var.source_url))
-    error_message = "source_url must be an https:// URL."
-  }
-}
-
-variable "source_token_version" {
-  description = "Version of the source token secret the expander reads: a version number (recommended, changes roll out with a new revision) or \"latest\" (picked up by new instances only)."
-  type        = string
-  default     = "latest"
-
-  validation {
-    condition     = var.source_token_version == "latest" || can(regex("^[1-9][0-9]*$", var.source_token_version))
-    error_message = "source_token_version must be \"latest\" or a version number."
-  }
-}
-
 variable "source_kind" {
-  description = "The connector the expander searches with."
+  description = "The connector settings are checked against (each tenant's connection names its own)."
   type        = string
   default     = "salesforce"
 

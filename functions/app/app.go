@@ -47,9 +47,6 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error)
 }
 
-// Source runs the paged search (the expander's dependency).
-type Source = expander.Source
-
 // CloudEventFunc is the signature functions.CloudEvent registers.
 type CloudEventFunc = func(context.Context, event.Event) error
 
@@ -61,8 +58,7 @@ type Components struct {
 	Store       *store.Store
 	Keys        Keys
 	Publisher   Publisher
-	Source      Source           // the deployment's one source (until every tenant has a connection)
-	Sources     expander.Sources // each tenant's source through its connection; nil: Source for all
+	Sources     expander.Sources // each tenant's source, through its connection
 	Committer   importer.Committer
 	DeadLetters delivery.Sink
 	Logger      *slog.Logger
@@ -81,9 +77,9 @@ type Components struct {
 	ImporterStore  func(importer.Store) importer.Store
 }
 
-// Defaults returns the production components on the given clients. src may be nil for functions
-// that do not search the source.
-func Defaults(cfg config.Config, fs *firestore.Client, pub Publisher, src Source, now func() time.Time, logger *slog.Logger) (Components, error) {
+// Defaults returns the production components on the given clients, with no Sources: the
+// expander's are set by the caller (Entry: each tenant's connection).
+func Defaults(cfg config.Config, fs *firestore.Client, pub Publisher, now func() time.Time, logger *slog.Logger) (Components, error) {
 	if now == nil {
 		now = time.Now
 	}
@@ -95,20 +91,11 @@ func Defaults(cfg config.Config, fs *firestore.Client, pub Publisher, src Source
 		return Components{}, err
 	}
 	return Components{
-		Config: cfg, Firestore: fs, Store: store.New(fs, now), Keys: keys, Publisher: pub, Source: src,
+		Config: cfg, Firestore: fs, Store: store.New(fs, now), Keys: keys, Publisher: pub,
 		Committer:   target.NewCommitter(fs, now),
 		DeadLetters: &deadletter.Store{Client: fs, Publisher: pub, Topic: cfg.TopicDead},
 		Logger:      logger, Now: now,
 	}, nil
-}
-
-// sources is how the expander opens a tenant's source: Sources when set, else Source for every
-// tenant.
-func (c Components) sources() expander.Sources {
-	if c.Sources != nil {
-		return c.Sources
-	}
-	return expander.One{Source: c.Source}
 }
 
 func (c Components) gate(fn string) *delivery.Gate {
@@ -165,7 +152,7 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 			es = c.ExpanderStore(es)
 		}
 		e, err := expander.New(expander.Config{
-			Jobs: es, Plans: es, Guard: idem.Guard{Keys: c.Keys}, Sources: c.sources(),
+			Jobs: es, Plans: es, Guard: idem.Guard{Keys: c.Keys}, Sources: c.Sources,
 			Publisher: c.Publisher, DeadLetters: c.DeadLetters, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks,
 			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(),
 			SliceRows: c.Config.SliceRows, MaxSlices: c.Config.MaxSlices, SearchSlots: c.Config.SearchSlots,
@@ -230,25 +217,18 @@ func (e *Entry) serve(fn string, w http.ResponseWriter, r *http.Request) {
 	h.ServeHTTP(w, r)
 }
 
-// sources builds the expander's sources: each tenant's own connection when a keyset seals them
-// (connectors.Pool), with the deployment's one source, when configured, for tenants not connected.
-func (e *Entry) sources(ctx context.Context, cfg config.Config) (Source, expander.Sources, error) {
-	var src Source
-	if cfg.SourceURL != "" {
-		c, err := connectors.New(cfg, connectors.Tuning{})
-		if err != nil {
-			return nil, nil, err
-		}
-		src = c
-	}
-	if cfg.Keyset == "" {
-		return src, nil, nil
+// NewSources builds the expander's sources: each tenant's own connection, sealed by the keyset
+// cfg names (connectors.Pool). A tenant with no connection is refused, and pauses as
+// disconnected. tune adjusts the connectors' HTTP (the benchmark counts requests).
+func NewSources(ctx context.Context, cfg config.Config, fs *firestore.Client, tune connectors.Tuning) (expander.Sources, error) {
+	if err := connectors.Check(cfg); err != nil {
+		return nil, err
 	}
 	keys, err := connection.LoadKeyset(context.WithoutCancel(ctx), cfg.Keyset, cfg.KeysetKMS)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return src, &connectors.Pool{Connections: connection.Store{FS: e.fs, Sealer: keys}, Config: cfg, Fallback: src, MaxTokenAge: cfg.TokenMaxAge}, nil
+	return &connectors.Pool{Connections: connection.Store{FS: fs, Sealer: keys}, Config: cfg, MaxTokenAge: cfg.TokenMaxAge, Tuning: tune}, nil
 }
 
 func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
@@ -290,14 +270,13 @@ func (e *Entry) handler(ctx context.Context, fn string) (http.Handler, error) {
 		}
 		e.meters = m
 	}
-	var src Source
 	var sources expander.Sources
 	if fn == config.Expander {
-		if src, sources, err = e.sources(ctx, cfg); err != nil {
+		if sources, err = NewSources(ctx, cfg, e.fs, connectors.Tuning{}); err != nil {
 			return nil, err
 		}
 	}
-	comps, err := Defaults(cfg, e.fs, e.pub, src, nil, nil)
+	comps, err := Defaults(cfg, e.fs, e.pub, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -141,7 +141,8 @@ type Sources interface {
 	Open(ctx context.Context, tenant model.Tenant) (Source, error)
 }
 
-// One is the Sources of a deployment with one source for every tenant.
+// One is the Sources of a world with one source for every tenant: the harness's one-org fixture
+// and the unit tests. Deployed, each tenant has its own connection (connectors.Pool).
 type One struct{ Source Source }
 
 // Open implements Sources.

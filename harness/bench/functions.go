@@ -395,14 +395,15 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	defer ps.Close()
 	pub := bus.New(ps)
 	defer pub.Close()
-	src, err := connectors.New(cfg, connectors.Tuning{HTTPClient: &http.Client{Transport: countingTransport{m: m, next: http.DefaultTransport}}})
+	sources, err := app.NewSources(ctx, cfg, fs, connectors.Tuning{HTTPClient: &http.Client{Transport: countingTransport{m: m, next: http.DefaultTransport}}})
 	if err != nil {
 		return err
 	}
-	comps, err := app.Defaults(cfg, fs, pub, src, nil, nil)
+	comps, err := app.Defaults(cfg, fs, pub, nil, nil)
 	if err != nil {
 		return err
 	}
+	comps.Sources = sources
 	if o.Unguarded {
 		comps.Keys = Unguarded{Client: fs, Lease: cfg.Lease}
 	}

@@ -86,6 +86,39 @@ type summary struct {
 	mutants    []mutantLine
 	pinned     []string
 	checked    checked // what the checkers looked at and found, in the properties that must hold
+	conn       connSummary
+}
+
+// connSummary sums TestChaosConnections' cases (not its mutants').
+type connSummary struct {
+	cases, failing, violations int
+	elapsed                    time.Duration
+	connStats
+}
+
+func (s *summary) connection(mutant bool, st connStats, violations int, elapsed time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mutant {
+		return
+	}
+	c := &s.conn
+	c.cases++
+	c.violations += violations
+	s.violations += violations
+	if violations > 0 {
+		c.failing++
+	}
+	c.elapsed += elapsed
+	c.deliveries += st.deliveries
+	c.jobs += st.jobs
+	c.completed += st.completed
+	c.refreshes += st.refreshes
+	c.disconnects += st.disconnects
+	c.reconnects += st.reconnects
+	c.bursts += st.bursts
+	c.secrets += st.secrets
+	c.captured += st.captured
 }
 
 // checked sums what the checkers counted.
@@ -184,7 +217,7 @@ func (s *summary) pin(line string) {
 func (s *summary) print(w io.Writer, wall time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.order) == 0 && len(s.pinned) == 0 {
+	if len(s.order) == 0 && len(s.pinned) == 0 && s.conn.cases == 0 && len(s.mutants) == 0 {
 		return
 	}
 	fmt.Fprintf(w, "\n=== chaos summary (wall time %v) ===\n", wall.Round(time.Second))
@@ -223,6 +256,10 @@ func (s *summary) print(w io.Writer, wall time.Duration) {
 		c.jobs, c.completed, c.chunks, c.rows, c.engagements, c.deadLetters, c.deadRows,
 		c.duplicates, c.lost, c.stale, c.extra, c.planErrors, c.chunkRewrites, c.planMismatches,
 		c.counterErrors, c.importedCounterError, c.searchCounter, c.searchOveruse, c.openLeases, c.abandoned, c.foreignDead)
+	if c := s.conn; c.cases > 0 {
+		fmt.Fprintf(w, "\nconnections (TestChaosConnections): %d cases, %d failing, %v a case on average\n  %s\n",
+			c.cases, c.failing, (c.elapsed / time.Duration(c.cases)).Round(time.Millisecond), c.connStats)
+	}
 	if len(s.faults) > 0 {
 		fmt.Fprintln(w, "\nfaults injected, by kind:")
 		keys := make([]string, 0, len(s.faults))

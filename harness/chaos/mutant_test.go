@@ -124,7 +124,7 @@ var (
 	MutantNoWindowLag = Mutation{Name: "a Job's window ends at its tick (no lag)", Config: func(c *config.Config) { c.WindowLag = 0 }}
 	// MutantBudgetIgnored is "the expander does not read the API budget": searches run on past the
 	// reserve, spending the requests the customer's other integrations need.
-	MutantBudgetIgnored = Mutation{Name: "the API budget is not read", Source: func(s app.Source) app.Source { return blindSource{s} }}
+	MutantBudgetIgnored = Mutation{Name: "the API budget is not read", Source: func(s expander.Source) expander.Source { return blindSource{s} }}
 	// MutantPauseFails is "a budget pause fails the Job": the pause is treated as a permanent
 	// failure, so the message is dead-lettered and the Job waits for an operator.
 	MutantPauseFails = Mutation{
@@ -472,7 +472,7 @@ func (u undeleting) Stage(ctx context.Context, b *firestore.WriteBatch, w target
 }
 
 // blindSource is MutantBudgetIgnored's source: no usage on its pages, no budget to ask.
-type blindSource struct{ s app.Source }
+type blindSource struct{ s expander.Source }
 
 func (b blindSource) Search(ctx context.Context, q source.Query, fn func(context.Context, source.Page) error) error {
 	return b.s.Search(ctx, q, func(ctx context.Context, p source.Page) error {

@@ -57,7 +57,7 @@ type Mutation struct {
 	Publisher      func(h *Harness, p app.Publisher) app.Publisher   // under the fault injector
 	Resync         func(r settings.Resync, send int) settings.Resync // the request of a resync's send-th sending (0: the first)
 	Config         func(c *config.Config)                            // the deployment's configuration, after the harness's
-	Source         func(s app.Source) app.Source                     // between the pipeline and the source as the harness observes it
+	Source         func(s expander.Source) expander.Source           // between the pipeline and the source as the harness observes it
 	Reconcile      func(s source.Source) source.Source               // the source reconcile reads
 	Steps          Steps                                             // step boundaries the mutated pipeline exposes (default pipelineSteps)
 }
@@ -97,8 +97,8 @@ func NewHarness(t *testing.T, m Mutation) *Harness {
 			h.Pub = sim.NewFaultyPublisher(p)
 			return h.Pub
 		},
-		Source: func(c app.Source) app.Source {
-			var s app.Source = noticingSource{c: c, h: h}
+		Source: func(c expander.Source) expander.Source {
+			var s expander.Source = noticingSource{c: c, h: h}
 			if m.Source != nil {
 				s = m.Source(s)
 			}
@@ -392,7 +392,7 @@ func (h *Harness) observe(ctx context.Context, step string) {
 // an injected fault when the fixture injected one while it ran (a timeout's error does not say
 // so).
 type noticingSource struct {
-	c app.Source
+	c expander.Source
 	h *Harness
 }
 
@@ -801,7 +801,7 @@ func (h *Harness) purgeAndReconcile(ctx context.Context, c *Case, w *world, faul
 		}
 		pr.purged += e.Fixture.Purge(o.Name, slices.Sorted(maps.Keys(w.purged[i]))...)
 	}
-	src, err := connectors.New(e.Config, connectors.Tuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	src, err := connectors.Direct(e.Config, connectors.Endpoint{URL: e.SourceURL, Token: sim.Token}, connectors.Tuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	if err != nil {
 		return pr, err
 	}

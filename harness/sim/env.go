@@ -57,6 +57,9 @@ const (
 // Token is the fixture server's bearer token.
 const Token = "sim-token"
 
+// OrgID is the fixture org's ID, as its Login knows it (Options.Login).
+const OrgID = "00Dsim000000001"
+
 // routes maps each trigger topic to its entry point.
 var routes = map[string]string{TopicTicks: config.Scheduler, TopicExpand: config.Expander, TopicChunks: config.Importer}
 
@@ -65,8 +68,9 @@ var Topics = []string{TopicTicks, TopicExpand, TopicChunks}
 
 // Options tailor an Env. Every field is optional.
 type Options struct {
-	// Sources, when set, opens each tenant's source (per-tenant connections) instead of the one
-	// source on the fixture for every tenant.
+	// Sources, when set, opens each tenant's source (per-tenant connections, connectors.Pool)
+	// instead of the Env's one fixture org for every tenant (expander.One: the properties that
+	// are not about connections).
 	Sources   func(fs *firestore.Client, cfg config.Config) expander.Sources
 	Start     time.Time            // simulated start time (default 2026-01-01T00:00:00Z)
 	Config    func(*config.Config) // adjust the configuration
@@ -77,13 +81,16 @@ type Options struct {
 	SchedulerStore func(scheduler.Store) scheduler.Store
 	ExpanderStore  func(expander.Store) expander.Store
 	ImporterStore  func(importer.Store) importer.Store
-	Source         func(app.Source) app.Source
-	OnStep         func(ctx context.Context, step string) // called at every probe step
-	Log            io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
-	PageSize       int                                    // fixture server page size (default 2000)
-	APILimit       int                                    // fixture server's daily API requests (fixture.Options.APILimit)
-	Traces         *telemetry.Traces                      // where the functions' spans go (default: not recorded)
-	Metrics        *telemetry.Metrics                     // what the functions count (default: nothing)
+	Source         func(expander.Source) expander.Source // wraps the fixture org's client
+	// Login, when set, is the fixture org's login host too: the org (OrgID) accepts the sessions
+	// it issues besides Token, so that a tenant can be connected to it (oncesync-ops).
+	Login    *fixture.Login
+	OnStep   func(ctx context.Context, step string) // called at every probe step
+	Log      io.Writer                              // function logs (default: discarded unless ONCESYNC_SIM_LOG=1)
+	PageSize int                                    // fixture server page size (default 2000)
+	APILimit int                                    // fixture server's daily API requests (fixture.Options.APILimit)
+	Traces   *telemetry.Traces                      // where the functions' spans go (default: not recorded)
+	Metrics  *telemetry.Metrics                     // what the functions count (default: nothing)
 	// Observe is called at every probe step before the delivery's Plan acts there (before a
 	// duplicate runs or the instance crashes), so it sees the step as the delivery reached it.
 	Observe func(ctx context.Context, step string)
@@ -103,8 +110,10 @@ type Env struct {
 	PS      *pubsub.Client
 	Pub     *bus.PubSub
 	Fixture *fixture.Server
-	Config  config.Config
-	Comps   app.Components
+	// SourceURL is the fixture org's URL; its bearer token is Token.
+	SourceURL string
+	Config    config.Config
+	Comps     app.Components
 	// Afterlife records publishes and writes made after their delivery returned (each refused).
 	Afterlife *Afterlife
 	handlers  map[string]app.CloudEventFunc
@@ -112,6 +121,7 @@ type Env struct {
 	observe   func(ctx context.Context, step string)
 	start     time.Time
 	fixture   atomic.Pointer[fixture.Server] // what the source server serves; Reset replaces it
+	login     *fixture.Login
 
 	mu       sync.Mutex
 	attempts map[string]int // message ID → deliveries so far
@@ -150,7 +160,8 @@ func New(t testing.TB, opts Options) *Env {
 	}
 
 	// Rows that commit late (fixture.Row.VisibleAt) become visible on the simulated clock.
-	e.Fixture = fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize, APILimit: opts.APILimit, Visible: e.Clock.Now})
+	e.login = opts.Login
+	e.Fixture = e.newFixture(opts.PageSize, opts.APILimit)
 	e.fixture.Store(e.Fixture)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.fixture.Load().ServeHTTP(w, r)
@@ -159,7 +170,7 @@ func New(t testing.TB, opts Options) *Env {
 
 	cfg := config.Default()
 	cfg.Project, cfg.TopicExpand, cfg.TopicChunks, cfg.TopicDead = e.Project, TopicExpand, TopicChunks, TopicDead
-	cfg.SourceURL, cfg.SourceToken = srv.URL, Token
+	e.SourceURL = srv.URL
 	cfg.WindowLag = 0
 	if opts.SourceTimeout <= 0 {
 		opts.SourceTimeout = 10 * time.Second
@@ -172,7 +183,7 @@ func New(t testing.TB, opts Options) *Env {
 		t.Fatalf("sim: config: %v", err)
 	}
 	e.Config = cfg
-	src, err := connectors.New(cfg, connectors.Tuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	src, err := connectors.Direct(cfg, connectors.Endpoint{URL: srv.URL, Token: Token}, connectors.Tuning{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("sim: source client: %v", err)
 	}
@@ -193,7 +204,7 @@ func New(t testing.TB, opts Options) *Env {
 			logw = os.Stderr
 		}
 	}
-	comps, err := app.Defaults(cfg, fs, pub, s, e.Clock.Now, logging.New(logw, slog.LevelDebug))
+	comps, err := app.Defaults(cfg, fs, pub, e.Clock.Now, logging.New(logw, slog.LevelDebug))
 	if err != nil {
 		t.Fatalf("sim: components: %v", err)
 	}
@@ -204,6 +215,7 @@ func New(t testing.TB, opts Options) *Env {
 		comps.Committer = opts.Committer(comps.Committer)
 	}
 	comps.SchedulerStore, comps.ExpanderStore, comps.ImporterStore = opts.SchedulerStore, opts.ExpanderStore, opts.ImporterStore
+	comps.Sources = expander.One{Source: s}
 	if opts.Sources != nil {
 		comps.Sources = opts.Sources(fs, cfg)
 	}
@@ -220,6 +232,15 @@ func New(t testing.TB, opts Options) *Env {
 		e.handlers[fn] = h
 	}
 	return e
+}
+
+// newFixture is an empty fixture org.
+func (e *Env) newFixture(pageSize, apiLimit int) *fixture.Server {
+	o := fixture.Options{Token: Token, PageSize: pageSize, APILimit: apiLimit, Visible: e.Clock.Now}
+	if e.login != nil {
+		o.Sessions, o.OrgID = e.login, OrgID
+	}
+	return fixture.New(o)
 }
 
 // Tenant creates an enabled tenant.

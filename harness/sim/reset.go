@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/oncesync/oncesync/harness/emu"
-	"github.com/oncesync/oncesync/harness/fixture"
 )
 
 // ResetOptions shape the world Reset leaves behind.
@@ -41,7 +40,7 @@ func (e *Env) Reset(ctx context.Context, opts ResetOptions) error {
 			return fmt.Errorf("sim: reset: %w", err)
 		}
 	}
-	f := fixture.New(fixture.Options{Token: Token, PageSize: opts.PageSize, APILimit: opts.APILimit, Visible: e.Clock.Now})
+	f := e.newFixture(opts.PageSize, opts.APILimit)
 	e.fixture.Store(f)
 	e.Fixture = f
 	e.Backend.Reset()

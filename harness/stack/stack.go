@@ -45,7 +45,6 @@ const (
 	topicExpand = "oncesync-expand"
 	topicChunks = "oncesync-chunks"
 	topicDead   = "oncesync-deadletters"
-	Token       = "local-token"
 )
 
 // Options configure a Stack.
@@ -71,9 +70,9 @@ type Stack struct {
 	opts      Options
 	Emu       *emu.Emulators
 	ownEmu    bool            // Stop stops Emu
-	Fixture   *fixture.Server // the deployment's org: its one source, for tenants with no connection
-	SourceURL string
-	Login     *fixture.Login // the login host of every org: tenants connect through it
+	Fixture   *fixture.Server // the org Seed connects tenants to (DeploymentOrg)
+	SourceURL string          // its instance URL
+	Login     *fixture.Login  // the login host of every org: tenants connect through it
 	LoginURL  string
 	orgs      map[string]*fixture.Server // by org ID
 	keys      *connection.Keyset         // seals tenants' credentials; the functions read the same file
@@ -135,7 +134,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	s.Login.SetURL(s.LoginURL)
 	s.orgs = map[string]*fixture.Server{}
-	s.Fixture = fixture.New(fixture.Options{Token: Token, Latency: opts.Latency, Sessions: s.Login, OrgID: DeploymentOrg})
+	s.Fixture = fixture.New(fixture.Options{Latency: opts.Latency, Sessions: s.Login, OrgID: DeploymentOrg})
 	if s.SourceURL, err = fixture.ListenAndServe(ctx, "", s.Fixture); err != nil {
 		return nil, err
 	}
@@ -184,8 +183,6 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		config.EnvTopicExpand+"="+topicExpand,
 		config.EnvTopicChunks+"="+topicChunks,
 		config.EnvTopicDead+"="+topicDead,
-		config.EnvSourceURL+"="+s.SourceURL,
-		config.EnvSourceToken+"="+Token,
 		config.EnvKeyset+"="+keysetPath,
 	), opts.ExtraEnv...)
 	s.funcs.Stdout, s.funcs.Stderr = logf, logf
@@ -261,28 +258,44 @@ func (s *Stack) Connect(ctx context.Context, tenant, orgID string) error {
 	return nil
 }
 
-// SeedOrg is Seed with the rows loaded into orgID's records.
+// SeedOrg adds the setting's tenant (enabled, unless it exists) and the sync setting, as
+// oncesync-ops tenants add and settings add do (settings.Admin: the same validation, the same
+// documents), and loads rows into orgID's records. Connect the tenant to the org (Connect).
 func (s *Stack) SeedOrg(ctx context.Context, orgID string, st model.SyncSetting, rows []fixture.Row) error {
-	if err := s.Seed(ctx, st, nil); err != nil {
+	if _, err := s.seed(ctx, st); err != nil {
 		return err
 	}
 	s.orgs[orgID].PutRecords(st.SourceObject, rows...)
 	return nil
 }
 
-// Seed adds the setting's tenant (enabled, unless it exists) and the sync setting, as
-// oncesync-ops tenants add and settings add do (settings.Admin: the same validation, the same
-// documents), and loads rows into the fixture source.
+// Seed is SeedOrg on the stack's Fixture org (DeploymentOrg), with a tenant new to the stack
+// connected to it.
 func (s *Stack) Seed(ctx context.Context, st model.SyncSetting, rows []fixture.Row) error {
-	a := settings.Admin{FS: s.FS}
-	if err := a.AddTenant(ctx, model.Tenant{ID: st.TenantID, Name: st.TenantID, Enabled: true}); err != nil && !errors.Is(err, settings.ErrExists) {
-		return fmt.Errorf("stack: seed tenant: %w", err)
+	added, err := s.seed(ctx, st)
+	if err != nil {
+		return err
 	}
-	if err := a.AddSetting(ctx, st); err != nil {
-		return fmt.Errorf("stack: seed setting: %w", err)
+	if added {
+		if err := s.Connect(ctx, st.TenantID, DeploymentOrg); err != nil {
+			return err
+		}
 	}
 	s.Fixture.PutRecords(st.SourceObject, rows...)
 	return nil
+}
+
+// seed adds the setting's tenant unless it exists (added: it did not), and the setting.
+func (s *Stack) seed(ctx context.Context, st model.SyncSetting) (added bool, err error) {
+	a := settings.Admin{FS: s.FS}
+	err = a.AddTenant(ctx, model.Tenant{ID: st.TenantID, Name: st.TenantID, Enabled: true})
+	if err != nil && !errors.Is(err, settings.ErrExists) {
+		return false, fmt.Errorf("stack: seed tenant: %w", err)
+	}
+	if err := a.AddSetting(ctx, st); err != nil {
+		return false, fmt.Errorf("stack: seed setting: %w", err)
+	}
+	return err == nil, nil
 }
 
 // Tick publishes a tick as Cloud Scheduler does (an empty JSON object) and returns its message ID,

@@ -39,8 +39,6 @@ const (
 	EnvTopicExpand    = "ONCESYNC_TOPIC_EXPAND"
 	EnvTopicChunks    = "ONCESYNC_TOPIC_CHUNKS"
 	EnvSourceKind     = "ONCESYNC_SOURCE_KIND"
-	EnvSourceURL      = "ONCESYNC_SOURCE_URL"
-	EnvSourceToken    = "ONCESYNC_SOURCE_TOKEN"
 	EnvKeyset         = "ONCESYNC_KEYSET"
 	EnvKeysetKMS      = "ONCESYNC_KEYSET_KMS_KEY"
 	EnvTokenMaxAge    = "ONCESYNC_TOKEN_MAX_AGE"
@@ -75,6 +73,7 @@ type Var struct {
 	Name      string
 	Functions []string // entry points that need it
 	Secret    bool     // must come from Secret Manager, never a plain value
+	File      bool     // with Secret: the value is the path of a file a secret volume mounts
 	Required  bool     // no default
 	Doc       string
 	// Default is its value when unset, spelled as in the environment ("" for none).
@@ -98,13 +97,9 @@ var Vars = []Var{
 		Field: func(c *Config) any { return &c.TopicExpand }},
 	{Name: EnvTopicChunks, Functions: []string{Scheduler, Expander}, Required: true, Doc: "Topic ID chunk messages are published to (expander; scheduler's recovery sweep).",
 		Field: func(c *Config) any { return &c.TopicChunks }},
-	{Name: EnvSourceKind, Functions: []string{Expander}, Default: "salesforce", Doc: "Which connector the expander searches with (the only one so far; see connectors.New).",
+	{Name: EnvSourceKind, Functions: []string{Expander}, Default: "salesforce", Doc: "The connector whose limits and query rules settings are checked against (the only one so far; each tenant's connection names its own).",
 		Field: func(c *Config) any { return &c.SourceKind }},
-	{Name: EnvSourceURL, Functions: []string{Expander}, Doc: "The deployment's one source, for tenants with no connection of their own: a Salesforce instance URL (empty: every tenant needs a connection; see oncesync-ops tenants connect).",
-		Field: func(c *Config) any { return &c.SourceURL }},
-	{Name: EnvSourceToken, Functions: []string{Expander}, Secret: true, Doc: "Bearer token of the deployment's one source (Secret Manager; with " + EnvSourceURL + ").",
-		Field: func(c *Config) any { return &c.SourceToken }},
-	{Name: EnvKeyset, Functions: []string{Expander}, Doc: "The tink keyset that seals tenants' credentials in connections/{tenant}: a file, cleartext for local runs, or encrypted by " + EnvKeysetKMS + " (empty: tenants have no connections, the deployment's one source serves all).",
+	{Name: EnvKeyset, Functions: []string{Expander}, Required: true, Secret: true, File: true, Doc: "The tink keyset that seals tenants' credentials in connections/{tenant}: a file, cleartext for local runs, or encrypted by " + EnvKeysetKMS + ". Each tenant is searched in its own org through its connection (oncesync-ops tenants connect); there is no deployment-wide source.",
 		Field: func(c *Config) any { return &c.Keyset }},
 	{Name: EnvTokenMaxAge, Functions: []string{Expander}, Default: "15m", Min: "1m", Max: "24h", Doc: "A tenant's access token this old is refreshed before it is used (15m: the shortest session timeout an org can set; a token refused sooner is refreshed at once).",
 		Field: func(c *Config) any { return &c.TokenMaxAge }},
@@ -172,8 +167,6 @@ type Config struct {
 	TopicExpand    string
 	TopicChunks    string
 	SourceKind     string
-	SourceURL      string
-	SourceToken    string
 	Keyset         string // the credentials keyset's file
 	KeysetKMS      string // the KMS key that encrypts it
 	TokenMaxAge    time.Duration
@@ -329,10 +322,6 @@ func Load(fn string, getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("config: %s is required for %s", v.Name, orAll(fn)))
 		}
 	}
-	if fn == Expander && c.Keyset == "" && c.SourceURL == "" {
-		errs = append(errs, fmt.Errorf("config: the Expander needs %s (each tenant's own connection) or %s and %s (one source for every tenant)",
-			EnvKeyset, EnvSourceURL, EnvSourceToken))
-	}
 	if err := errors.Join(append(errs, c.Validate())...); err != nil {
 		return Config{}, err
 	}
@@ -361,9 +350,6 @@ func (c Config) Validate() error {
 		if err := v.Within(value); err != nil {
 			errs = append(errs, fmt.Errorf("config: %s=%s: %w", v.Name, value, err))
 		}
-	}
-	if (c.SourceURL == "") != (c.SourceToken == "") {
-		errs = append(errs, fmt.Errorf("config: %s and %s go together", EnvSourceURL, EnvSourceToken))
 	}
 	if c.KeyRetention < c.Lease {
 		errs = append(errs, fmt.Errorf("config: key retention %v shorter than the lease %v", c.KeyRetention, c.Lease))

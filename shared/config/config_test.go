@@ -21,10 +21,10 @@ func TestLoad(t *testing.T) {
 	if c.Project != "p" || c.Lease != 20*time.Minute || c.KeyRetention != 192*time.Hour || c.ChunkSize != 500 {
 		t.Errorf("config %+v", c)
 	}
-	// The expander needs a source: tenants' connections (a keyset) or one for all; the importer
-	// does not.
+	// The expander needs the keyset its tenants' connections are sealed with; the importer does
+	// not.
 	_, err = config.Load(config.Expander, env(map[string]string{config.EnvProject: "p"}))
-	for _, v := range []string{config.EnvKeyset, config.EnvSourceURL, config.EnvSourceToken, config.EnvTopicChunks} {
+	for _, v := range []string{config.EnvKeyset, config.EnvTopicChunks} {
 		if err == nil || !strings.Contains(err.Error(), v) {
 			t.Errorf("expander without %s: %v", v, err)
 		}
@@ -34,7 +34,6 @@ func TestLoad(t *testing.T) {
 		"bad number":            {config.EnvProject: "p", config.EnvPageSize: "lots"},
 		"page size":             {config.EnvProject: "p", config.EnvPageSize: "0"},
 		"retention below lease": {config.EnvProject: "p", config.EnvKeyRetention: "1m"},
-		"a source URL alone":    {config.EnvProject: "p", config.EnvSourceURL: "https://x.example"},
 	} {
 		if _, err := config.Load(config.Importer, env(kv)); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -28,7 +28,10 @@ func Reference() string {
 		case v.Tuned:
 			def += " †"
 		}
-		if v.Secret {
+		switch {
+		case v.Secret && v.File:
+			def += " (secret file)"
+		case v.Secret:
 			def += " (secret)"
 		}
 		rng := "—"

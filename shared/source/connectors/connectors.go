@@ -29,7 +29,7 @@ type Connector struct {
 	// ValidateQuery checks a setting's query as the connector would send it, before the setting
 	// is saved; the error says what the source would refuse.
 	ValidateQuery func(q source.Query) error
-	build         func(cfg config.Config, tune Tuning) (source.Source, error)
+	build         func(cfg config.Config, at Endpoint, tune Tuning) (source.Source, error)
 	// open builds a tenant's source from its connection (nil: the connector has none yet).
 	open func(ctx context.Context, p *Pool, conn connection.Connection) (source.Source, error)
 }
@@ -67,24 +67,37 @@ type Tuning struct {
 	MaxBackoff  time.Duration
 }
 
-// New returns the connector cfg.SourceKind names, configured from cfg. It is the one place a
-// connector is chosen: the production entry points, the operator's tool, the simulator and the
-// benchmark all build their source here.
-func New(cfg config.Config, tune Tuning) (source.Source, error) {
+// Endpoint is a source reached at a fixed URL with a fixed bearer token. No deployment has one:
+// each tenant reaches its own org through its connection (Pool). The harness's one-org fixture
+// does, for the properties that are not about connections.
+type Endpoint struct {
+	URL, Token string
+}
+
+// Direct returns the connector cfg.SourceKind names at the endpoint, configured from cfg.
+func Direct(cfg config.Config, at Endpoint, tune Tuning) (source.Source, error) {
 	c, err := Get(cfg.SourceKind)
 	if err != nil {
 		return nil, err
 	}
-	src, err := c.build(cfg, tune)
+	src, err := c.build(cfg, at, tune)
 	if err != nil {
 		return nil, fmt.Errorf("connectors: source %q: %w", cfg.SourceKind, err)
 	}
 	return src, nil
 }
 
-func newSalesforce(cfg config.Config, tune Tuning) (source.Source, error) {
+// Check builds the connector cfg.SourceKind names with cfg's settings (page size, timeout), with
+// no network, so that a configuration every tenant's client would refuse fails when the expander
+// starts, not at each tenant's first search.
+func Check(cfg config.Config) error {
+	_, err := Direct(cfg, Endpoint{URL: "https://config-check.invalid", Token: "-"}, Tuning{})
+	return err
+}
+
+func newSalesforce(cfg config.Config, at Endpoint, tune Tuning) (source.Source, error) {
 	c, err := salesforce.New(salesforce.Config{
-		BaseURL: cfg.SourceURL, Token: cfg.SourceToken, PageSize: cfg.PageSize, Timeout: cfg.SourceTimeout,
+		BaseURL: at.URL, Token: at.Token, PageSize: cfg.PageSize, Timeout: cfg.SourceTimeout,
 		HTTPClient: tune.HTTPClient, MaxAttempts: tune.MaxAttempts, MinBackoff: tune.MinBackoff, MaxBackoff: tune.MaxBackoff,
 	})
 	if err != nil {
@@ -103,9 +116,13 @@ type Pool struct {
 	Config      config.Config // page size and request timeout
 	Tuning      Tuning
 	MaxTokenAge time.Duration // refresh a tenant's token this old before use (0: the connector's default)
-	// Fallback, when set, serves tenants with no connection (the deployment's one source, until
-	// every tenant is connected); nil refuses them.
-	Fallback source.Source
+	// Now is the clock tokens are aged by (default time.Now).
+	Now func() time.Time
+	// Refresher keeps a tenant's refresh token (default: a connection.Keeper, one refresher per
+	// tenant at a time across instances); Auth wraps a tenant's token source as built (default:
+	// none). The chaos harness's mutants replace them.
+	Refresher func(s connection.Store, tenant string) salesforce.RefreshTokens
+	Auth      func(a salesforce.Auth) salesforce.Auth
 
 	mu      sync.Mutex
 	clients map[string]pooled // by tenant
@@ -120,9 +137,6 @@ type pooled struct {
 func (p *Pool) Open(ctx context.Context, t model.Tenant) (source.Source, error) {
 	conn, err := p.Connections.Get(ctx, t.ID)
 	if errors.Is(err, connection.ErrNoConnection) {
-		if p.Fallback != nil {
-			return p.Fallback, nil
-		}
 		return nil, fmt.Errorf("connectors: tenant %q has no connection (oncesync-ops tenants connect %s): %w", t.ID, t.ID, source.ErrDisconnected)
 	}
 	if err != nil {
@@ -156,7 +170,7 @@ func (p *Pool) Open(ctx context.Context, t model.Tenant) (source.Source, error) 
 // connection's instance (or the one the first token answer names).
 func openSalesforce(ctx context.Context, p *Pool, conn connection.Connection) (source.Source, error) {
 	cfg := salesforce.OAuthConfig{LoginURL: conn.LoginURL, ClientID: conn.ClientID, MaxAge: p.MaxTokenAge, HTTPClient: p.Tuning.HTTPClient,
-		Introspect: true}
+		Introspect: true, Now: p.Now}
 	switch conn.Method {
 	case connection.MethodJWT:
 		key, err := p.Connections.Credential(conn)
@@ -166,6 +180,9 @@ func openSalesforce(ctx context.Context, p *Pool, conn connection.Connection) (s
 		cfg.Username, cfg.PrivateKey = conn.Username, key.Reveal()
 	case connection.MethodRefresh:
 		cfg.Refresh = connection.Keeper{Store: p.Connections, Tenant: conn.TenantID}
+		if p.Refresher != nil {
+			cfg.Refresh = p.Refresher(p.Connections, conn.TenantID)
+		}
 	default:
 		return nil, fmt.Errorf("unknown auth method %q: %w", conn.Method, source.ErrDisconnected)
 	}
@@ -180,7 +197,11 @@ func openSalesforce(ctx context.Context, p *Pool, conn connection.Connection) (s
 		}
 		instance = auth.Instance()
 	}
-	client, err := salesforce.New(salesforce.Config{BaseURL: instance, Auth: auth, PageSize: p.Config.PageSize, Timeout: p.Config.SourceTimeout,
+	var a salesforce.Auth = auth
+	if p.Auth != nil {
+		a = p.Auth(auth)
+	}
+	client, err := salesforce.New(salesforce.Config{BaseURL: instance, Auth: a, PageSize: p.Config.PageSize, Timeout: p.Config.SourceTimeout,
 		HTTPClient: p.Tuning.HTTPClient, MaxAttempts: p.Tuning.MaxAttempts, MinBackoff: p.Tuning.MinBackoff, MaxBackoff: p.Tuning.MaxBackoff})
 	if err != nil {
 		return nil, err

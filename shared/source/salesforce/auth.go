@@ -209,9 +209,11 @@ func (o *OAuth) refresh(ctx context.Context) (string, error) {
 		o.instance = inst
 	}
 	if o.cfg.Introspect {
-		if exp, ok := o.introspect(ctx, t.AccessToken); ok {
-			// Refreshed a minute before it expires, or a quarter of its life for a short one.
-			o.expires = exp.Add(-min(time.Minute, exp.Sub(o.issued)/4))
+		if life, ok := o.introspect(ctx, t.AccessToken); ok {
+			// Refreshed a minute before it expires, or a quarter of its life for a short one. The
+			// life is Salesforce's (exp − iat), counted on this clock from the answer: a clock
+			// skewed from Salesforce's neither refreshes at every request nor trusts a dead token.
+			o.expires = o.issued.Add(life - min(time.Minute, life/4))
 		}
 	}
 	o.stats.Refreshes++
@@ -219,31 +221,41 @@ func (o *OAuth) refresh(ctx context.Context) (string, error) {
 	return o.token, nil
 }
 
-// introspect asks when token expires: POST /services/oauth2/introspect, answered with its exp
-// (seconds since the epoch) while it is active.
-func (o *OAuth) introspect(ctx context.Context, token string) (time.Time, bool) {
+// introspect asks how long token lives: POST /services/oauth2/introspect, answered with its exp
+// and iat (seconds since the epoch) while it is active. Without iat, the life is counted from
+// this clock's now.
+func (o *OAuth) introspect(ctx context.Context, token string) (time.Duration, bool) {
 	form := url.Values{"token": {token}, "token_type_hint": {"access_token"}, "client_id": {o.cfg.ClientID}}
 	if o.cfg.ClientSecret != "" {
 		form.Set("client_secret", o.cfg.ClientSecret)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.cfg.LoginURL+"/services/oauth2/introspect", strings.NewReader(form.Encode()))
 	if err != nil {
-		return time.Time{}, false
+		return 0, false
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := o.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return time.Time{}, false
+		return 0, false
 	}
 	defer resp.Body.Close()
 	var ans struct {
 		Active bool  `json:"active"`
 		Exp    int64 `json:"exp"`
+		Iat    int64 `json:"iat"`
 	}
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&ans) != nil || !ans.Active || ans.Exp <= 0 {
-		return time.Time{}, false
+		return 0, false
 	}
-	return time.Unix(ans.Exp, 0), true
+	from := o.issued.Unix()
+	if ans.Iat > 0 && ans.Iat <= ans.Exp {
+		from = ans.Iat
+	}
+	life := time.Duration(ans.Exp-from) * time.Second
+	if life <= 0 {
+		return 0, false
+	}
+	return life, true
 }
 
 // tokenError maps a token endpoint's refusal to what it means for the connection, keeping

@@ -84,8 +84,8 @@ watermark (the next tick imports what comes after).
 "reconcile" tombstones the setting's target records whose IDs the source no longer has at all (hard
 deletes: deletes the source still reports arrive with the Jobs). It reads every ID of the source
 object (about 60 bytes of memory an ID), then the target's records, and reports progress on
-stderr. A second run changes nothing. It searches the source as the expander does: set
-ONCESYNC_SOURCE_URL and ONCESYNC_SOURCE_TOKEN (and ONCESYNC_WINDOW_LAG as deployed).
+stderr. A second run changes nothing. It searches the tenant's org through its connection, as the expander
+does: set ONCESYNC_KEYSET (and ONCESYNC_KEYSET_KMS_KEY, ONCESYNC_WINDOW_LAG as deployed).
 
 Exit code 0: done; 2: refused (invalid, exists, unknown tenant, not found, window after the
 watermark) or could not run.`
@@ -350,8 +350,9 @@ func runResync(ctx context.Context, cloud *auditCloud, client *firestore.Client,
 	return exitClean
 }
 
-// runReconcile tombstones the setting's records the source no longer has (package reconcile), with
-// the connector the expander uses, configured from the environment.
+// runReconcile tombstones the setting's records the source no longer has (package reconcile),
+// searching the tenant's org through its connection as the expander does, configured from the
+// environment.
 func runReconcile(ctx context.Context, client *firestore.Client, project, id string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "oncesync-ops settings reconcile: %v\n", err)
@@ -373,7 +374,18 @@ func runReconcile(ctx context.Context, client *firestore.Client, project, id str
 	if err != nil {
 		return fail(exitCannot, err)
 	}
-	src, err := connectors.New(cfg, connectors.Tuning{})
+	// The setting's tenant is searched in its own org, through its connection, as the expander
+	// searches it.
+	st, err := settings.Admin{FS: client}.Setting(ctx, id)
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	sealer, err := connection.LoadKeyset(ctx, cfg.Keyset, cfg.KeysetKMS)
+	if err != nil {
+		return fail(exitCannot, err)
+	}
+	pool := &connectors.Pool{Connections: connection.Store{FS: client, Sealer: sealer}, Config: cfg, MaxTokenAge: cfg.TokenMaxAge}
+	src, err := pool.Open(ctx, model.Tenant{ID: st.TenantID})
 	if err != nil {
 		return fail(exitCannot, err)
 	}

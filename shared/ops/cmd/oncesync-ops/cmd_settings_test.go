@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/oncesync/oncesync/harness/fixture"
 	"github.com/oncesync/oncesync/harness/sim"
 	"github.com/oncesync/oncesync/shared/config"
+	"github.com/oncesync/oncesync/shared/connection"
 	"github.com/oncesync/oncesync/shared/model"
 	"github.com/oncesync/oncesync/shared/ops/settings"
 )
@@ -264,15 +268,31 @@ func sameRecord(a, b model.Engagement) bool {
 	return a.ExternalID == b.ExternalID && a.Version.Equal(b.Version) && reflect.DeepEqual(a.Fields, b.Fields)
 }
 
-// reconcile tombstones the records the source no longer holds, with the source configured as the
-// expander's, and a second run changes nothing; the API reserve is a setting like the others.
+// reconcile tombstones the records the source no longer holds, searching the tenant's org through
+// its connection as the expander does, and a second run changes nothing; the API reserve is a
+// setting like the others.
 func TestReconcileCommandTombstonesHardDeletes(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	e := sim.New(t, sim.Options{Start: start, PageSize: 50})
+	login := fixture.NewLogin(fixture.LoginOptions{})
+	e := sim.New(t, sim.Options{Start: start, PageSize: 50, Login: login})
+	ls := httptest.NewServer(login)
+	t.Cleanup(ls.Close)
+	login.SetURL(ls.URL)
+	login.AddOrg(sim.OrgID, e.SourceURL)
+	login.RegisterApp(fixture.App{ClientID: "app-acme"})
+	login.AddUser("int@acme.example", sim.OrgID)
 	ctx := t.Context()
+	_, keysetJSON, err := connection.NewLocal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyset := filepath.Join(t.TempDir(), "keyset.json")
+	if err := os.WriteFile(keyset, keysetJSON, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := []string{"--project", e.Project}
-	env := map[string]string{config.EnvSourceURL: e.Config.SourceURL, config.EnvSourceToken: e.Config.SourceToken}
+	env := map[string]string{config.EnvKeyset: keyset}
 	reconcileCLI := func(ctx context.Context, args []string, out, errb *bytes.Buffer) int {
 		return runAdmin(ctx, "settings", args, func(k string) string { return env[k] }, out, errb)
 	}
@@ -290,6 +310,18 @@ func TestReconcileCommandTombstonesHardDeletes(t *testing.T) {
 		t.Errorf("settings show lacks the reserve:\n%s", out)
 	}
 	run(settingsCLI, exitCannot, "add", "neg", "--tenant", "acme", "--object", "Contact", "--api-reserve", "-1")
+	rt, err := login.Consent("app-acme", "int@acme.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := connection.LoadKeyset(ctx, keyset, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (settings.Admin{FS: e.FS}).Connect(ctx, sealer, settings.Connect{Tenant: "acme", LoginURL: ls.URL, ClientID: "app-acme",
+		RefreshToken: connection.Credential(rt)}); err != nil {
+		t.Fatal(err)
+	}
 	rows := fixture.Generate(77, 120, start.Add(-24*time.Hour), start, fixture.GenOptions{})
 	e.Fixture.PutRecords("Contact", rows...)
 	if err := e.Tick(ctx, "t1"); err != nil {
@@ -308,7 +340,7 @@ func TestReconcileCommandTombstonesHardDeletes(t *testing.T) {
 		t.Errorf("reconcile run again said:\n%s", out)
 	}
 	run(reconcileCLI, exitCannot, "reconcile", "nope")
-	if _, errs := run(settingsCLI, exitCannot, "reconcile", "acme-contacts"); !strings.Contains(errs, config.EnvSourceURL) {
-		t.Errorf("reconcile without a source: %s", errs)
+	if _, errs := run(settingsCLI, exitCannot, "reconcile", "acme-contacts"); !strings.Contains(errs, config.EnvKeyset) {
+		t.Errorf("reconcile without the keyset: %s", errs)
 	}
 }
