@@ -67,8 +67,11 @@ func twoOrgs(t testing.TB) {
 		{"acme", "00DA", "int@acme.example", "app-acme", "Contact"},
 		{"globex", "00DB", "int@globex.example", "app-globex", "Contact"},
 	}
+	orgs := map[string]*fixture.Server{}
 	for i, tn := range tenants {
-		org := fixture.New(fixture.Options{Sessions: login, OrgID: tn.org, PageSize: 50, Now: w.Clock.Now, LocatorTTL: 24 * time.Hour})
+		// Each org has its own daily API budget: acme's setting keeps a reserve of it.
+		org := fixture.New(fixture.Options{Sessions: login, OrgID: tn.org, PageSize: 50, Now: w.Clock.Now, LocatorTTL: 24 * time.Hour, APILimit: 10_000})
+		orgs[tn.id] = org
 		// Each request to the org takes a simulated minute, so sessions end mid-search.
 		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 			w.Clock.Advance(time.Minute)
@@ -83,7 +86,7 @@ func twoOrgs(t testing.TB) {
 		org.PutRecords(tn.object, rows...)
 		w.Tenant(ctx, tn.id)
 		st := model.SyncSetting{ID: tn.id + "-contacts", TenantID: tn.id, SourceObject: tn.object, Fields: []string{"Name", "Email"},
-			Target: model.TargetUpsert, ChunkSize: 40, Enabled: true, Watermark: windowStart}
+			Target: model.TargetUpsert, ChunkSize: 40, Enabled: true, Watermark: windowStart, APIReserve: 500}
 		w.Setting(ctx, st)
 		w.expect.Datasets = append(w.expect.Datasets, sim.Dataset{Setting: st, Rows: rows})
 
@@ -145,6 +148,40 @@ func twoOrgs(t testing.TB) {
 	}
 	if c, err := pool.Connections.Get(ctx, "globex"); err != nil || c.Version < 2 {
 		t.Errorf("globex's connection: version %d (%v); want its rotated refresh tokens stored", c.Version, err)
+	}
+
+	// acme's org has spent its budget down to its reserve: acme's next Job pauses (connected, a
+	// budget pause); globex's org has its own budget, and its Job completes.
+	orgs["acme"].SetAPIUsage(10_000 - 400)
+	orgs["acme"].PutRecords("Contact", fixture.Row{ID: "acme-late-1", Modstamp: w.Clock.Now().Add(-time.Minute), Fields: map[string]any{"Name": "late"}})
+	w.expect.Datasets[0].Rows = append(w.expect.Datasets[0].Rows, fixture.Row{ID: "acme-late-1", Modstamp: w.Clock.Now().Add(-time.Minute), Fields: map[string]any{"Name": "late"}})
+	w.Clock.Advance(10 * time.Minute)
+	tick(t, w.Env, "t-budget")
+	if _, err := w.Drain(ctx, policy, 200); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := w.Jobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if j.TickID != "t-budget" {
+			continue
+		}
+		switch {
+		case j.TenantID == "acme" && (j.Status == model.JobCompleted || j.Pauses == 0):
+			t.Errorf("acme's Job with its org's budget at its reserve: %s, %d pauses; want it paused", j.Status, j.Pauses)
+		case j.TenantID == "globex" && j.Status != model.JobCompleted:
+			t.Errorf("globex's Job beside acme's spent budget: %s (%s); want it COMPLETED on its own org's budget", j.Status, j.Pause)
+		}
+	}
+	if at, _ := w.Comps.Store.Tenant(ctx, "acme"); at.IsDisconnected() {
+		t.Errorf("acme out of budget is disconnected (%s); want a budget pause", at.Connection.Reason)
+	}
+	orgs["acme"].SetAPIUsage(0) // a new day: the sweep resumes acme's Job
+	_, rep = w.settle(t, policy)
+	if rep.Completed != rep.Jobs {
+		t.Fatalf("after acme's budget came back: %s", rep)
 	}
 
 	// globex's consent is revoked: its next Job pauses (tenant disconnected, with the reason), none

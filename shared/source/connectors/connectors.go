@@ -144,20 +144,28 @@ func (p *Pool) Open(ctx context.Context, t model.Tenant) (source.Source, error) 
 	}
 	key := conn.InstanceURL + "|" + conn.ConnectedAt.String()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.clients[t.ID]; ok && c.key == key {
+	c, ok := p.clients[t.ID]
+	p.mu.Unlock()
+	if ok && c.key == key {
 		return c.src, nil
 	}
-	c, err := Get(conn.Connector)
+	// Built without the lock: a connection with no instance URL yet asks its org for a token
+	// first, and a slow org must not hold every other tenant's open on this instance.
+	connector, err := Get(conn.Connector)
 	if err != nil {
 		return nil, fmt.Errorf("connectors: tenant %q: %w: %w", t.ID, err, source.ErrDisconnected)
 	}
-	if c.open == nil {
-		return nil, fmt.Errorf("connectors: tenant %q: connector %s has no per-tenant connections: %w", t.ID, c.Kind, source.ErrDisconnected)
+	if connector.open == nil {
+		return nil, fmt.Errorf("connectors: tenant %q: connector %s has no per-tenant connections: %w", t.ID, connector.Kind, source.ErrDisconnected)
 	}
-	src, err := c.open(ctx, p, conn)
+	src, err := connector.open(ctx, p, conn)
 	if err != nil {
 		return nil, fmt.Errorf("connectors: tenant %q: %w", t.ID, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clients[t.ID]; ok && c.key == key {
+		return c.src, nil // another delivery built it meanwhile: one client (one token) per tenant
 	}
 	if p.clients == nil {
 		p.clients = map[string]pooled{}
