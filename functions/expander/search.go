@@ -120,7 +120,7 @@ func (p *planner) page(ctx context.Context, pg source.Page) error {
 		}
 	}
 	for _, inv := range pg.Invalid {
-		if err := h.deadRow(ctx, x.job, inv.Raw, "invalid_source_row", inv.Reason); err != nil {
+		if err := h.deadRow(ctx, x.job, inv.ID, inv.Raw, "invalid_source_row", inv.Reason); err != nil {
 			return err
 		}
 	}
@@ -129,7 +129,7 @@ func (p *planner) page(ctx context.Context, pg source.Page) error {
 		n, err := model.EncodedSize(row)
 		if err != nil || p.chunks.rule.TooLarge(n) {
 			raw, _ := json.Marshal(row)
-			if err := h.deadRow(ctx, x.job, raw, "record_too_large", fmt.Sprintf("row %s: %d bytes encoded (%v)", r.ID, n, err)); err != nil {
+			if err := h.deadRow(ctx, x.job, r.ID, raw, "record_too_large", fmt.Sprintf("row %s: %d bytes encoded (%v)", r.ID, n, err)); err != nil {
 				return err
 			}
 			continue
@@ -181,11 +181,17 @@ func (p *planner) write(ctx context.Context) error {
 	return nil
 }
 
-// deadRow records one bad source row; the rest of the Job goes on.
-func (h *Handler) deadRow(ctx context.Context, job model.Job, raw []byte, reason, detail string) error {
+// deadRow records one bad source row; the rest of the Job goes on. One dead letter per row and
+// Job: keyed by the row's ID when it has one (a resumed search may read the same bad row with
+// other content), else by its content.
+func (h *Handler) deadRow(ctx context.Context, job model.Job, id string, raw []byte, reason, detail string) error {
 	now := h.cfg.Now().UTC()
+	row := "id-" + id
+	if id == "" {
+		row = model.Hash(string(raw))[:24]
+	}
 	d := model.DeadLetter{
-		ID:   model.DocID("Expander", job.ID, "row", model.Hash(string(raw))[:24]),
+		ID:   model.DocID("Expander", job.ID, "row", row),
 		Kind: model.DeadRecord, Function: "Expander", Reason: reason, Error: detail, Data: raw,
 		TenantID: job.TenantID, JobID: job.ID, FirstAt: now, LastAt: now, Attempts: 1,
 		Attributes: map[string]string{"tenant": job.TenantID, "job": job.ID},

@@ -148,6 +148,10 @@ func (r Record) Key() Key { return Key{Modstamp: r.Modstamp, ID: r.ID} }
 type Invalid struct {
 	Raw    json.RawMessage // the row as received
 	Reason string          // why it is not a Record
+	// ID is the row's ID when the connector could read one: its dead letter is then one per row
+	// and Job, however the rest of the row changes between two searches of it (a field the
+	// source recomputes without a new stamp). Empty: the row is known by its content.
+	ID string
 }
 
 // Page is one page of a search, in the order the source returned it.

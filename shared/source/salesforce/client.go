@@ -222,7 +222,7 @@ func (c *Client) Search(ctx context.Context, q source.Query, fn func(ctx context
 		p := source.Page{Number: n, Usage: usage}
 		for _, raw := range *res.Records {
 			if rec, reason := chk.row(raw); reason != "" {
-				p.Invalid = append(p.Invalid, source.Invalid{Raw: raw, Reason: reason})
+				p.Invalid = append(p.Invalid, source.Invalid{Raw: raw, Reason: reason, ID: rowID(raw)})
 			} else {
 				p.Records = append(p.Records, rec)
 			}
@@ -523,4 +523,16 @@ func stripURL(err error) error {
 		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
 	}
 	return err
+}
+
+// rowID is a row's Id, if it has one that reads as a string ("" otherwise).
+func rowID(raw json.RawMessage) string {
+	var r struct {
+		ID any `json:"Id"`
+	}
+	if json.Unmarshal(raw, &r) != nil {
+		return ""
+	}
+	id, _ := r.ID.(string)
+	return id
 }
