@@ -57,12 +57,16 @@ resource "google_cloudfunctions2_function" "scheduler" {
     max_instance_request_concurrency = var.scheduler.concurrency
 
     environment_variables = merge(local.common_env, {
+      ONCESYNC_TOPIC_TICKS        = google_pubsub_topic.ticks.name
       ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name
       ONCESYNC_TOPIC_CHUNKS       = google_pubsub_topic.chunks.name
       ONCESYNC_DEFAULT_CHUNK_SIZE = tostring(var.chunk_size)
+      ONCESYNC_FUNCTION_TIMEOUT   = "${var.scheduler.timeout_seconds}s"
+      ONCESYNC_BUDGET_PERCENT     = tostring(var.expansion_budget_percent)
       ONCESYNC_STUCK_AFTER        = "${var.stuck_after_minutes}m"
       ONCESYNC_WINDOW_LAG         = "${var.window_lag_seconds}s"
       ONCESYNC_SWEEP_LIMIT        = tostring(var.sweep_limit)
+      ONCESYNC_TICK_UNIT          = tostring(var.tick_unit_size)
     })
   }
 
@@ -77,6 +81,7 @@ resource "google_cloudfunctions2_function" "scheduler" {
   # The roles must exist before the first event arrives.
   depends_on = [
     google_project_iam_member.scheduler_firestore,
+    google_pubsub_topic_iam_member.scheduler_ticks,
     google_pubsub_topic_iam_member.scheduler_expand,
     google_pubsub_topic_iam_member.scheduler_chunks,
     google_pubsub_topic_iam_member.scheduler_deadletters,

@@ -93,7 +93,15 @@ resource "google_project_iam_member" "importer_metrics" {
   member  = "serviceAccount:${google_service_account.importer.email}"
 }
 
-# Scheduler publishes Jobs to expand, stuck chunks to chunks (recovery sweep), dead letters.
+# Scheduler publishes a tick's parts to ticks (its own trigger: units of settings, sweep pages),
+# Jobs to expand, stuck chunks to chunks (recovery sweep), dead letters.
+resource "google_pubsub_topic_iam_member" "scheduler_ticks" {
+  project = var.project
+  topic   = google_pubsub_topic.ticks.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
 resource "google_pubsub_topic_iam_member" "scheduler_expand" {
   project = var.project
   topic   = google_pubsub_topic.expand.name

@@ -147,13 +147,24 @@ variable "max_chunk_bytes" {
 }
 
 variable "sweep_limit" {
-  description = "Most unfinished Jobs the scheduler's recovery sweep visits per tick."
+  description = "Unfinished Jobs per page of the scheduler's recovery sweep (each page one delivery; a tick's sweep visits every page)."
   type        = number
   default     = 200
 
   validation {
-    condition     = var.sweep_limit >= 1 && floor(var.sweep_limit) == var.sweep_limit
-    error_message = "sweep_limit must be a positive whole number."
+    condition     = var.sweep_limit >= 1 && var.sweep_limit <= 500 && floor(var.sweep_limit) == var.sweep_limit
+    error_message = "sweep_limit must be a whole number from 1 to 500."
+  }
+}
+
+variable "tick_unit_size" {
+  description = "Sync settings per unit of a tick: each unit is one scheduler delivery, creating its Jobs 8 at a time."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.tick_unit_size >= 1 && var.tick_unit_size <= 1000 && floor(var.tick_unit_size) == var.tick_unit_size
+    error_message = "tick_unit_size must be a whole number from 1 to 1000."
   }
 }
 

@@ -138,9 +138,9 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 		}
 		s, err := scheduler.New(scheduler.Config{
 			Store: ss, Guard: idem.Guard{Keys: c.Keys}, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
-			TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks, ChunkSize: c.Config.ChunkSize,
+			TopicTicks: c.Config.TopicTicks, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks, ChunkSize: c.Config.ChunkSize,
 			WindowLag: c.Config.WindowLag, StuckAfter: c.Config.StuckAfter, SweepLimit: c.Config.SweepLimit,
-			Now: c.Now, Probe: c.Probe,
+			UnitSize: c.Config.TickUnit, Budget: c.Config.Budget(), Elapsed: c.Elapsed, Now: c.Now, Probe: c.Probe,
 		})
 		if err != nil {
 			return nil, err

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,33 +22,68 @@ import (
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
 type fakes struct {
+	mu         sync.Mutex
 	settings   []model.SyncSetting
 	tenants    map[string]model.Tenant
 	unfinished []model.Job
 	pending    map[string][]int
 	slices     map[string][]model.Slice
-	finished   []string // FinishPlan calls
+	paused     map[string]bool // settings whose last Job is paused
+	finished   []string        // FinishPlan calls
 	created    []string
 	completed  []string
 	published  map[string][]string // topic → job or job#chunk
+	parts      []delivery.Message  // messages on the ticks topic, not yet delivered
 	dead       []model.DeadLetter
-	key        idem.Key
+	keys       []idem.Key
 }
 
-func (f *fakes) EnabledSettings(context.Context) ([]model.SyncSetting, error) { return f.settings, nil }
-func (f *fakes) Tenant(_ context.Context, id string) (model.Tenant, error) {
-	t, ok := f.tenants[id]
-	if !ok {
-		return t, fmt.Errorf("tenant %q: %w", id, store.ErrNotFound)
+func (f *fakes) EnabledSettingIDs(_ context.Context, after string, limit int) ([]string, error) {
+	var ids []string
+	for _, st := range f.settings {
+		if st.ID > after && len(ids) < limit {
+			ids = append(ids, st.ID)
+		}
 	}
-	return t, nil
+	return ids, nil
+}
+func (f *fakes) Settings(_ context.Context, ids []string) ([]model.SyncSetting, error) {
+	var out []model.SyncSetting
+	for _, st := range f.settings {
+		if slices.Contains(ids, st.ID) {
+			st.Enabled = true
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+func (f *fakes) Tenants(_ context.Context, ids []string) (map[string]model.Tenant, error) {
+	out := map[string]model.Tenant{}
+	for _, id := range ids {
+		if t, ok := f.tenants[id]; ok {
+			out[id] = t
+		}
+	}
+	return out, nil
 }
 func (f *fakes) CreateJob(_ context.Context, settingID, tickID string, to time.Time, size int) (model.Job, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.paused[settingID] {
+		return model.Job{}, false, fmt.Errorf("setting %q: %w", settingID, store.ErrPaused)
+	}
 	f.created = append(f.created, settingID)
 	return model.Job{ID: model.JobID(settingID, tickID), TenantID: "acme", Status: model.JobPending, WindowTo: to, ChunkSize: size}, true, nil
 }
-func (f *fakes) UnfinishedJobs(context.Context, time.Time, int) ([]model.Job, error) {
-	return f.unfinished, nil
+func (f *fakes) UnfinishedJobs(_ context.Context, _ time.Time, after *model.JobCursor, limit int) ([]model.Job, error) {
+	start := 0
+	if after != nil {
+		start = slices.IndexFunc(f.unfinished, func(j model.Job) bool { return j.ID == after.ID }) + 1
+	}
+	return f.unfinished[start:min(len(f.unfinished), start+limit)], nil
+}
+func (f *fakes) CountUnfinished(context.Context, time.Time) (int, error) {
+	return len(f.unfinished), nil
 }
 func (f *fakes) PendingChunks(_ context.Context, jobID string) ([]int, error) {
 	return f.pending[jobID], nil
@@ -63,7 +100,13 @@ func (f *fakes) FinishPlan(_ context.Context, jobID string) (model.Job, bool, er
 	return model.Job{ID: jobID, Status: model.JobPlanned}, true, nil
 }
 func (f *fakes) Publish(_ context.Context, topic string, msgs ...bus.Message) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for _, m := range msgs {
+		if topic == "ticks" {
+			f.parts = append(f.parts, delivery.Message{ID: fmt.Sprintf("part-%d", len(f.parts)), Data: m.Data})
+			continue
+		}
 		var cm struct {
 			model.ChunkMessage
 			Slice int `json:"slice"`
@@ -81,25 +124,45 @@ func (f *fakes) Publish(_ context.Context, topic string, msgs ...bus.Message) ([
 	return make([]string, len(msgs)), nil
 }
 func (f *fakes) DeadLetter(_ context.Context, d model.DeadLetter) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.dead = append(f.dead, d)
 	return nil
 }
 func (f *fakes) Run(ctx context.Context, k idem.Key, owner string, _ map[string]string, work idem.Work) error {
-	f.key = k
+	f.keys = append(f.keys, k)
 	return work(ctx, &idem.Lease{Key: k, Owner: owner, Attempt: 1})
 }
 
+// run delivers m, then every part of the tick it publishes, until none is left.
 func run(t *testing.T, f *fakes, m delivery.Message) error {
+	t.Helper()
+	return runWith(t, f, m, func(*scheduler.Config) {})
+}
+
+func runWith(t *testing.T, f *fakes, m delivery.Message, adjust func(*scheduler.Config)) error {
 	t.Helper()
 	if f.published == nil {
 		f.published = map[string][]string{}
 	}
-	h, err := scheduler.New(scheduler.Config{Store: f, Guard: f, Publisher: f, DeadLetters: f, TopicExpand: "expand", TopicChunks: "chunks",
-		ChunkSize: 500, WindowLag: time.Minute, StuckAfter: 20 * time.Minute, SweepLimit: 10, Now: func() time.Time { return t0 }})
+	cfg := scheduler.Config{Store: f, Guard: f, Publisher: f, DeadLetters: f, TopicTicks: "ticks", TopicExpand: "expand", TopicChunks: "chunks",
+		ChunkSize: 500, WindowLag: time.Minute, StuckAfter: 20 * time.Minute, SweepLimit: 10, Now: func() time.Time { return t0 }}
+	adjust(&cfg)
+	h, err := scheduler.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h.Handle(t.Context(), m)
+	if err := h.Handle(t.Context(), m); err != nil {
+		return err
+	}
+	for len(f.parts) > 0 {
+		p := f.parts[0]
+		f.parts = f.parts[1:]
+		if err := h.Handle(t.Context(), p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func tick(id string) delivery.Message {
@@ -122,14 +185,16 @@ func TestOneJobPerSchedulableSettingAndBadSettingsDeadLettered(t *testing.T) {
 	if err := run(t, f, tick("t1")); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(f.created, []string{"good1", "good2"}) || len(f.published["expand"]) != 2 || f.key != idem.TickKey("t1") {
-		t.Errorf("created %v, expand messages %v, key %v", f.created, f.published["expand"], f.key)
+	slices.Sort(f.created)
+	if !slices.Equal(f.created, []string{"good1", "good2"}) || len(f.published["expand"]) != 2 || f.keys[0] != idem.TickKey("t1") {
+		t.Errorf("created %v, expand messages %v, keys %v", f.created, f.published["expand"], f.keys)
 	}
 	var reasons []string
 	for _, d := range f.dead {
 		reasons = append(reasons, d.Reason)
 	}
-	if !slices.Equal(reasons, []string{"unknown_tenant", "tenant_disabled", "invalid_setting", "invalid_setting"}) {
+	slices.Sort(reasons)
+	if !slices.Equal(reasons, []string{"invalid_setting", "invalid_setting", "tenant_disabled", "unknown_tenant"}) {
 		t.Errorf("dead letters %v", reasons)
 	}
 }
@@ -169,5 +234,77 @@ func TestSweepRepublishesStuckWork(t *testing.T) {
 	if !slices.Equal(f.published["expand"], []string{"j-pending", "j-sliced/2", "j-sliced/3"}) || !slices.Equal(f.published["chunks"], []string{"j-planned#0", "j-planned#2"}) ||
 		!slices.Equal(f.completed, []string{"j-alldone"}) {
 		t.Errorf("expand %v, chunks %v, completed %v", f.published["expand"], f.published["chunks"], f.completed)
+	}
+}
+
+// A tick fans out: units of UnitSize settings, each its own part and key, and the sweep's pages;
+// a paused setting and a disconnected tenant's get no Job.
+func TestATickFansOutIntoUnitsAndSweepPages(t *testing.T) {
+	f := &fakes{tenants: map[string]model.Tenant{
+		"acme": {ID: "acme", Enabled: true},
+		"gone": {ID: "gone", Enabled: true, Connection: &model.ConnectionState{State: model.Disconnected, Reason: "invalid_grant"}},
+	}, paused: map[string]bool{"s-003": true}}
+	for i := range 25 {
+		f.settings = append(f.settings, model.SyncSetting{ID: fmt.Sprintf("s-%03d", i), TenantID: "acme", SourceObject: "Contact", Target: model.TargetUpsert})
+	}
+	f.settings = append(f.settings, model.SyncSetting{ID: "t-gone", TenantID: "gone", SourceObject: "Contact", Target: model.TargetUpsert})
+	for i := range 7 {
+		f.unfinished = append(f.unfinished, model.Job{ID: fmt.Sprintf("j%d", i), TenantID: "acme", Status: model.JobPending})
+	}
+	err := runWith(t, f, tick("t1"), func(c *scheduler.Config) { c.UnitSize, c.SweepLimit = 10, 3 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.created) != 24 || slices.Contains(f.created, "s-003") || slices.Contains(f.created, "t-gone") {
+		t.Errorf("created %d Jobs %v; want 24: one per setting, none for the paused one nor the disconnected tenant's", len(f.created), f.created)
+	}
+	units, sweeps := 0, 0
+	seen := map[idem.Key]bool{}
+	for _, k := range f.keys {
+		if seen[k] {
+			t.Errorf("key %v claimed twice", k)
+		}
+		seen[k] = true
+		switch {
+		case strings.Contains(k.ID, "~unit~"):
+			units++
+		case strings.Contains(k.ID, "~sweep~"):
+			sweeps++
+		}
+	}
+	// 26 settings in units of 10; 7 stuck Jobs in pages of 3 (the last page short).
+	if units != 3 || sweeps != 3 || len(f.published["expand"]) != 24+7 {
+		t.Errorf("%d units, %d sweep pages, %d expand messages; want 3, 3 and 31", units, sweeps, len(f.published["expand"]))
+	}
+}
+
+// A spent budget hands the rest of a unit off as a smaller unit, and every setting still gets its
+// Job once.
+func TestASpentBudgetHandsTheRestOfAUnitOff(t *testing.T) {
+	f := &fakes{tenants: map[string]model.Tenant{"acme": {ID: "acme", Enabled: true}}}
+	for i := range 12 {
+		f.settings = append(f.settings, model.SyncSetting{ID: fmt.Sprintf("s-%02d", i), TenantID: "acme", SourceObject: "Contact", Target: model.TargetUpsert})
+	}
+	clock := t0
+	var mu sync.Mutex
+	err := runWith(t, f, tick("t1"), func(c *scheduler.Config) {
+		c.UnitSize, c.Concurrency, c.Budget = 12, 1, 5*time.Second
+		c.Elapsed = func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Second); return clock }
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(f.created)
+	if len(f.created) != 12 || len(slices.Compact(slices.Clone(f.created))) != 12 {
+		t.Errorf("created %v; want each of the 12 settings once", f.created)
+	}
+	units := 0
+	for _, k := range f.keys {
+		if strings.Contains(k.ID, "~unit~") {
+			units++
+		}
+	}
+	if units < 3 {
+		t.Errorf("%d unit deliveries; want the unit handed off at least twice (5 s of budget, 1 s a setting)", units)
 	}
 }

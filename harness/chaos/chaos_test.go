@@ -159,6 +159,9 @@ func (r *Result) CaughtBy() []string {
 	add(x.AuditFindings, "audit findings")
 	add(x.NeededSweep, "needed the recovery sweep")
 	add(x.JobsPerTick, "a second Job for one tick")
+	add(x.WindowErrors, "a gap or overlap between a setting's windows")
+	add(x.PausedJobs, "a Job while the setting's last one was paused")
+	add(x.SweepRevisits, "a sweep page that visits another's Jobs")
 	add(x.ResyncJobs, "resync Jobs per request")
 	add(rep.Jobs-rep.Completed, "jobs not completed")
 	if len(out) == 0 && len(r.Violations) > 0 {

@@ -25,6 +25,9 @@ type ExtraReport struct {
 	AuditFindings  int // findings of the operator's audit that the case's injections do not explain
 	NeededSweep    int // cases whose Jobs finished only through the recovery sweep, with no message lost
 	JobsPerTick    int // settings with more than one Job for one tick
+	WindowErrors   int // gaps or overlaps between a setting's tick Jobs
+	PausedJobs     int // Jobs created while their setting's last Job was paused
+	SweepRevisits  int // Jobs two pages of one tick's sweep visited
 	ResyncJobs     int // resync Jobs no request made (a request sent twice made two), or requests that made none
 	Overdrawn      int // Jobs that searched on past the API reserve: pages at the reserve not followed by a pause
 	Paused         int // Jobs that paused for the API budget
@@ -89,6 +92,7 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 			r.violate("setting %s has more than one Job for tick %s: %v", j.SettingID, j.TickID, perTick[k])
 		}
 	}
+	checkFanOut(c, st, jobs, &r)
 	for id := range resyncs {
 		r.ResyncJobs++
 		r.violate("resync request of Job %s made no Job", id)

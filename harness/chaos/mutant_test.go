@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"pgregory.net/rapid"
 
+	"github.com/google/uuid"
 	"github.com/oncesync/oncesync/functions/app"
 	"github.com/oncesync/oncesync/functions/expander"
 	"github.com/oncesync/oncesync/functions/importer"
@@ -247,7 +248,7 @@ func (s secondJob) CreateJob(ctx context.Context, settingID, tickID string, to t
 		return job, created, err
 	}
 	again := job
-	again.ID = job.ID + "-again-" + strconv.FormatInt(s.h.Env.Clock.Now().UnixNano(), 36)
+	again.ID = job.ID + "-again-" + uuid.NewString()[:8] // unique: two units may repeat one Job at once
 	if _, err := s.h.Env.FS.Collection(model.Jobs).Doc(again.ID).Create(ctx, again); err != nil {
 		return job, created, err
 	}
@@ -549,6 +550,14 @@ func TestMutantResyncJobPerSend(t *testing.T) { testMutant(t, MutantResyncPerSen
 func TestMutantWorkOutlivesDelivery(t *testing.T) { testMutant(t, MutantOutlivesDelivery) }
 
 func TestMutantResyncDoesNotRewrite(t *testing.T) { testMutant(t, MutantResyncNoRewrite) }
+
+func TestMutantPausedSettingGetsAJobPerTick(t *testing.T) { testMutant(t, MutantPausedJobPerTick) }
+
+func TestMutantWindowGapAfterAPause(t *testing.T) { testMutant(t, MutantWindowGap) }
+
+func TestMutantSweepVisitsOnlyTheOldest(t *testing.T) { testMutant(t, MutantSweepOldestOnly) }
+
+func TestMutantUnitScheduledTwice(t *testing.T) { testMutant(t, MutantUnitTwice) }
 
 // testMutant runs the main property against a mutation, on a recorder instead of t, and asserts
 // that rapid found a counterexample made of property violations (not a harness error).

@@ -39,17 +39,11 @@ func TestBadInputOverHTTP(t *testing.T) {
 	if doneJob.Status != model.JobCompleted {
 		t.Fatalf("first Job %s is %s, want COMPLETED", doneJob.ID, doneJob.Status)
 	}
-	// A second tick's Jobs stay PENDING: only the scheduler's delivery is made.
+	// A second tick's Jobs stay PENDING: only the scheduler's deliveries (the tick and its parts)
+	// are made.
 	w.Clock.Advance(time.Hour)
 	tick(t, w.Env, "t2")
-	ds, err := w.Pull(ctx, sim.TopicTicks, 1)
-	if err != nil || len(ds) != 1 {
-		t.Fatalf("pull tick: %v (%d)", err, len(ds))
-	}
-	if err, _ := w.Call(ctx, ds[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Settle(ctx, ds[0], true); err != nil {
+	if err := w.DeliverTopic(ctx, sim.TopicTicks); err != nil {
 		t.Fatal(err)
 	}
 	var pending, pendingGen model.Job

@@ -42,8 +42,9 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		}
 		return sim.Plan{}
 	}})
-	// A disconnected tenant: the next tick's Jobs pause (oncesync.tenants.disconnected); once it
-	// is connected again, the sweep completes them.
+	// A disconnected tenant: the next tick makes no Job for its two settings, and counts them
+	// (oncesync.tenants.disconnected); once it is connected again, the next tick's Jobs cover the
+	// gap.
 	setState := func(state string) {
 		t.Helper()
 		if _, err := w.FS.Collection(model.Tenants).Doc("acme").Update(ctx, []firestore.Update{
@@ -115,7 +116,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		{telemetry.MetricLeasesTakenOver, sum(telemetry.MetricLeasesTakenOver, attribute.String("oncesync.scope", "expand")), func(n int64) bool { return n >= 1 }, ">= 1 (the copy past the lease)"},
 		{telemetry.MetricFencingRejections, sum(telemetry.MetricFencingRejections, attribute.String("oncesync.scope", "expand")), func(n int64) bool { return n >= 1 }, ">= 1 (the zombie's next write)"},
 		{telemetry.MetricSourceRequests, sum(telemetry.MetricSourceRequests, attribute.Int("http.response.status_code", 200)), func(n int64) bool { return n >= 3 }, ">= 3 (a count and pages)"},
-		{telemetry.MetricDisconnected, sum(telemetry.MetricDisconnected), func(n int64) bool { return n >= 2 }, ">= 2 (t2's two Jobs paused)"},
+		{telemetry.MetricDisconnected, sum(telemetry.MetricDisconnected), func(n int64) bool { return n >= 2 }, ">= 2 (t2's two settings left waiting)"},
 	} {
 		if !c.want(c.got) {
 			t.Errorf("%s = %d, want %s", c.name, c.got, c.says)

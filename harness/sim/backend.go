@@ -141,8 +141,23 @@ func (b *Backend) count(reads, writes int64) {
 	b.ops.Writes += writes
 }
 
+// unobservedKey marks the harness's own calls (Unobserved).
+type unobservedKey struct{}
+
+// Unobserved marks ctx's Firestore calls as the harness's own, looking at the pipeline's state
+// from inside a delivery: they are neither counted, nor gated, nor given faults, so that watching
+// changes nothing of what a schedule injects.
+func Unobserved(ctx context.Context) context.Context {
+	return context.WithValue(ctx, unobservedKey{}, true)
+}
+
+func unobserved(ctx context.Context) bool { v, _ := ctx.Value(unobservedKey{}).(bool); return v }
+
 // Unary is the unary client interceptor.
 func (b *Backend) Unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if unobserved(ctx) {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
 	m := shortMethod(method)
 	if b.lateWrite(ctx, m) {
 		return errOutlived
@@ -169,6 +184,9 @@ func (b *Backend) Unary(ctx context.Context, method string, req, reply any, cc *
 
 // Stream is the streaming client interceptor.
 func (b *Backend) Stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if unobserved(ctx) {
+		return streamer(ctx, desc, cc, method, opts...)
+	}
 	m := shortMethod(method)
 	if b.lateWrite(ctx, m) {
 		return nil, errOutlived

@@ -144,6 +144,15 @@ type run struct {
 
 type runKey struct{}
 
+// DeliveryOf returns the delivery ctx belongs to (ok false outside one).
+func DeliveryOf(ctx context.Context) (Delivery, bool) {
+	r, ok := ctx.Value(runKey{}).(*run)
+	if !ok {
+		return Delivery{}, false
+	}
+	return r.d, true
+}
+
 // collector gathers per-call statistics from nested and concurrent calls.
 type collector struct {
 	mu sync.Mutex

@@ -169,7 +169,7 @@ func New(t testing.TB, opts Options) *Env {
 	t.Cleanup(srv.Close)
 
 	cfg := config.Default()
-	cfg.Project, cfg.TopicExpand, cfg.TopicChunks, cfg.TopicDead = e.Project, TopicExpand, TopicChunks, TopicDead
+	cfg.Project, cfg.TopicTicks, cfg.TopicExpand, cfg.TopicChunks, cfg.TopicDead = e.Project, TopicTicks, TopicExpand, TopicChunks, TopicDead
 	e.SourceURL = srv.URL
 	cfg.WindowLag = 0
 	if opts.SourceTimeout <= 0 {
@@ -287,6 +287,17 @@ type Delivery struct {
 // Function is the entry point the delivery goes to.
 func (d Delivery) Function() string { return routes[d.Topic] }
 
+// Unit reports whether d is a unit of a tick: the scheduler's delivery that creates Jobs
+// (scheduler.PartOf).
+func (d Delivery) Unit() bool {
+	var m model.TickMessage
+	if d.Topic != TopicTicks || json.Unmarshal(d.Message.GetData(), &m) != nil {
+		return false
+	}
+	part, _ := scheduler.PartOf(m)
+	return part == scheduler.PartUnit
+}
+
 func (d Delivery) String() string {
 	s := fmt.Sprintf("%s#%s(attempt %d)", d.Function(), d.Message.GetMessageId(), d.Attempt)
 	if d.Copy > 0 {
@@ -313,6 +324,32 @@ func (e *Env) Pull(ctx context.Context, topic string, max int) ([]Delivery, erro
 		out = append(out, Delivery{Topic: topic, AckID: rm.GetAckId(), Message: rm.GetMessage(), Attempt: e.attempts[id]})
 	}
 	return out, nil
+}
+
+// DeliverTopic delivers every message of one topic, and those its deliveries publish there,
+// until it is empty: a tick and its parts (units, sweep pages) with nothing else delivered. A
+// failed delivery is an error.
+func (e *Env) DeliverTopic(ctx context.Context, topic string) error {
+	for idle := 0; idle < 2; {
+		ds, err := e.Pull(ctx, topic, 50)
+		if err != nil {
+			return err
+		}
+		if len(ds) == 0 {
+			idle++ // twice, as Drain: an empty answer right after a publish is not proof
+			continue
+		}
+		idle = 0
+		for _, d := range ds {
+			if err, _ := e.Call(ctx, d); err != nil {
+				return fmt.Errorf("sim: %s: %w", topic, err)
+			}
+			if err := e.Settle(ctx, d, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Settle acks (ok) or nacks (makes it available again at once) a delivery.

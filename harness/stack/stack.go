@@ -180,6 +180,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.funcs = exec.Command(opts.Binary, append([]string{"run", "--addr", "127.0.0.1:" + strconv.Itoa(port)}, opts.RunArgs...)...)
 	s.funcs.Env = append(append(env,
 		config.EnvProject+"="+opts.Project,
+		config.EnvTopicTicks+"="+topicTicks,
 		config.EnvTopicExpand+"="+topicExpand,
 		config.EnvTopicChunks+"="+topicChunks,
 		config.EnvTopicDead+"="+topicDead,

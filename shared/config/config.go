@@ -36,6 +36,7 @@ var EntryPoints = []string{Scheduler, Expander, Importer}
 const (
 	EnvProject        = "ONCESYNC_PROJECT"
 	EnvDatabase       = "ONCESYNC_DATABASE"
+	EnvTopicTicks     = "ONCESYNC_TOPIC_TICKS"
 	EnvTopicExpand    = "ONCESYNC_TOPIC_EXPAND"
 	EnvTopicChunks    = "ONCESYNC_TOPIC_CHUNKS"
 	EnvSourceKind     = "ONCESYNC_SOURCE_KIND"
@@ -51,6 +52,7 @@ const (
 	EnvSourceTimeout  = "ONCESYNC_SOURCE_TIMEOUT"
 	EnvMaxChunkBytes  = "ONCESYNC_MAX_CHUNK_BYTES"
 	EnvSweepBatchSize = "ONCESYNC_SWEEP_LIMIT"
+	EnvTickUnit       = "ONCESYNC_TICK_UNIT"
 	EnvTopicDead      = "ONCESYNC_TOPIC_DEADLETTERS"
 	EnvMaxDeliveryAge = "ONCESYNC_MAX_DELIVERY_AGE"
 	EnvTimeout        = "ONCESYNC_FUNCTION_TIMEOUT"
@@ -93,6 +95,8 @@ var Vars = []Var{
 		Field: func(c *Config) any { return &c.Project }},
 	{Name: EnvDatabase, Functions: all(), Default: "(default)", Doc: "Firestore database ID.",
 		Field: func(c *Config) any { return &c.Database }},
+	{Name: EnvTopicTicks, Functions: []string{Scheduler}, Required: true, Doc: "Topic ID of the ticks (the scheduler's trigger): a tick publishes its parts there, units of settings and pages of the recovery sweep.",
+		Field: func(c *Config) any { return &c.TopicTicks }},
 	{Name: EnvTopicExpand, Functions: []string{Scheduler, Expander}, Required: true, Doc: "Topic ID expand messages are published to (scheduler; expander's continuations).",
 		Field: func(c *Config) any { return &c.TopicExpand }},
 	{Name: EnvTopicChunks, Functions: []string{Scheduler, Expander}, Required: true, Doc: "Topic ID chunk messages are published to (expander; scheduler's recovery sweep).",
@@ -121,15 +125,17 @@ var Vars = []Var{
 		Field: func(c *Config) any { return &c.SourceTimeout }},
 	{Name: EnvMaxChunkBytes, Functions: []string{Expander}, Default: "800000", Min: "10000", Max: "1000000", Doc: "Largest encoded chunk document in bytes (Firestore's limit is 1 MiB).",
 		Field: func(c *Config) any { return &c.MaxChunkBytes }},
-	{Name: EnvSweepBatchSize, Functions: []string{Scheduler}, Default: "200", Min: "1", Doc: "Most unfinished Jobs the recovery sweep visits per tick.",
+	{Name: EnvSweepBatchSize, Functions: []string{Scheduler}, Default: "200", Min: "1", Max: "500", Doc: "Unfinished Jobs per page of the recovery sweep: each page is one delivery, and a tick's sweep visits every page.",
 		Field: func(c *Config) any { return &c.SweepLimit }},
+	{Name: EnvTickUnit, Functions: []string{Scheduler}, Default: "100", Min: "1", Max: "1000", Tuned: true, Doc: "Sync settings per unit of a tick: each unit is one delivery of the scheduler, which creates its Jobs 8 at a time.",
+		Field: func(c *Config) any { return &c.TickUnit }},
 	{Name: EnvTopicDead, Functions: all(), Doc: "Topic ID dead letters are also published to (empty: Firestore only).",
 		Field: func(c *Config) any { return &c.TopicDead }},
 	{Name: EnvMaxDeliveryAge, Functions: all(), Default: "23h", Min: "1m", Doc: "Age after which a message that still fails is dead-lettered and acked (Eventarc stops retrying at 24h).",
 		Field: func(c *Config) any { return &c.MaxDeliveryAge }},
-	{Name: EnvTimeout, Functions: []string{Expander}, Default: "540s", Min: "1ms", Doc: "The function's deployed timeout, as terraform sets it (must be shorter than the lease).",
+	{Name: EnvTimeout, Functions: []string{Scheduler, Expander}, Default: "540s", Min: "1ms", Doc: "The function's deployed timeout, as terraform sets it (must be shorter than the lease).",
 		Field: func(c *Config) any { return &c.Timeout }},
-	{Name: EnvBudgetPercent, Functions: []string{Expander}, Default: "50", Min: "1", Max: "80", Tuned: true, Doc: "Share of the timeout, in percent, after which an expansion checkpoints and hands the rest to a continuation.",
+	{Name: EnvBudgetPercent, Functions: []string{Scheduler, Expander}, Default: "50", Min: "1", Max: "80", Tuned: true, Doc: "Share of the timeout, in percent, after which an expansion checkpoints and hands the rest to a continuation (and a tick's listing or unit hands its rest off).",
 		Field: func(c *Config) any { return &c.BudgetPercent }},
 	{Name: EnvSliceRows, Functions: []string{Expander}, Default: "20000", Min: "0", Tuned: true, Doc: "Rows a slice of a Job's window aims at: a larger window is cut into slices searched in parallel, sized by the source's counts (0: never slice).",
 		Field: func(c *Config) any { return &c.SliceRows }},
@@ -164,6 +170,7 @@ func VarsFor(fn string) []string {
 type Config struct {
 	Project        string
 	Database       string
+	TopicTicks     string
 	TopicExpand    string
 	TopicChunks    string
 	SourceKind     string
@@ -182,6 +189,7 @@ type Config struct {
 	TraceSample    float64 // telemetry.Config.SampleRatio
 	MaxChunkBytes  int
 	SweepLimit     int
+	TickUnit       int
 	TopicDead      string
 	MaxDeliveryAge time.Duration
 	Timeout        time.Duration

@@ -359,6 +359,18 @@ const (
 type TickMessage struct {
 	TickID string    `json:"tickId,omitempty"`
 	At     time.Time `json:"at,omitempty"`
+	// A part of the tick's work (none set: the tick itself, which lists the enabled settings and
+	// fans out into these parts; see package scheduler).
+	Unit       []string   `json:"unit,omitempty"`       // a unit: create these settings' Jobs
+	ListAfter  string     `json:"listAfter,omitempty"`  // the listing, resumed after this setting ID
+	Sweep      bool       `json:"sweep,omitempty"`      // a page of the recovery sweep
+	SweepAfter *JobCursor `json:"sweepAfter,omitempty"` // with Sweep: the page starts after this Job
+}
+
+// JobCursor is a position in the Jobs' creation order: the recovery sweep's pages.
+type JobCursor struct {
+	CreatedAt time.Time `json:"createdAt"`
+	ID        string    `json:"id"`
 }
 
 // ExpandMessage asks the expander to plan one slice of a Job. Slice 0's message (the scheduler's)

@@ -80,20 +80,76 @@ func (s *Store) Tenant(ctx context.Context, id string) (model.Tenant, error) {
 	return t, nil
 }
 
-// EnabledSettings returns every enabled sync setting, in ID order.
-func (s *Store) EnabledSettings(ctx context.Context) ([]model.SyncSetting, error) {
-	docs, err := s.Client.Collection(model.SyncSettings).Where("enabled", "==", true).Documents(ctx).GetAll()
-	if err != nil {
-		return nil, fmt.Errorf("store: enabled settings: %w", err)
+// EnabledSettingIDs lists up to limit IDs of enabled sync settings after the ID after, in ID
+// order: a keys-only query, so a page of a tick's listing reads no setting's fields.
+func (s *Store) EnabledSettingIDs(ctx context.Context, after string, limit int) ([]string, error) {
+	q := s.Client.Collection(model.SyncSettings).Where("enabled", "==", true).OrderBy(firestore.DocumentID, firestore.Asc).Select().Limit(limit)
+	if after != "" {
+		q = q.StartAfter(after)
 	}
-	out := make([]model.SyncSetting, 0, len(docs))
-	for _, d := range docs {
-		var st model.SyncSetting
-		if err := d.DataTo(&st); err != nil {
-			return nil, fmt.Errorf("store: setting %s: decode: %w", d.Ref.ID, err)
+	docs, err := q.Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("store: enabled settings after %q: %w", after, err)
+	}
+	ids := make([]string, len(docs))
+	for i, d := range docs {
+		ids[i] = d.Ref.ID
+	}
+	return ids, nil
+}
+
+// Settings reads the sync settings of ids in one call; a setting that no longer exists is left
+// out.
+func (s *Store) Settings(ctx context.Context, ids []string) ([]model.SyncSetting, error) {
+	refs := make([]*firestore.DocumentRef, len(ids))
+	for i, id := range ids {
+		refs[i] = s.Client.Collection(model.SyncSettings).Doc(id)
+	}
+	snaps, err := s.Client.GetAll(ctx, refs)
+	if err != nil {
+		return nil, fmt.Errorf("store: %d settings: %w", len(ids), err)
+	}
+	out := make([]model.SyncSetting, 0, len(snaps))
+	for _, snap := range snaps {
+		if !snap.Exists() {
+			continue
 		}
-		st.ID = d.Ref.ID
+		var st model.SyncSetting
+		if err := snap.DataTo(&st); err != nil {
+			return nil, fmt.Errorf("store: setting %s: decode: %w", snap.Ref.ID, err)
+		}
+		st.ID = snap.Ref.ID
 		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Tenants reads the tenants of ids in one call, by ID; a tenant that does not exist is absent.
+func (s *Store) Tenants(ctx context.Context, ids []string) (map[string]model.Tenant, error) {
+	refs := make([]*firestore.DocumentRef, 0, len(ids))
+	for _, id := range ids {
+		if id != "" {
+			refs = append(refs, s.Client.Collection(model.Tenants).Doc(id))
+		}
+	}
+	out := map[string]model.Tenant{}
+	if len(refs) == 0 {
+		return out, nil
+	}
+	snaps, err := s.Client.GetAll(ctx, refs)
+	if err != nil {
+		return nil, fmt.Errorf("store: %d tenants: %w", len(refs), err)
+	}
+	for _, snap := range snaps {
+		if !snap.Exists() {
+			continue
+		}
+		var t model.Tenant
+		if err := snap.DataTo(&t); err != nil {
+			return nil, fmt.Errorf("store: tenant %s: decode: %w", snap.Ref.ID, err)
+		}
+		t.ID = snap.Ref.ID
+		out[t.ID] = t
 	}
 	return out, nil
 }
@@ -108,7 +164,10 @@ func (s *Store) EnabledSettingsOf(ctx context.Context, tenantID string) (int, er
 // CreateJob creates, once, the Job that tick tickID makes for a setting, with the window
 // [setting watermark, to), and advances the watermark to `to` in the same transaction. It returns
 // the Job and whether this call created it; a redelivered tick gets the existing Job back.
-// It returns ErrEmptyWindow when `to` is not after the watermark (a late or reordered tick).
+// It returns ErrEmptyWindow when `to` is not after the watermark (a late or reordered tick), and
+// ErrPaused while the setting's last Job is paused: it is not expanded yet and has paused (the
+// source's budget, or its tenant disconnected). The watermark then stays, so the setting's next
+// Job, once that one has moved on, covers the whole gap.
 func (s *Store) CreateJob(ctx context.Context, settingID, tickID string, to time.Time, defaultChunkSize int) (model.Job, bool, error) {
 	ctx, span := telemetry.Start(ctx, "create job", attribute.String("oncesync.setting", settingID))
 	defer span.End()
@@ -116,6 +175,16 @@ func (s *Store) CreateJob(ctx context.Context, settingID, tickID string, to time
 	job, created, err := s.createJob(ctx, model.JobID(settingID, tickID), settingID, func(tx *firestore.Transaction, st model.SyncSetting, job *model.Job) error {
 		if !to.After(st.Watermark) {
 			return fmt.Errorf("setting %q: tick end %v not after watermark %v: %w", settingID, to, st.Watermark, ErrEmptyWindow)
+		}
+		if st.LastJobID != "" {
+			last, err := tx.Get(s.JobRef(st.LastJobID))
+			if err != nil && !notFound(err) {
+				return err
+			}
+			var lj model.Job
+			if err == nil && last.DataTo(&lj) == nil && Paused(lj) {
+				return fmt.Errorf("setting %q: its last Job %s is paused (%s): %w", settingID, st.LastJobID, lj.Pause, ErrPaused)
+			}
 		}
 		job.TickID, job.WindowFrom, job.WindowTo = tickID, st.Watermark.UTC(), to
 		job.ChunkSize = chunkSize(st, defaultChunkSize)
@@ -126,6 +195,14 @@ func (s *Store) CreateJob(ctx context.Context, settingID, tickID string, to time
 	}
 	return job, created, nil
 }
+
+// ErrPaused: the setting's last Job is paused, and gets no successor until it moves on.
+var ErrPaused = errors.New("store: the setting's last Job is paused")
+
+// Paused reports whether a Job waits in a pause: not expanded yet, and paused at least once (for
+// the source's budget, or its tenant disconnected). A Job that resumed and still expands counts
+// too, until its plan is written.
+func Paused(j model.Job) bool { return j.Status == model.JobPending && j.Pauses > 0 }
 
 // ErrBeyondWatermark: a resync's window ends after the setting's watermark, which the ticks have
 // not imported yet.
@@ -469,26 +546,37 @@ func (s *Store) PauseJob(ctx context.Context, jobID, reason string) error {
 	return nil
 }
 
-// UnfinishedJobs returns up to limit Jobs created before `before` that are not COMPLETED or
-// FAILED, oldest first: the recovery sweep's work list.
-func (s *Store) UnfinishedJobs(ctx context.Context, before time.Time, limit int) ([]model.Job, error) {
-	var out []model.Job
-	for _, st := range []model.JobStatus{model.JobPending, model.JobPlanned} {
-		docs, err := s.Client.Collection(model.Jobs).Where("status", "==", st).Where("createdAt", "<", before).
-			OrderBy("createdAt", firestore.Asc).Limit(limit).Documents(ctx).GetAll()
-		if err != nil {
-			return nil, fmt.Errorf("store: unfinished %s jobs: %w", st, err)
+// UnfinishedJobs lists up to limit PENDING or PLANNED Jobs created before `before`, in creation
+// order, after the cursor (nil: from the oldest): one page of the recovery sweep. The next page
+// starts after the last Job returned.
+func (s *Store) UnfinishedJobs(ctx context.Context, before time.Time, after *model.JobCursor, limit int) ([]model.Job, error) {
+	q := s.unfinished(before).OrderBy("createdAt", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc).Limit(limit)
+	if after != nil {
+		q = q.StartAfter(after.CreatedAt, after.ID)
+	}
+	docs, err := q.Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("store: unfinished jobs: %w", err)
+	}
+	out := make([]model.Job, 0, len(docs))
+	for _, d := range docs {
+		var j model.Job
+		if err := d.DataTo(&j); err != nil {
+			return nil, fmt.Errorf("store: job %s: decode: %w", d.Ref.ID, err)
 		}
-		for _, d := range docs {
-			var j model.Job
-			if err := d.DataTo(&j); err != nil {
-				return nil, fmt.Errorf("store: job %s: decode: %w", d.Ref.ID, err)
-			}
-			j.ID = d.Ref.ID
-			out = append(out, j)
-		}
+		j.ID = d.Ref.ID
+		out = append(out, j)
 	}
 	return out, nil
+}
+
+// CountUnfinished counts the PENDING or PLANNED Jobs created before `before` (one aggregation).
+func (s *Store) CountUnfinished(ctx context.Context, before time.Time) (int, error) {
+	return count(ctx, s.unfinished(before), "unfinished jobs")
+}
+
+func (s *Store) unfinished(before time.Time) firestore.Query {
+	return s.Client.Collection(model.Jobs).Where("status", "in", []string{string(model.JobPending), string(model.JobPlanned)}).Where("createdAt", "<", before)
 }
 
 func aggInt(v any) (int, error) {

@@ -55,7 +55,7 @@ var MetricDocs = []MetricDoc{
 	{MetricJobLag, "s", "From a Job's creation (its tick) to COMPLETED."},
 	{MetricJobsStuck, "{job}", "Unfinished Jobs older than the stuck bound, counted by each tick's recovery sweep."},
 	{MetricChunksInFlight, "{chunk}", "Chunks written to a plan and not yet imported (summed over instances)."},
-	{MetricDisconnected, "{search}", "Searches paused because their tenant's connection cannot authenticate (a refresh refused, a credential missing, a permission lacking): the tenant is disconnected, its Jobs wait for it to be connected again."},
+	{MetricDisconnected, "{search}", "Searches paused because their tenant's connection cannot authenticate (a refresh refused, a credential missing, a permission lacking), and, at every tick while it stays so, the tenant's settings left without a Job: the tenant is disconnected, its Jobs wait for it to be connected again."},
 }
 
 // Metrics are oncesync's instruments. A nil *Metrics records nothing: code below the Gate takes

@@ -411,7 +411,7 @@ func TestBadSourceRowIsListedNotReplayed(t *testing.T) {
 // expander dead-letters their expand messages as tenant_disabled.
 func disableAfterTick(t *testing.T, e *sim.Env) sim.Policy {
 	return sim.Policy{Between: func(d sim.Delivery) {
-		if d.Function() == "Scheduler" {
+		if d.Unit() { // the tick's Jobs exist
 			if _, err := e.FS.Collection(model.Tenants).Doc("acme").Set(context.Background(), model.Tenant{Name: "acme", Enabled: false}); err != nil {
 				t.Error(err)
 			}

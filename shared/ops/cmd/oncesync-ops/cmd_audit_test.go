@@ -167,7 +167,7 @@ func TestDeadLettersCommandReplaysOnce(t *testing.T) {
 	// expand messages as tenant_disabled.
 	e, jobs := auditWorld(t, func(e *sim.Env) sim.Policy {
 		return sim.Policy{Between: func(d sim.Delivery) {
-			if d.Function() == "Scheduler" {
+			if d.Unit() { // the tick's Jobs exist
 				if _, err := e.FS.Collection(model.Tenants).Doc("acme").Set(context.Background(), model.Tenant{Name: "acme"}); err != nil {
 					t.Error(err)
 				}
