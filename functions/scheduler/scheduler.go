@@ -229,8 +229,9 @@ func part(tick model.TickMessage, fill func(p *model.TickMessage)) (bus.Message,
 	return bus.JSON(p, nil)
 }
 
-// list publishes the tick's units, a page of setting IDs at a time, and (for the tick itself)
-// the sweep's first page; a spent budget hands the rest of the listing off.
+// list publishes the tick's units, a page of setting IDs at a time (each page's units published
+// before the next page is read, so the first Jobs are created while the listing goes on), and,
+// for the tick itself, the sweep's first page; a spent budget hands the rest of the listing off.
 func (h *Handler) list(ctx context.Context, tick model.TickMessage, first bool, spent func() bool) error {
 	var msgs []bus.Message
 	if first {
@@ -241,7 +242,7 @@ func (h *Handler) list(ctx context.Context, tick model.TickMessage, first bool, 
 		msgs = append(msgs, m)
 	}
 	after, settings, units := tick.ListAfter, 0, 0
-	for {
+	for more := true; more; {
 		ids, err := h.cfg.Store.EnabledSettingIDs(ctx, after, listPage)
 		if err != nil {
 			return err
@@ -255,22 +256,22 @@ func (h *Handler) list(ctx context.Context, tick model.TickMessage, first bool, 
 			units++
 		}
 		settings += len(ids)
-		if len(ids) < listPage {
-			break
+		more = len(ids) == listPage
+		if more {
+			after = ids[len(ids)-1]
 		}
-		after = ids[len(ids)-1]
-		if spent() {
+		if more && spent() {
 			m, err := part(tick, func(p *model.TickMessage) { p.ListAfter = after })
 			if err != nil {
 				return err
 			}
-			msgs = append(msgs, m)
-			break
+			msgs, more = append(msgs, m), false
 		}
-	}
-	if len(msgs) > 0 {
-		if _, err := h.cfg.Publisher.Publish(ctx, h.cfg.TopicTicks, msgs...); err != nil {
-			return fmt.Errorf("scheduler: publish the tick's parts: %w", err)
+		if len(msgs) > 0 {
+			if _, err := h.cfg.Publisher.Publish(ctx, h.cfg.TopicTicks, msgs...); err != nil {
+				return fmt.Errorf("scheduler: publish the tick's parts: %w", err)
+			}
+			msgs = msgs[:0]
 		}
 	}
 	logging.From(ctx).Info("tick listed", slog.String(logging.Event, "tick_listed"), slog.String("tick", tick.TickID),

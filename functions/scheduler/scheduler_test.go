@@ -308,3 +308,32 @@ func TestASpentBudgetHandsTheRestOfAUnitOff(t *testing.T) {
 		t.Errorf("%d unit deliveries; want the unit handed off at least twice (5 s of budget, 1 s a setting)", units)
 	}
 }
+
+// A listing of more settings than a page hands the rest off when its budget is spent: each
+// continuation is its own part (and key), and every setting still gets its Job once.
+func TestASpentBudgetHandsTheListingOff(t *testing.T) {
+	f := &fakes{tenants: map[string]model.Tenant{"acme": {ID: "acme", Enabled: true}}}
+	for i := range 2500 {
+		f.settings = append(f.settings, model.SyncSetting{ID: fmt.Sprintf("s-%05d", i), TenantID: "acme", SourceObject: "Contact", Target: model.TargetUpsert})
+	}
+	clock := t0
+	var mu sync.Mutex
+	err := runWith(t, f, tick("t1"), func(c *scheduler.Config) {
+		c.Budget = time.Second
+		c.Elapsed = func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Second); return clock }
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists := 0
+	for _, k := range f.keys {
+		if k == idem.TickKey("t1") || strings.Contains(k.ID, "~list~") {
+			lists++
+		}
+	}
+	slices.Sort(f.created)
+	if len(f.created) != 2500 || len(slices.Compact(slices.Clone(f.created))) != 2500 || lists != 3 {
+		t.Errorf("%d Jobs (%d settings), %d listing deliveries; want every setting once, listed by the tick and 2 continuations",
+			len(f.created), len(slices.Compact(slices.Clone(f.created))), lists)
+	}
+}
