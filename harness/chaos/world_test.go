@@ -223,7 +223,8 @@ func keyOf(d sim.Delivery) string {
 		if m.TickID == "" {
 			m.TickID = d.Message.GetMessageId()
 		}
-		return idem.TickKey(m.TickID).String()
+		_, k := scheduler.PartOf(m) // the tick's, a unit's or a sweep page's
+		return k.String()
 	case sim.TopicExpand:
 		var m model.ExpandMessage
 		if json.Unmarshal(data, &m) == nil && m.JobID != "" {
