@@ -288,11 +288,11 @@ func (h *Handler) unit(ctx context.Context, tick model.TickMessage, spent func()
 	if err != nil {
 		return err
 	}
-	ids := make([]string, 0, len(settings))
+	owners := make([]string, 0, len(settings))
 	for _, st := range settings {
-		ids = append(ids, st.TenantID)
+		owners = append(owners, st.TenantID)
 	}
-	tenants, err := h.cfg.Store.Tenants(ctx, ids)
+	tenants, err := h.cfg.Store.Tenants(ctx, owners)
 	if err != nil {
 		return err
 	}
