@@ -285,11 +285,8 @@ func TestASpentBudgetHandsTheRestOfAUnitOff(t *testing.T) {
 	for i := range 12 {
 		f.settings = append(f.settings, model.SyncSetting{ID: fmt.Sprintf("s-%02d", i), TenantID: "acme", SourceObject: "Contact", Target: model.TargetUpsert})
 	}
-	clock := t0
-	var mu sync.Mutex
 	err := runWith(t, f, tick("t1"), func(c *scheduler.Config) {
-		c.UnitSize, c.Concurrency, c.Budget = 12, 1, 5*time.Second
-		c.Elapsed = func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Second); return clock }
+		c.UnitSize, c.Concurrency, c.Budget, c.Elapsed = 12, 1, 5*time.Second, secondPerReading()
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -316,12 +313,7 @@ func TestASpentBudgetHandsTheListingOff(t *testing.T) {
 	for i := range 2500 {
 		f.settings = append(f.settings, model.SyncSetting{ID: fmt.Sprintf("s-%05d", i), TenantID: "acme", SourceObject: "Contact", Target: model.TargetUpsert})
 	}
-	clock := t0
-	var mu sync.Mutex
-	err := runWith(t, f, tick("t1"), func(c *scheduler.Config) {
-		c.Budget = time.Second
-		c.Elapsed = func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Second); return clock }
-	})
+	err := runWith(t, f, tick("t1"), func(c *scheduler.Config) { c.Budget, c.Elapsed = time.Second, secondPerReading() })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,5 +327,17 @@ func TestASpentBudgetHandsTheListingOff(t *testing.T) {
 	if len(f.created) != 2500 || len(slices.Compact(slices.Clone(f.created))) != 2500 || lists != 3 {
 		t.Errorf("%d Jobs (%d settings), %d listing deliveries; want every setting once, listed by the tick and 2 continuations",
 			len(f.created), len(slices.Compact(slices.Clone(f.created))), lists)
+	}
+}
+
+// secondPerReading is a budget clock that moves a second each time it is read.
+func secondPerReading() func() time.Time {
+	var mu sync.Mutex
+	clock := t0
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		clock = clock.Add(time.Second)
+		return clock
 	}
 }

@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -30,7 +29,6 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/connection"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/ops/audit"
 	"github.com/oncesync/oncesync/shared/ops/settings"
 	"github.com/oncesync/oncesync/shared/source"
 	"github.com/oncesync/oncesync/shared/source/connectors"
@@ -172,7 +170,7 @@ type connHarness struct {
 	t      *testing.T
 	env    *sim.Env
 	mut    connMutation
-	logs   *lockedBuffer
+	logs   *sim.LockedBuffer
 	spans  *tracetest.SpanRecorder
 	sealer connection.Sealer
 	cur    atomic.Pointer[connWorld]
@@ -183,7 +181,7 @@ func newConnHarness(t *testing.T, m connMutation) *connHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &connHarness{t: t, mut: m, logs: &lockedBuffer{}, spans: tracetest.NewSpanRecorder(), sealer: keys}
+	h := &connHarness{t: t, mut: m, logs: &sim.LockedBuffer{}, spans: tracetest.NewSpanRecorder(), sealer: keys}
 	h.env = sim.New(t, sim.Options{
 		Start: simStart, Log: h.logs, PageSize: connPageSize,
 		Traces:  telemetry.FromSDK(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans))),
@@ -407,7 +405,11 @@ func (h *connHarness) run(ctx context.Context, c connCase) ([]string, connStats,
 	}
 
 	// No secret in anything captured.
-	captured, err := h.captured(ctx, e, c, spansBefore)
+	var tenants []string
+	for i := range c.Tenants {
+		tenants = append(tenants, tenantID(i))
+	}
+	captured, err := e.Captured(ctx, h.logs.String(), h.spans.Ended()[spansBefore:], tenants)
 	if err != nil {
 		return nil, st, err
 	}
@@ -589,78 +591,8 @@ func (h *connHarness) burst(ctx context.Context, w *connWorld, i int, now time.T
 	wg.Wait()
 }
 
-// captured is everything the case's pipeline and operator wrote where people look: the
-// functions' log lines, the spans, the dead letters, the stored connections, each tenant's audit.
-func (h *connHarness) captured(ctx context.Context, e *sim.Env, c connCase, spansBefore int) (string, error) {
-	var b strings.Builder
-	b.WriteString(h.logs.String())
-	for _, s := range h.spans.Ended()[spansBefore:] {
-		b.WriteString(s.Name())
-		for _, a := range s.Attributes() {
-			b.WriteString(" " + a.Value.Emit())
-		}
-		for _, ev := range s.Events() {
-			b.WriteString(" " + ev.Name)
-			for _, a := range ev.Attributes {
-				b.WriteString(" " + a.Value.Emit())
-			}
-		}
-		b.WriteString(" " + s.Status().Description + "\n")
-	}
-	dls, err := e.DeadLetters(ctx)
-	if err != nil {
-		return "", err
-	}
-	for _, d := range dls {
-		fmt.Fprintf(&b, "%+v\n", d)
-	}
-	docs, err := e.FS.Collection(model.Connections).Documents(ctx).GetAll()
-	if err != nil {
-		return "", err
-	}
-	for _, d := range docs {
-		fmt.Fprintf(&b, "%v\n", d.Data())
-	}
-	for i := range c.Tenants {
-		a := audit.New(e.FS)
-		a.Now = e.Clock.Now
-		rep, err := a.Tenant(ctx, tenantID(i), time.Time{}, time.Time{})
-		if err != nil {
-			return "", err
-		}
-		if err := rep.WriteText(&b); err != nil {
-			return "", err
-		}
-	}
-	return b.String(), nil
-}
-
 // errStopSearch ends a burst's search after its first page.
 var errStopSearch = errors.New("chaos: one page is enough")
-
-// lockedBuffer is a bytes.Buffer written by concurrent deliveries.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
-}
 
 // The connections mutants: each breaks one guarantee of per-tenant connections, and the property
 // must catch it.

@@ -1,17 +1,14 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +22,6 @@ import (
 	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/connection"
 	"github.com/oncesync/oncesync/shared/model"
-	"github.com/oncesync/oncesync/shared/ops/audit"
 	"github.com/oncesync/oncesync/shared/source/connectors"
 	"github.com/oncesync/oncesync/shared/telemetry"
 )
@@ -46,10 +42,10 @@ func twoOrgs(t testing.TB) {
 		t.Fatal(err)
 	}
 	var pool *connectors.Pool
-	var logs bytes.Buffer
+	var logs sim.LockedBuffer
 	login := fixture.NewLogin(fixture.LoginOptions{SessionTimeout: 2 * time.Minute, Rotate: true})
 	spans := tracetest.NewSpanRecorder()
-	w := &world{Env: sim.New(t, sim.Options{Start: simStart, PageSize: 50, Log: &syncWriter{w: &logs},
+	w := &world{Env: sim.New(t, sim.Options{Start: simStart, PageSize: 50, Log: &logs,
 		Traces: telemetry.FromSDK(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))), Sources: func(fs *firestore.Client, cfg config.Config) expander.Sources {
 			pool = &connectors.Pool{Connections: connection.Store{FS: fs, Sealer: keys}, Config: cfg}
 			return pool
@@ -220,57 +216,18 @@ func twoOrgs(t testing.TB) {
 
 	// No secret in anything captured: the functions' log lines, the spans, the dead letters, the
 	// connections' documents as stored, the audit of both tenants.
-	var captured strings.Builder
-	captured.WriteString(logs.String())
-	for _, s := range spans.Ended() {
-		captured.WriteString(s.Name())
-		for _, a := range s.Attributes() {
-			captured.WriteString(" " + a.Value.Emit())
-		}
-		for _, e := range s.Events() {
-			for _, a := range e.Attributes {
-				captured.WriteString(" " + a.Value.Emit())
-			}
-		}
-		captured.WriteString(" " + s.Status().Description + "\n")
+	captured, err := w.Captured(ctx, logs.String(), spans.Ended(), []string{"acme", "globex"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	dls, _ := w.DeadLetters(ctx)
-	for _, d := range dls {
-		fmt.Fprintf(&captured, "%+v\n", d)
-	}
-	docs, _ := w.FS.Collection(model.Connections).Documents(ctx).GetAll()
-	for _, d := range docs {
-		fmt.Fprintf(&captured, "%v\n", d.Data())
-	}
-	for _, tn := range tenants {
-		a := audit.New(w.FS)
-		a.Now = w.Clock.Now
-		rep, err := a.Tenant(ctx, tn.id, time.Time{}, time.Time{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = rep.WriteText(&captured)
-	}
-	if logs.Len() == 0 || len(spans.Ended()) == 0 {
+	if logs.String() == "" || len(spans.Ended()) == 0 {
 		t.Fatal("nothing was captured: the check would pass on nothing")
 	}
 	planted := append(login.Secrets(), string(acmeKey[40:90]))
 	for _, secret := range planted {
-		if strings.Contains(captured.String(), secret) {
+		if strings.Contains(captured, secret) {
 			t.Errorf("a secret (%d characters, issued by the fixture) appears in the captured output", len(secret))
 		}
 	}
-	t.Logf("%d secrets checked against %d bytes of logs, spans, dead letters, stored connections and audits", len(planted), captured.Len())
-}
-
-// syncWriter serializes writes from concurrent deliveries.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
+	t.Logf("%d secrets checked against %d bytes of logs, spans, dead letters, stored connections and audits", len(planted), len(captured))
 }
