@@ -305,11 +305,26 @@ func (h *Handler) unit(ctx context.Context, tick model.TickMessage, spent func()
 		createErr error
 		rest      []string // handed off
 	)
-	create, cctx := errgroup.WithContext(ctx)
+	stop, cancel := context.WithCancel(ctx)
+	create, cctx := errgroup.WithContext(stop)
 	create.SetLimit(h.cfg.Concurrency)
+	publish, pctx := errgroup.WithContext(ctx)
+	publish.SetLimit(h.cfg.Concurrency)
+	created := make(chan struct{}) // closed when every creator has returned
+	// Nothing of this delivery runs after it returns, whichever way it leaves (a crash too):
+	// Cloud Functions does not run it, and a Job created after the answer would be nobody's.
+	defer func() {
+		cancel()
+		<-created
+		_ = publish.Wait()
+	}()
 	go func() {
+		defer close(created)
 		defer close(results)
 		for i, st := range settings {
+			if cctx.Err() != nil {
+				break
+			}
 			if i > 0 && spent() { // at least one setting per delivery: the rest is a smaller unit, with a key of its own
 				for _, s := range settings[i:] {
 					rest = append(rest, s.ID)
@@ -331,8 +346,6 @@ func (h *Handler) unit(ctx context.Context, tick model.TickMessage, spent func()
 		}
 		createErr = create.Wait()
 	}()
-	publish, pctx := errgroup.WithContext(ctx)
-	publish.SetLimit(h.cfg.Concurrency)
 	did := map[outcome]int{}
 	for r := range results {
 		did[r.did]++

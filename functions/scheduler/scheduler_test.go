@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -339,5 +340,55 @@ func secondPerReading() func() time.Time {
 		defer mu.Unlock()
 		clock = clock.Add(time.Second)
 		return clock
+	}
+}
+
+// slowFakes creates the Job of "s-slow" slowly, and counts Job creations still running.
+type slowFakes struct {
+	*fakes
+	running atomic.Int32
+}
+
+func (s *slowFakes) CreateJob(ctx context.Context, settingID, tickID string, to time.Time, size int) (model.Job, bool, error) {
+	s.running.Add(1)
+	defer s.running.Add(-1)
+	if settingID == "s-slow" {
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return model.Job{}, false, ctx.Err()
+		}
+	}
+	return s.fakes.CreateJob(ctx, settingID, tickID, to, size)
+}
+
+// A unit that dies between two Jobs (a crash at StepScheduled) leaves nothing of itself running:
+// no Job is created after the delivery has returned.
+func TestACrashedUnitLeavesNoJobBeingCreated(t *testing.T) {
+	f := &slowFakes{fakes: &fakes{tenants: map[string]model.Tenant{"acme": {ID: "acme", Enabled: true}}, published: map[string][]string{}}}
+	for _, id := range []string{"s-fast", "s-slow"} {
+		f.settings = append(f.settings, model.SyncSetting{ID: id, TenantID: "acme", SourceObject: "Contact", Target: model.TargetUpsert})
+	}
+	h, err := scheduler.New(scheduler.Config{Store: f, Guard: f, Publisher: f, DeadLetters: f, TopicTicks: "ticks", TopicExpand: "expand",
+		TopicChunks: "chunks", ChunkSize: 500, StuckAfter: time.Hour, SweepLimit: 10, Now: func() time.Time { return t0 },
+		Probe: func(_ context.Context, step string) {
+			if step == scheduler.StepScheduled {
+				panic("crash")
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(model.TickMessage{TickID: "t1", At: t0, Unit: []string{"s-fast", "s-slow"}})
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the probe did not crash the delivery")
+			}
+		}()
+		_ = h.Handle(t.Context(), delivery.Message{ID: "u1", Data: b})
+	}()
+	if n := f.running.Load(); n != 0 {
+		t.Errorf("%d Job creations still running after the delivery crashed", n)
 	}
 }
