@@ -101,55 +101,49 @@ func (s *Store) EnabledSettingIDs(ctx context.Context, after string, limit int) 
 // Settings reads the sync settings of ids in one call; a setting that no longer exists is left
 // out.
 func (s *Store) Settings(ctx context.Context, ids []string) ([]model.SyncSetting, error) {
-	refs := make([]*firestore.DocumentRef, len(ids))
-	for i, id := range ids {
-		refs[i] = s.Client.Collection(model.SyncSettings).Doc(id)
-	}
-	snaps, err := s.Client.GetAll(ctx, refs)
-	if err != nil {
-		return nil, fmt.Errorf("store: %d settings: %w", len(ids), err)
-	}
-	out := make([]model.SyncSetting, 0, len(snaps))
-	for _, snap := range snaps {
-		if !snap.Exists() {
-			continue
-		}
-		var st model.SyncSetting
-		if err := snap.DataTo(&st); err != nil {
-			return nil, fmt.Errorf("store: setting %s: decode: %w", snap.Ref.ID, err)
-		}
-		st.ID = snap.Ref.ID
-		out = append(out, st)
-	}
-	return out, nil
+	return byIDs(ctx, s.Client, model.SyncSettings, ids, func(st *model.SyncSetting, id string) { st.ID = id })
 }
 
 // Tenants reads the tenants of ids in one call, by ID; a tenant that does not exist is absent.
 func (s *Store) Tenants(ctx context.Context, ids []string) (map[string]model.Tenant, error) {
+	ts, err := byIDs(ctx, s.Client, model.Tenants, ids, func(t *model.Tenant, id string) { t.ID = id })
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]model.Tenant, len(ts))
+	for _, t := range ts {
+		out[t.ID] = t
+	}
+	return out, nil
+}
+
+// byIDs reads the documents of ids (empty IDs skipped) from one collection in one call, each
+// decoded and given its ID by setID; a document that does not exist is left out.
+func byIDs[T any](ctx context.Context, c *firestore.Client, coll string, ids []string, setID func(*T, string)) ([]T, error) {
 	refs := make([]*firestore.DocumentRef, 0, len(ids))
 	for _, id := range ids {
 		if id != "" {
-			refs = append(refs, s.Client.Collection(model.Tenants).Doc(id))
+			refs = append(refs, c.Collection(coll).Doc(id))
 		}
 	}
-	out := map[string]model.Tenant{}
 	if len(refs) == 0 {
-		return out, nil
+		return nil, nil
 	}
-	snaps, err := s.Client.GetAll(ctx, refs)
+	snaps, err := c.GetAll(ctx, refs)
 	if err != nil {
-		return nil, fmt.Errorf("store: %d tenants: %w", len(refs), err)
+		return nil, fmt.Errorf("store: %d documents of %s: %w", len(refs), coll, err)
 	}
+	out := make([]T, 0, len(snaps))
 	for _, snap := range snaps {
 		if !snap.Exists() {
 			continue
 		}
-		var t model.Tenant
-		if err := snap.DataTo(&t); err != nil {
-			return nil, fmt.Errorf("store: tenant %s: decode: %w", snap.Ref.ID, err)
+		var v T
+		if err := snap.DataTo(&v); err != nil {
+			return nil, fmt.Errorf("store: %s/%s: decode: %w", coll, snap.Ref.ID, err)
 		}
-		t.ID = snap.Ref.ID
-		out[t.ID] = t
+		setID(&v, snap.Ref.ID)
+		out = append(out, v)
 	}
 	return out, nil
 }
