@@ -1,4 +1,4 @@
-// Package oncesync is the Cloud Functions (2nd gen) bundle: this file registers the three entry
+// Package oncesync is the Cloud Functions (2nd gen) bundle: this file registers the four entry
 // points with the functions framework and nothing else. The Go buildpack builds only the module's
 // root package, so this is the one place the deployable functions are named; their logic lives in
 // functions/<name> and shared/.
@@ -24,4 +24,5 @@ func init() {
 	functions.HTTP("Scheduler", entry.Scheduler)
 	functions.HTTP("Expander", entry.Expander)
 	functions.HTTP("Importer", entry.Importer)
+	functions.HTTP("ImporterBulk", entry.ImporterBulk)
 }

@@ -1,4 +1,5 @@
-# The three functions (Cloud Functions 2nd gen). Each one:
+# The four functions (Cloud Functions 2nd gen): the scheduler, the expander and an importer per
+# lane (the bulk lane's is the same code on its own topic, with instances of its own). Each one:
 #   - builds from the shared source zip with the Go runtime matching go.mod,
 #   - runs as its own service account with only the roles it needs (iam.tf),
 #   - is triggered by an Eventarc Pub/Sub trigger that retries failures, with a trigger service
@@ -60,6 +61,7 @@ resource "google_cloudfunctions2_function" "scheduler" {
       ONCESYNC_TOPIC_TICKS        = google_pubsub_topic.ticks.name
       ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name
       ONCESYNC_TOPIC_CHUNKS       = google_pubsub_topic.chunks.name
+      ONCESYNC_TOPIC_CHUNKS_BULK  = google_pubsub_topic.chunks_bulk.name
       ONCESYNC_DEFAULT_CHUNK_SIZE = tostring(var.chunk_size)
       ONCESYNC_FUNCTION_TIMEOUT   = "${var.scheduler.timeout_seconds}s"
       ONCESYNC_BUDGET_PERCENT     = tostring(var.expansion_budget_percent)
@@ -84,6 +86,7 @@ resource "google_cloudfunctions2_function" "scheduler" {
     google_pubsub_topic_iam_member.scheduler_ticks,
     google_pubsub_topic_iam_member.scheduler_expand,
     google_pubsub_topic_iam_member.scheduler_chunks,
+    google_pubsub_topic_iam_member.scheduler_chunks_bulk,
     google_pubsub_topic_iam_member.scheduler_deadletters,
     google_artifact_registry_repository_iam_member.build_writer,
     google_project_iam_member.build_log_writer,
@@ -125,6 +128,8 @@ resource "google_cloudfunctions2_function" "expander" {
     environment_variables = merge(local.common_env, {
       ONCESYNC_TOPIC_EXPAND       = google_pubsub_topic.expand.name
       ONCESYNC_TOPIC_CHUNKS       = google_pubsub_topic.chunks.name
+      ONCESYNC_TOPIC_CHUNKS_BULK  = google_pubsub_topic.chunks_bulk.name
+      ONCESYNC_BULK_AFTER         = tostring(var.bulk_after_records)
       ONCESYNC_SOURCE_KIND        = var.source_kind
       ONCESYNC_PAGE_SIZE          = tostring(var.page_size)
       ONCESYNC_SOURCE_TIMEOUT     = "${var.source_timeout_seconds}s"
@@ -163,6 +168,7 @@ resource "google_cloudfunctions2_function" "expander" {
   depends_on = [
     google_project_iam_member.expander_firestore,
     google_pubsub_topic_iam_member.expander_chunks,
+    google_pubsub_topic_iam_member.expander_chunks_bulk,
     google_pubsub_topic_iam_member.expander_deadletters,
     google_secret_manager_secret_iam_member.expander_credentials_keyset,
     google_kms_crypto_key_iam_member.expander_credentials,
@@ -217,6 +223,60 @@ resource "google_cloudfunctions2_function" "importer" {
   depends_on = [
     google_project_iam_member.importer_firestore,
     google_pubsub_topic_iam_member.importer_deadletters,
+    google_artifact_registry_repository_iam_member.build_writer,
+    google_project_iam_member.build_log_writer,
+    google_project_iam_member.build_object_viewer,
+  ]
+}
+
+# The bulk lane's importer: the Importer's code (entry point ImporterBulk), triggered by the bulk
+# topic, sized on its own (var.importer_bulk), so bulk Jobs' chunks neither take the standard
+# lane's instances nor wait for them.
+resource "google_cloudfunctions2_function" "importer_bulk" {
+  project     = var.project
+  location    = var.region
+  name        = "${var.name_prefix}-importer-bulk"
+  description = "Imports one chunk of a bulk Job into the target collection, exactly once per record version."
+
+  build_config {
+    runtime           = local.go_runtime
+    entry_point       = "ImporterBulk"
+    service_account   = google_service_account.build.id
+    docker_repository = google_artifact_registry_repository.functions.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.importer_bulk.email
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    timeout_seconds                  = var.importer_bulk.timeout_seconds
+    available_memory                 = var.importer_bulk.memory
+    available_cpu                    = var.importer_bulk.cpu
+    min_instance_count               = var.importer_bulk.min_instances
+    max_instance_count               = var.importer_bulk.max_instances
+    max_instance_request_concurrency = var.importer_bulk.concurrency
+
+    environment_variables = local.common_env
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.chunks_bulk.id
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.importer_bulk_trigger.email
+  }
+
+  depends_on = [
+    google_project_iam_member.importer_bulk_firestore,
+    google_pubsub_topic_iam_member.importer_bulk_deadletters,
     google_artifact_registry_repository_iam_member.build_writer,
     google_project_iam_member.build_log_writer,
     google_project_iam_member.build_object_viewer,

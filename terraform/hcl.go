@@ -42,6 +42,7 @@ const (
 var consumers = map[string]string{
 	config.EnvTopicExpand: config.Expander,
 	config.EnvTopicChunks: config.Importer,
+	config.EnvTopicBulk:   config.ImporterBulk,
 }
 
 // Project-level roles each kind of principal may hold. Everything else is granted on a resource.

@@ -36,6 +36,15 @@ resource "google_service_account" "importer" {
   depends_on = [google_project_service.enabled]
 }
 
+# The bulk lane's importer: the same code as the importer, its own identity and instances.
+resource "google_service_account" "importer_bulk" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-bulk-importer"
+  display_name = "${var.name_prefix} ImporterBulk function"
+
+  depends_on = [google_project_service.enabled]
+}
+
 resource "google_project_iam_member" "scheduler_firestore" {
   project = var.project
   role    = "roles/datastore.user"
@@ -52,6 +61,12 @@ resource "google_project_iam_member" "importer_firestore" {
   project = var.project
   role    = "roles/datastore.user"
   member  = "serviceAccount:${google_service_account.importer.email}"
+}
+
+resource "google_project_iam_member" "importer_bulk_firestore" {
+  project = var.project
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.importer_bulk.email}"
 }
 
 # Each function writes its deliveries' spans to Cloud Trace (a project-level role: traces have no
@@ -74,6 +89,12 @@ resource "google_project_iam_member" "importer_trace" {
   member  = "serviceAccount:${google_service_account.importer.email}"
 }
 
+resource "google_project_iam_member" "importer_bulk_trace" {
+  project = var.project
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${google_service_account.importer_bulk.email}"
+}
+
 # Each function writes its metrics to Cloud Monitoring (project-level, as for traces).
 resource "google_project_iam_member" "scheduler_metrics" {
   project = var.project
@@ -93,8 +114,14 @@ resource "google_project_iam_member" "importer_metrics" {
   member  = "serviceAccount:${google_service_account.importer.email}"
 }
 
+resource "google_project_iam_member" "importer_bulk_metrics" {
+  project = var.project
+  role    = "roles/monitoring.metricWriter"
+  member  = "serviceAccount:${google_service_account.importer_bulk.email}"
+}
+
 # Scheduler publishes a tick's parts to ticks (its own trigger: units of settings, sweep pages),
-# Jobs to expand, stuck chunks to chunks (recovery sweep), dead letters.
+# Jobs to expand, stuck chunks to their Job's lane (recovery sweep), dead letters.
 resource "google_pubsub_topic_iam_member" "scheduler_ticks" {
   project = var.project
   topic   = google_pubsub_topic.ticks.name
@@ -116,6 +143,13 @@ resource "google_pubsub_topic_iam_member" "scheduler_chunks" {
   member  = "serviceAccount:${google_service_account.scheduler.email}"
 }
 
+resource "google_pubsub_topic_iam_member" "scheduler_chunks_bulk" {
+  project = var.project
+  topic   = google_pubsub_topic.chunks_bulk.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
 resource "google_pubsub_topic_iam_member" "scheduler_deadletters" {
   project = var.project
   topic   = google_pubsub_topic.deadletters.name
@@ -123,7 +157,7 @@ resource "google_pubsub_topic_iam_member" "scheduler_deadletters" {
   member  = "serviceAccount:${google_service_account.scheduler.email}"
 }
 
-# Expander publishes chunks, its own continuations and dead letters.
+# Expander publishes chunks (to either lane), its own continuations and dead letters.
 resource "google_pubsub_topic_iam_member" "expander_expand" {
   project = var.project
   topic   = google_pubsub_topic.expand.name
@@ -138,6 +172,13 @@ resource "google_pubsub_topic_iam_member" "expander_chunks" {
   member  = "serviceAccount:${google_service_account.expander.email}"
 }
 
+resource "google_pubsub_topic_iam_member" "expander_chunks_bulk" {
+  project = var.project
+  topic   = google_pubsub_topic.chunks_bulk.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.expander.email}"
+}
+
 resource "google_pubsub_topic_iam_member" "expander_deadletters" {
   project = var.project
   topic   = google_pubsub_topic.deadletters.name
@@ -145,12 +186,19 @@ resource "google_pubsub_topic_iam_member" "expander_deadletters" {
   member  = "serviceAccount:${google_service_account.expander.email}"
 }
 
-# Importer publishes dead letters only.
+# The importers publish dead letters only.
 resource "google_pubsub_topic_iam_member" "importer_deadletters" {
   project = var.project
   topic   = google_pubsub_topic.deadletters.name
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${google_service_account.importer.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "importer_bulk_deadletters" {
+  project = var.project
+  topic   = google_pubsub_topic.deadletters.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.importer_bulk.email}"
 }
 
 # --- Trigger service accounts ---------------------------------------------------------------
@@ -176,6 +224,14 @@ resource "google_service_account" "importer_trigger" {
   project      = var.project
   account_id   = "${var.name_prefix}-importer-trigger"
   display_name = "${var.name_prefix} Importer Eventarc trigger"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "importer_bulk_trigger" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-bulk-trigger"
+  display_name = "${var.name_prefix} ImporterBulk Eventarc trigger"
 
   depends_on = [google_project_service.enabled]
 }
@@ -206,14 +262,23 @@ resource "google_cloud_run_v2_service_iam_member" "importer_trigger_invoker" {
   member   = "serviceAccount:${google_service_account.importer_trigger.email}"
 }
 
+resource "google_cloud_run_v2_service_iam_member" "importer_bulk_trigger_invoker" {
+  project  = var.project
+  location = google_cloudfunctions2_function.importer_bulk.location
+  name     = google_cloudfunctions2_function.importer_bulk.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.importer_bulk_trigger.email}"
+}
+
 # Projects whose Pub/Sub service agent dates from before 2021-04-08 need it to be able to mint
 # tokens for the trigger SAs. Granted on each trigger SA, not on the project.
 locals {
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   trigger_service_accounts = {
-    scheduler = google_service_account.scheduler_trigger.name
-    expander  = google_service_account.expander_trigger.name
-    importer  = google_service_account.importer_trigger.name
+    scheduler     = google_service_account.scheduler_trigger.name
+    expander      = google_service_account.expander_trigger.name
+    importer      = google_service_account.importer_trigger.name
+    importer_bulk = google_service_account.importer_bulk_trigger.name
   }
 }
 

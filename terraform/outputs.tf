@@ -16,6 +16,11 @@ output "functions" {
       service_account = google_service_account.importer.email
       trigger_account = google_service_account.importer_trigger.email
     }
+    ImporterBulk = {
+      name            = google_cloudfunctions2_function.importer_bulk.name
+      service_account = google_service_account.importer_bulk.email
+      trigger_account = google_service_account.importer_bulk_trigger.email
+    }
   }
 }
 
@@ -25,6 +30,7 @@ output "topics" {
     ticks       = google_pubsub_topic.ticks.name
     expand      = google_pubsub_topic.expand.name
     chunks      = google_pubsub_topic.chunks.name
+    chunks_bulk = google_pubsub_topic.chunks_bulk.name
     deadletters = google_pubsub_topic.deadletters.name
   }
 }

@@ -1,4 +1,5 @@
-# The pipeline: Cloud Scheduler -> ticks -> Scheduler -> expand -> Expander -> chunks -> Importer.
+# The pipeline: Cloud Scheduler -> ticks -> Scheduler -> expand -> Expander -> chunks -> Importer,
+# and for bulk Jobs (more than bulk_after_records rows) Expander -> chunks-bulk -> ImporterBulk.
 # Each function is subscribed to its topic by the Eventarc trigger it declares.
 #
 # Dead letters. Eventarc creates and owns the push subscription behind each trigger, and neither
@@ -27,6 +28,15 @@ resource "google_pubsub_topic" "expand" {
 resource "google_pubsub_topic" "chunks" {
   project = var.project
   name    = "${var.name_prefix}-chunks"
+
+  depends_on = [google_project_service.enabled]
+}
+
+# The bulk lane: chunks of Jobs whose window counts more than bulk_after_records rows, imported by
+# a function of their own, so a small tenant's chunks never queue behind a bulk backlog.
+resource "google_pubsub_topic" "chunks_bulk" {
+  project = var.project
+  name    = "${var.name_prefix}-chunks-bulk"
 
   depends_on = [google_project_service.enabled]
 }

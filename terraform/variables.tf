@@ -168,6 +168,17 @@ variable "tick_unit_size" {
   }
 }
 
+variable "bulk_after_records" {
+  description = "A Job whose window counts more records than this is bulk: its chunks go to the bulk lane (its own topic and ImporterBulk function), so small tenants' Jobs never queue behind it. 0: one lane for every Job."
+  type        = number
+  default     = 20000
+
+  validation {
+    condition     = var.bulk_after_records >= 0 && floor(var.bulk_after_records) == var.bulk_after_records
+    error_message = "bulk_after_records must be a whole number >= 0."
+  }
+}
+
 variable "notification_channels" {
   description = "Cloud Monitoring notification channel IDs (projects/P/notificationChannels/N) the alert policies notify; empty: the alerts open incidents but notify no one."
   type        = list(string)
@@ -224,7 +235,7 @@ variable "lease_minutes" {
   validation {
     condition = (
       floor(var.lease_minutes) == var.lease_minutes &&
-      var.lease_minutes * 60 > max(var.scheduler.timeout_seconds, var.expander.timeout_seconds, var.importer.timeout_seconds)
+      var.lease_minutes * 60 > max(var.scheduler.timeout_seconds, var.expander.timeout_seconds, var.importer.timeout_seconds, var.importer_bulk.timeout_seconds)
     )
     error_message = "lease_minutes must be a whole number of minutes longer than every function's timeout_seconds."
   }
@@ -283,13 +294,13 @@ variable "dead_letter_retention_days" {
 # functions time out after at most 540 s; a concurrency above 1 needs at least one whole CPU.
 
 variable "scheduler" {
-  description = "Scheduler function sizing: timeout_seconds (1-540), memory (e.g. 256Mi), cpu (null: derived from memory), min_instances, max_instances, concurrency (requests per instance)."
+  description = "Scheduler function sizing: timeout_seconds (1-540), memory (e.g. 256Mi), cpu (null: derived from memory), min_instances, max_instances (a tick's units of settings and sweep pages run on this many instances at once), concurrency (requests per instance)."
   type = object({
     timeout_seconds = optional(number, 300)
     memory          = optional(string, "256Mi")
     cpu             = optional(string)
     min_instances   = optional(number, 0)
-    max_instances   = optional(number, 1)
+    max_instances   = optional(number, 10)
     concurrency     = optional(number, 1)
   })
   default = {}
@@ -354,6 +365,31 @@ variable "importer" {
       (var.importer.concurrency == 1 || try(tonumber(var.importer.cpu) >= 1, false))
     )
     error_message = "importer: timeout_seconds 1..540, memory like 512Mi, 0 <= min_instances <= max_instances, concurrency 1..1000, and cpu >= 1 when concurrency > 1."
+  }
+}
+
+variable "importer_bulk" {
+  description = "ImporterBulk function sizing (the bulk lane's importer), as importer: timeout_seconds (1-540), memory, cpu (null: derived from memory), min_instances, max_instances, concurrency. Its max_instances bounds what bulk Jobs take of Firestore at once; the standard lane keeps importer's."
+  type = object({
+    timeout_seconds = optional(number, 300)
+    memory          = optional(string, "512Mi")
+    cpu             = optional(string)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 20)
+    concurrency     = optional(number, 1)
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.importer_bulk.timeout_seconds >= 1 && var.importer_bulk.timeout_seconds <= 540 &&
+      can(regex("^[0-9]+(Mi|Gi|M|G)$", var.importer_bulk.memory)) &&
+      var.importer_bulk.min_instances >= 0 && var.importer_bulk.max_instances >= 1 &&
+      var.importer_bulk.min_instances <= var.importer_bulk.max_instances &&
+      var.importer_bulk.concurrency >= 1 && var.importer_bulk.concurrency <= 1000 &&
+      (var.importer_bulk.concurrency == 1 || try(tonumber(var.importer_bulk.cpu) >= 1, false))
+    )
+    error_message = "importer_bulk: timeout_seconds 1..540, memory like 512Mi, 0 <= min_instances <= max_instances, concurrency 1..1000, and cpu >= 1 when concurrency > 1."
   }
 }
 

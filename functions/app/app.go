@@ -138,7 +138,7 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 		}
 		s, err := scheduler.New(scheduler.Config{
 			Store: ss, Guard: idem.Guard{Keys: c.Keys}, Publisher: c.Publisher, DeadLetters: c.DeadLetters,
-			TopicTicks: c.Config.TopicTicks, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks, ChunkSize: c.Config.ChunkSize,
+			TopicTicks: c.Config.TopicTicks, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks, TopicChunksBulk: c.Config.TopicChunksBulk, ChunkSize: c.Config.ChunkSize,
 			WindowLag: c.Config.WindowLag, StuckAfter: c.Config.StuckAfter, SweepLimit: c.Config.SweepLimit,
 			UnitSize: c.Config.TickUnit, Budget: c.Config.Budget(), Elapsed: c.Elapsed, Now: c.Now, Probe: c.Probe,
 		})
@@ -154,6 +154,7 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 		e, err := expander.New(expander.Config{
 			Jobs: es, Plans: es, Guard: idem.Guard{Keys: c.Keys}, Sources: c.Sources,
 			Publisher: c.Publisher, DeadLetters: c.DeadLetters, TopicExpand: c.Config.TopicExpand, TopicChunks: c.Config.TopicChunks,
+			TopicChunksBulk: c.Config.TopicChunksBulk, BulkAfter: c.Config.BulkAfter,
 			MaxChunkBytes: c.Config.MaxChunkBytes, Budget: c.Config.Budget(),
 			SliceRows: c.Config.SliceRows, MaxSlices: c.Config.MaxSlices, SearchSlots: c.Config.SearchSlots,
 			ParallelAfter: c.Config.ParallelAfter, Now: c.Now, Elapsed: c.Elapsed, Probe: c.Probe,
@@ -162,7 +163,7 @@ func (c Components) handler(fn string) (delivery.Handler, error) {
 			return nil, err
 		}
 		h = e.Handle
-	case config.Importer:
+	case config.Importer, config.ImporterBulk: // one handler, a function per lane
 		var is importer.Store = c.Store
 		if c.ImporterStore != nil {
 			is = c.ImporterStore(is)
@@ -201,8 +202,13 @@ func (e *Entry) Scheduler(w http.ResponseWriter, r *http.Request) { e.serve(conf
 // Expander is the Expander entry point.
 func (e *Entry) Expander(w http.ResponseWriter, r *http.Request) { e.serve(config.Expander, w, r) }
 
-// Importer is the Importer entry point.
+// Importer is the Importer entry point (the standard lane's).
 func (e *Entry) Importer(w http.ResponseWriter, r *http.Request) { e.serve(config.Importer, w, r) }
+
+// ImporterBulk is the bulk lane's importer entry point.
+func (e *Entry) ImporterBulk(w http.ResponseWriter, r *http.Request) {
+	e.serve(config.ImporterBulk, w, r)
+}
 
 // serve answers 500 while the function cannot be built (bad configuration, a client that cannot
 // start): Pub/Sub redelivers, and the message is not lost.

@@ -160,19 +160,23 @@ var (
 
 // Config holds the expander's dependencies and settings.
 type Config struct {
-	Jobs          Jobs
-	Plans         Plans
-	Guard         idem.Runner // runs the expansion under the slice's key
-	Sources       Sources
-	Publisher     Publisher
-	DeadLetters   delivery.Sink
-	TopicExpand   string // where continuations go
-	TopicChunks   string
-	MaxChunkBytes int           // a chunk is cut early rather than grow past this many encoded bytes
-	Budget        time.Duration // a delivery hands off after the first chunk written past this; 0: never
-	SliceRows     int           // a window of more rows is cut into slices of about this many; 0: never
-	MaxSlices     int           // most slices per Job (default 1)
-	SearchSlots   int           // slices of a Job searched at once, for tenants that set none (default 1)
+	Jobs        Jobs
+	Plans       Plans
+	Guard       idem.Runner // runs the expansion under the slice's key
+	Sources     Sources
+	Publisher   Publisher
+	DeadLetters delivery.Sink
+	TopicExpand string // where continuations go
+	TopicChunks string // the standard lane's chunk topic
+	// TopicChunksBulk is the bulk lane's (empty: one lane), for Jobs whose window counts more than
+	// BulkAfter rows (model.ClassOf; 0: no bulk class).
+	TopicChunksBulk string
+	BulkAfter       int
+	MaxChunkBytes   int           // a chunk is cut early rather than grow past this many encoded bytes
+	Budget          time.Duration // a delivery hands off after the first chunk written past this; 0: never
+	SliceRows       int           // a window of more rows is cut into slices of about this many; 0: never
+	MaxSlices       int           // most slices per Job (default 1)
+	SearchSlots     int           // slices of a Job searched at once, for tenants that set none (default 1)
 	// ParallelAfter: a Job's slices are searched in parallel only when its first page took at
 	// least this long to arrive (on the Elapsed clock); otherwise one after another. 0: always.
 	ParallelAfter time.Duration
@@ -184,12 +188,16 @@ type Config struct {
 // Handler handles expand messages.
 type Handler struct{ cfg Config }
 
+func (h *Handler) lanes() bus.Lanes {
+	return bus.Lanes{Standard: h.cfg.TopicChunks, Bulk: h.cfg.TopicChunksBulk}
+}
+
 // New returns a Handler.
 func New(cfg Config) (*Handler, error) {
 	if cfg.Jobs == nil || cfg.Plans == nil || cfg.Guard == nil || cfg.Sources == nil || cfg.Publisher == nil || cfg.DeadLetters == nil {
 		return nil, errors.New("expander: missing dependency")
 	}
-	if cfg.TopicChunks == "" || cfg.TopicExpand == "" || cfg.MaxChunkBytes < 1 || cfg.Budget < 0 {
+	if cfg.TopicChunks == "" || cfg.TopicExpand == "" || cfg.MaxChunkBytes < 1 || cfg.Budget < 0 || cfg.BulkAfter < 0 {
 		return nil, errors.New("expander: expand and chunk topics, max chunk bytes and a budget >= 0 are required")
 	}
 	if cfg.Now == nil {

@@ -1,6 +1,7 @@
 package expander
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -34,14 +35,17 @@ func (x *expansion) cut(ctx context.Context) error {
 	if len(cut) == 1 {
 		decided = 1
 	}
-	job, err := x.h.cfg.Plans.CutSlices(ctx, x.lease, x.job, cut, decided)
+	job := x.job
+	job.Class = model.ClassOf(total(cut), x.h.cfg.BulkAfter)
+	job, err = x.h.cfg.Plans.CutSlices(ctx, x.lease, job, cut, decided)
 	if err != nil {
 		return err
 	}
 	x.slices = cut
 	x.setJob(job)
+	x.pub.classify(job)
 	logging.From(ctx).Info("window cut into slices", slog.String(logging.Event, "job_sliced"), slog.Int("slices", len(cut)),
-		slog.Int("searchLimit", slots), slog.Int("estimate", total(cut)))
+		slog.Int("searchLimit", slots), slog.Int("estimate", total(cut)), slog.String("class", cmp.Or(string(job.Class), "standard")))
 	return nil
 }
 
@@ -173,7 +177,8 @@ func (h *Handler) publishSlices(ctx context.Context, job model.Job, slices ...in
 }
 
 // measure counts the Job's window and cuts it into slices: one when the connector does not count
-// or the window holds at most SliceRows rows; otherwise about rows/SliceRows slices, rounded up to
+// (estimate 0), when slicing is off (counted only for the class, when BulkAfter is set) or the
+// window holds at most SliceRows rows; otherwise about rows/SliceRows slices, rounded up to
 // a multiple of slots and at most MaxSlices, by halving the fullest slice's populated time range
 // (one count per halving; a range that cannot be halved, all of one millisecond, stays whole).
 // The slices cover the window exactly, in order; their estimates are the counts as measured. A
@@ -181,7 +186,8 @@ func (h *Handler) publishSlices(ctx context.Context, job model.Job, slices ...in
 func (h *Handler) measure(ctx context.Context, src Source, job model.Job, slots int) ([]model.Slice, error) {
 	whole := model.Slice{From: job.WindowFrom, To: job.WindowTo, Status: model.SlicePending}
 	c, ok := src.(source.Counter)
-	if !ok || h.cfg.SliceRows == 0 || h.cfg.MaxSlices == 1 {
+	slicing := h.cfg.SliceRows > 0 && h.cfg.MaxSlices != 1
+	if !ok || !slicing && h.cfg.BulkAfter == 0 {
 		return []model.Slice{whole}, nil
 	}
 	count := func(from, to time.Time) (source.Extent, error) {
@@ -192,6 +198,9 @@ func (h *Handler) measure(ctx context.Context, src Source, job model.Job, slots 
 		return nil, err
 	}
 	whole.Estimate = e.Count
+	if !slicing {
+		return []model.Slice{whole}, nil
+	}
 	want := (e.Count + h.cfg.SliceRows - 1) / h.cfg.SliceRows
 	if want <= 1 {
 		return []model.Slice{whole}, nil

@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -101,13 +102,16 @@ type Config struct {
 	DeadLetters delivery.Sink
 	TopicTicks  string // where the tick's parts go (this function's own trigger)
 	TopicExpand string
-	TopicChunks string
-	ChunkSize   int           // for settings without one
-	WindowLag   time.Duration // a Job's window ends this long before the tick
-	StuckAfter  time.Duration // unfinished Jobs older than this are swept
-	SweepLimit  int           // Jobs per sweep page
-	UnitSize    int           // settings per unit (default DefaultUnitSize)
-	Concurrency int           // a unit's Jobs created at once (default DefaultConcurrency)
+	TopicChunks string // the standard lane's chunk topic
+	// TopicChunksBulk is the bulk lane's (empty: one lane): the sweep re-publishes a Job's
+	// chunks to its class's lane (bus.Lanes).
+	TopicChunksBulk string
+	ChunkSize       int           // for settings without one
+	WindowLag       time.Duration // a Job's window ends this long before the tick
+	StuckAfter      time.Duration // unfinished Jobs older than this are swept
+	SweepLimit      int           // Jobs per sweep page
+	UnitSize        int           // settings per unit (default DefaultUnitSize)
+	Concurrency     int           // a unit's Jobs created at once (default DefaultConcurrency)
 	// Budget is how long a part may run before it hands the rest off (the expander's rule: a
 	// share of the function's timeout; 0: never), on the Elapsed clock (default time.Now).
 	Budget  time.Duration
@@ -502,7 +506,9 @@ func (h *Handler) sweep(ctx context.Context, tick model.TickMessage) error {
 	if err != nil {
 		return err
 	}
-	var expand, chunks []bus.Message
+	var expand []bus.Message
+	chunks := map[string][]bus.Message{} // by lane
+	lanes := bus.Lanes{Standard: h.cfg.TopicChunks, Bulk: h.cfg.TopicChunksBulk}
 	completed, skipped := 0, 0
 	for _, j := range jobs {
 		if t, ok := tenants[j.TenantID]; ok && t.IsDisconnected() {
@@ -533,8 +539,9 @@ func (h *Handler) sweep(ctx context.Context, tick model.TickMessage) error {
 						slog.String(logging.Job, j.ID), slog.String(logging.Tenant, j.TenantID))
 				}
 			}
+			lane := lanes.Topic(j.Class)
 			for _, i := range pending {
-				chunks = append(chunks, bus.Chunk(j, i))
+				chunks[lane] = append(chunks[lane], bus.Chunk(j, i))
 			}
 		}
 	}
@@ -555,13 +562,15 @@ func (h *Handler) sweep(ctx context.Context, tick model.TickMessage) error {
 			return fmt.Errorf("scheduler: sweep: %w", err)
 		}
 	}
-	if len(chunks) > 0 {
-		if _, err := h.cfg.Publisher.Publish(ctx, h.cfg.TopicChunks, chunks...); err != nil {
+	republished := 0
+	for _, lane := range slices.Sorted(maps.Keys(chunks)) {
+		if _, err := h.cfg.Publisher.Publish(ctx, lane, chunks[lane]...); err != nil {
 			return fmt.Errorf("scheduler: sweep: %w", err)
 		}
+		republished += len(chunks[lane])
 	}
 	logging.From(ctx).Warn("recovery sweep re-published stuck work", slog.String(logging.Event, "sweep"),
-		slog.Int("jobs", len(jobs)), slog.Int("expandRepublished", len(expand)), slog.Int("chunksRepublished", len(chunks)),
+		slog.Int("jobs", len(jobs)), slog.Int("expandRepublished", len(expand)), slog.Int("chunksRepublished", republished),
 		slog.Int("completed", completed), slog.Int("disconnected", skipped))
 	return nil
 }

@@ -115,7 +115,7 @@ func (f *fakes) Publish(_ context.Context, topic string, msgs ...bus.Message) ([
 		_ = json.Unmarshal(m.Data, &cm)
 		what := cm.JobID
 		switch {
-		case topic == "chunks":
+		case topic == "chunks" || topic == "chunks-bulk":
 			what = fmt.Sprintf("%s#%d", cm.JobID, cm.Chunk)
 		case cm.Slice > 0:
 			what = fmt.Sprintf("%s/%d", cm.JobID, cm.Slice)
@@ -235,6 +235,34 @@ func TestSweepRepublishesStuckWork(t *testing.T) {
 	if !slices.Equal(f.published["expand"], []string{"j-pending", "j-sliced/2", "j-sliced/3"}) || !slices.Equal(f.published["chunks"], []string{"j-planned#0", "j-planned#2"}) ||
 		!slices.Equal(f.completed, []string{"j-alldone"}) {
 		t.Errorf("expand %v, chunks %v, completed %v", f.published["expand"], f.published["chunks"], f.completed)
+	}
+}
+
+// The sweep re-publishes a stuck Job's chunks to its class's lane: a bulk Job's backlog never
+// lands in front of small Jobs' chunks; with one lane configured, every Job's go to it.
+func TestTheSweepRepublishesChunksToTheirJobsLane(t *testing.T) {
+	jobs := func() *fakes {
+		return &fakes{
+			unfinished: []model.Job{
+				{ID: "j-small", TenantID: "acme", Status: model.JobPlanned, ChunkCount: 2},
+				{ID: "j-bulk", TenantID: "globex", Status: model.JobPlanned, ChunkCount: 90, Class: model.ClassBulk},
+			},
+			pending: map[string][]int{"j-small": {1}, "j-bulk": {7, 88}},
+		}
+	}
+	f := jobs()
+	if err := runWith(t, f, tick("t2"), func(c *scheduler.Config) { c.TopicChunksBulk = "chunks-bulk" }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(f.published["chunks"], []string{"j-small#1"}) || !slices.Equal(f.published["chunks-bulk"], []string{"j-bulk#7", "j-bulk#88"}) {
+		t.Errorf("standard lane %v, bulk lane %v; want j-small#1 and j-bulk#7, j-bulk#88", f.published["chunks"], f.published["chunks-bulk"])
+	}
+	one := jobs()
+	if err := run(t, one, tick("t2")); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(one.published["chunks"], []string{"j-small#1", "j-bulk#7", "j-bulk#88"}) || len(one.published["chunks-bulk"]) > 0 {
+		t.Errorf("one lane: chunks %v, bulk %v", one.published["chunks"], one.published["chunks-bulk"])
 	}
 }
 

@@ -43,7 +43,7 @@ func (res *Results) goalsSection(w io.Writer, h Headline, ss []sizeSummary) {
 	r, _ := medianRun(large.Guarded)
 	ceil := median(ceilingRates(large.Ceiling))
 	ratio := pairedRatio(rates(large.Guarded), ceilingRates(large.Ceiling))
-	imp := r.Stats.Sum(config.Importer + "/" + First)
+	imp := r.Stats.Imports()
 	chunks := float64(max(imp.Deliveries, 1))
 	perChunk := func(d time.Duration) float64 { return d.Seconds() * 1000 / chunks }
 

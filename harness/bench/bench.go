@@ -34,6 +34,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/oncesync/oncesync/harness/emu"
@@ -63,6 +64,15 @@ type Options struct {
 	Only          []string        // run only these parts: "ceiling", ModeGuarded, ModeUnguarded, ModeDuplicates
 	WarmUp        int             // records imported, then written straight, before measuring (default 30,000; -1: none)
 	LogDir        string          // keep every run's emulator and function logs here (default: a temporary directory, removed)
+	// Many tenants: TenantSizes settings (default 100, 1,000 and 10,000), SettingsPerTenant to a
+	// tenant (default 10), each setting a window of RecordsPerSetting records (default 10).
+	TenantSizes       []int
+	SettingsPerTenant int
+	RecordsPerSetting int
+	// Fairness: a tenant's Job of FairSmall records (default 1,000) alone, and FairGap (default 2 s)
+	// after the tick of another tenant's Job of Largest records.
+	FairSmall int
+	FairGap   time.Duration
 }
 
 func (o *Options) defaults() error {
@@ -115,6 +125,22 @@ func (o *Options) defaults() error {
 	if o.Timeout == 0 {
 		o.Timeout = 8 * time.Minute
 	}
+	if len(o.TenantSizes) == 0 {
+		o.TenantSizes = []int{100, 1_000, 10_000}
+	}
+	sort.Ints(o.TenantSizes)
+	if o.SettingsPerTenant == 0 {
+		o.SettingsPerTenant = 10
+	}
+	if o.RecordsPerSetting == 0 {
+		o.RecordsPerSetting = 10
+	}
+	if o.FairSmall == 0 {
+		o.FairSmall = 1_000
+	}
+	if o.FairGap == 0 {
+		o.FairGap = 2 * time.Second
+	}
 	if o.Binary == "" {
 		var err error
 		if o.Binary, err = os.Executable(); err != nil {
@@ -140,7 +166,9 @@ type Results struct {
 	WarmUpCeiling     []Ceiling // the warm-up writes that follow them
 	Ceiling           []Ceiling // per size, repetition and strategy
 	Runs              []Run     // every measured pipeline run, in the order run
-	Sessions          int       // emulator pairs started (each warmed up)
+	Tenants           []TenantRun
+	Fair              []FairRun
+	Sessions          int // emulator pairs started (each warmed up)
 }
 
 // SessionDocs is how many documents one emulator pair is given before a fresh one is started.
@@ -305,6 +333,61 @@ func Bench(ctx context.Context, o Options) (*Results, error) {
 			if r, ok := run(ModeDuplicates, o.DuplicateSize, rep, false); ok {
 				res.Runs = append(res.Runs, r)
 			}
+		}
+	}
+	// Many tenants: each size on a fresh stack, in a session with room for it.
+	if o.runs(ModeTenants) {
+		for _, n := range o.TenantSizes {
+			if ctx.Err() != nil {
+				break
+			}
+			if err := session(n * (2*o.RecordsPerSetting + 8)); err != nil {
+				errs = append(errs, err)
+				break
+			}
+			used += n * (2*o.RecordsPerSetting + 8)
+			name := fmt.Sprintf("%s-%d", ModeTenants, n)
+			ro := runOptions{emu: e, project: name, seed: o.Seed, concurrency: o.Concurrency, binary: o.Binary,
+				logDir: filepath.Join(logs, name), log: io.Discard, timeout: max(o.Timeout, 30*time.Minute)}
+			tr, err := runTenants(ctx, ro, n, o.SettingsPerTenant, o.RecordsPerSetting)
+			if err != nil {
+				tr.Err = err.Error()
+				errs = append(errs, fmt.Errorf("bench: %s: %w", name, err))
+			}
+			reads, writes := tr.PerJob()
+			logf("%-22s %6d settings over %d tenants (seeded in %v): first Job created %v after the tick, last %v, last COMPLETED %v; longest delivery %v (%s), longest Scheduler delivery %v of %d; %.1f reads + %.1f writes per Job",
+				name, n, tr.Tenants, tr.Seeding.Round(time.Second), tr.FirstCreated.Round(time.Millisecond), tr.LastCreated.Round(time.Millisecond),
+				tr.LastCompleted.Round(time.Millisecond), tr.Longest.Round(time.Millisecond), tr.LongestIn, tr.SchedulerLongest.Round(time.Millisecond),
+				tr.SchedulerDeliveries, reads, writes)
+			res.Tenants = append(res.Tenants, tr)
+		}
+	}
+	// Fairness: the small tenant alone, then beside the large Job, with the lanes and on one lane.
+	if o.runs(ModeFairness) && o.Largest > 0 {
+		for _, v := range []string{FairAlone, FairBeside, FairOneLane} {
+			if ctx.Err() != nil {
+				break
+			}
+			docs := 2 * o.FairSmall
+			if v != FairAlone {
+				docs += 2 * o.Largest
+			}
+			if err := session(docs); err != nil {
+				errs = append(errs, err)
+				break
+			}
+			used += docs
+			name := fmt.Sprintf("%s-%s", ModeFairness, strings.ReplaceAll(strings.ReplaceAll(v, ",", ""), " ", "-"))
+			ro := runOptions{emu: e, project: name, seed: o.Seed, concurrency: o.Concurrency, binary: o.Binary,
+				logDir: filepath.Join(logs, name), log: io.Discard, timeout: o.Timeout}
+			fr, err := runFair(ctx, ro, v, o.FairSmall, o.Largest, o.FairGap)
+			if err != nil {
+				fr.Err = err.Error()
+				errs = append(errs, fmt.Errorf("bench: %s: %w", name, err))
+			}
+			logf("%-22s the small tenant's %d records: tick → COMPLETED %v; the large Job's %d records: %v",
+				name, fr.Small, fr.SmallElapsed.Round(time.Millisecond), fr.Large, fr.LargeElapsed.Round(time.Millisecond))
+			res.Fair = append(res.Fair, fr)
 		}
 	}
 	res.Sessions = sessions

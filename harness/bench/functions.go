@@ -110,6 +110,15 @@ func (s Stats) Sum(keys ...string) Counts {
 	return out
 }
 
+// Imports sums the first deliveries of both lanes' importers.
+func (s Stats) Imports() Counts {
+	var keys []string
+	for _, fn := range config.Importers {
+		keys = append(keys, fn+"/"+First)
+	}
+	return s.Sum(keys...)
+}
+
 // Class sums one delivery class over every entry point.
 func (s Stats) Class(class string) Counts {
 	var keys []string
@@ -311,7 +320,7 @@ func (m *meter) wrap(fn string, h http.Handler) http.Handler {
 				c.Failed++
 			}
 		})
-		if !failed && fn == config.Importer && class == First {
+		if !failed && slices.Contains(config.Importers, fn) && class == First {
 			m.mu.Lock()
 			if m.first.IsZero() {
 				m.first = time.Now()

@@ -162,6 +162,7 @@ func (r *Result) CaughtBy() []string {
 	add(x.WindowErrors, "a gap or overlap between a setting's windows")
 	add(x.PausedJobs, "a Job while the setting's last one was paused")
 	add(x.SweepRevisits, "a sweep page that visits another's Jobs")
+	add(x.LaneErrors, "a Job's class or its chunks' lane")
 	add(x.ResyncJobs, "resync Jobs per request")
 	add(rep.Jobs-rep.Completed, "jobs not completed")
 	if len(out) == 0 && len(r.Violations) > 0 {

@@ -28,6 +28,7 @@ type ExtraReport struct {
 	WindowErrors   int // gaps or overlaps between a setting's tick Jobs
 	PausedJobs     int // Jobs created while their setting's last Job was paused
 	SweepRevisits  int // Jobs two pages of one tick's sweep visited
+	LaneErrors     int // Jobs of the wrong class, or whose chunks went to another class's lane
 	ResyncJobs     int // resync Jobs no request made (a request sent twice made two), or requests that made none
 	Overdrawn      int // Jobs that searched on past the API reserve: pages at the reserve not followed by a pause
 	Paused         int // Jobs that paused for the API budget
@@ -93,6 +94,9 @@ func (h *Harness) checkMore(ctx context.Context, c *Case, w *world, st *caseStat
 		}
 	}
 	checkFanOut(c, st, jobs, &r)
+	if err := checkLanes(ctx, e, st, jobs, &r); err != nil {
+		return r, err
+	}
 	for id := range resyncs {
 		r.ResyncJobs++
 		r.violate("resync request of Job %s made no Job", id)

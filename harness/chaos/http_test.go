@@ -14,7 +14,6 @@ import (
 	"github.com/oncesync/oncesync/harness/emu"
 	"github.com/oncesync/oncesync/harness/eventarc"
 	"github.com/oncesync/oncesync/harness/sim"
-	"github.com/oncesync/oncesync/shared/config"
 	"github.com/oncesync/oncesync/shared/model"
 )
 
@@ -106,7 +105,7 @@ func (h *Harness) runHTTP(t *testing.T, c Case, inj eventarc.Injector) (*Result,
 	}
 	var routes []eventarc.Route
 	for _, topic := range sim.Topics {
-		fn := map[string]string{sim.TopicTicks: config.Scheduler, sim.TopicExpand: config.Expander, sim.TopicChunks: config.Importer}[topic]
+		fn := sim.Route(topic)
 		p, err := cloudevents.NewHTTP()
 		if err != nil {
 			t.Fatal(err)

@@ -300,7 +300,7 @@ func (a asTick) Commit(ctx context.Context, job model.Job, index int) (target.Re
 type background struct{ app.Publisher }
 
 func (b background) Publish(ctx context.Context, topic string, msgs ...bus.Message) ([]string, error) {
-	if topic != sim.TopicChunks {
+	if sim.Route(topic) != config.Importer && sim.Route(topic) != config.ImporterBulk {
 		return b.Publisher.Publish(ctx, topic, msgs...)
 	}
 	go func() {
@@ -558,6 +558,10 @@ func TestMutantWindowGapAfterAPause(t *testing.T) { testMutant(t, MutantWindowGa
 func TestMutantSweepVisitsOnlyTheOldest(t *testing.T) { testMutant(t, MutantSweepOldestOnly) }
 
 func TestMutantUnitScheduledTwice(t *testing.T) { testMutant(t, MutantUnitTwice) }
+
+func TestMutantResumeForgetsTheClass(t *testing.T) { testMutant(t, MutantClassForgotten) }
+
+func TestMutantNoSizeClasses(t *testing.T) { testMutant(t, MutantOneLane) }
 
 // testMutant runs the main property against a mutation, on a recorder instead of t, and asserts
 // that rapid found a counterexample made of property violations (not a harness error).

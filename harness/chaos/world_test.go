@@ -42,6 +42,7 @@ const (
 	settleSweeps   = 4                      // recovery sweeps allowed once faults stop
 	settleAPILimit = 1 << 30                // the org's daily API requests once faults stop
 	sliceRows      = 40                     // ONCESYNC_SLICE_ROWS: a window of more rows is sliced
+	bulkAfter      = 100                    // ONCESYNC_BULK_AFTER: a first window of more rows is a bulk Job
 	maxSlices      = 6                      // ONCESYNC_MAX_SLICES
 )
 
@@ -88,12 +89,15 @@ func NewHarness(t *testing.T, m Mutation) *Harness {
 			// Every setting its own unit of the tick, and sweep pages of two Jobs: the tick fans
 			// out, and a sweep of a few stuck Jobs has several pages.
 			c.TickUnit, c.SweepLimit = 1, 2
+			// Windows of more than bulkAfter rows are bulk Jobs, on their own lane.
+			c.BulkAfter = bulkAfter
 			c.WindowLag = lateLag
 			if m.Config != nil {
 				m.Config(c)
 			}
 		},
 		Publisher: func(p app.Publisher) app.Publisher {
+			p = laneWatch{Publisher: p, h: h} // under the mutant: sees where it sends chunks
 			if m.Publisher != nil {
 				p = m.Publisher(h, p)
 			}
@@ -145,26 +149,27 @@ type caseState struct {
 	lease  time.Duration     // the keys' lease
 
 	mu          sync.Mutex
-	deliveries  map[Target]int       // deliveries from Pub/Sub so far, per message meaning
-	chunkWrites map[string]int       // job → chunk writes reported at expander.chunk_written
-	aborted     map[string]int       // job → expansions cut short by an injected fault (crash, error)
-	handoffs    map[string]int       // job → expansion deliveries whose time budget the schedule spent
-	lateCopies  map[string]int       // job → duplicates scheduled to arrive after the original's lease expired
-	searches    map[string]int       // job → source searches really run (seen at the source)
-	shuffled    int                  // batches reordered
-	copies      map[string]int       // duplicate deliveries by kind
-	resyncJobs  map[string]time.Time // the Jobs the case's resync requests made at their first sending → the end of their window
-	remapped    map[int]bool         // settings resynced after their source's fixed mapping (remapField)
-	overdrawn   map[string]int       // job → pages the source answered with no more than the reserve left (each must end its search in a pause)
-	pausedJobs  []string             // Jobs created while their setting's last Job was paused
-	sweepPages  map[string]string    // tick/job → the sweep page (tick and cursor) that visited it first
-	revisits    []string             // Jobs a later page of one tick's sweep visited again
+	deliveries  map[Target]int            // deliveries from Pub/Sub so far, per message meaning
+	chunkWrites map[string]int            // job → chunk writes reported at expander.chunk_written
+	aborted     map[string]int            // job → expansions cut short by an injected fault (crash, error)
+	handoffs    map[string]int            // job → expansion deliveries whose time budget the schedule spent
+	lateCopies  map[string]int            // job → duplicates scheduled to arrive after the original's lease expired
+	searches    map[string]int            // job → source searches really run (seen at the source)
+	shuffled    int                       // batches reordered
+	copies      map[string]int            // duplicate deliveries by kind
+	resyncJobs  map[string]time.Time      // the Jobs the case's resync requests made at their first sending → the end of their window
+	remapped    map[int]bool              // settings resynced after their source's fixed mapping (remapField)
+	overdrawn   map[string]int            // job → pages the source answered with no more than the reserve left (each must end its search in a pause)
+	pausedJobs  []string                  // Jobs created while their setting's last Job was paused
+	sweepPages  map[string]string         // tick/job → the sweep page (tick and cursor) that visited it first
+	revisits    []string                  // Jobs a later page of one tick's sweep visited again
+	lanes       map[string]map[string]int // job → chunk topic → chunk messages published there
 }
 
 func newCaseState(c *Case, lease time.Duration) *caseState {
 	st := &caseState{c: c, lease: lease, jobs: map[string]Target{}, ticks: map[string]int{}, deliveries: map[Target]int{},
 		chunkWrites: map[string]int{}, aborted: map[string]int{}, handoffs: map[string]int{}, lateCopies: map[string]int{}, searches: map[string]int{}, copies: map[string]int{}, resyncJobs: map[string]time.Time{}, remapped: map[int]bool{},
-		overdrawn: map[string]int{}, sweepPages: map[string]string{}}
+		overdrawn: map[string]int{}, sweepPages: map[string]string{}, lanes: map[string]map[string]int{}}
 	for k := range c.Ticks {
 		st.ticks[TickID(k)] = k
 		for i, s := range c.Settings {
@@ -193,7 +198,7 @@ func (st *caseState) meaning(d sim.Delivery) (Target, bool) {
 			return Target{}, false
 		}
 		return st.job(m.JobID)
-	case sim.TopicChunks:
+	case sim.TopicChunks, sim.TopicBulk: // either lane's importer: one handler, one name
 		var m model.ChunkMessage
 		if json.Unmarshal(data, &m) != nil {
 			return Target{}, false
@@ -230,7 +235,7 @@ func keyOf(d sim.Delivery) string {
 		if json.Unmarshal(data, &m) == nil && m.JobID != "" {
 			return idem.SliceKey(m.JobID, m.Slice).String()
 		}
-	case sim.TopicChunks:
+	case sim.TopicChunks, sim.TopicBulk:
 		var m model.ChunkMessage
 		if json.Unmarshal(data, &m) == nil && m.JobID != "" {
 			return idem.ChunkKey(m.JobID, m.Chunk).String()

@@ -51,6 +51,7 @@ const (
 	TopicTicks  = "ticks"
 	TopicExpand = "expand"
 	TopicChunks = "chunks"
+	TopicBulk   = "chunks-bulk"
 	TopicDead   = "deadletters"
 )
 
@@ -61,10 +62,10 @@ const Token = "sim-token"
 const OrgID = "00Dsim000000001"
 
 // routes maps each trigger topic to its entry point.
-var routes = map[string]string{TopicTicks: config.Scheduler, TopicExpand: config.Expander, TopicChunks: config.Importer}
+var routes = map[string]string{TopicTicks: config.Scheduler, TopicExpand: config.Expander, TopicChunks: config.Importer, TopicBulk: config.ImporterBulk}
 
 // Topics lists the trigger topics in pipeline order.
-var Topics = []string{TopicTicks, TopicExpand, TopicChunks}
+var Topics = []string{TopicTicks, TopicExpand, TopicChunks, TopicBulk}
 
 // Options tailor an Env. Every field is optional.
 type Options struct {
@@ -169,7 +170,7 @@ func New(t testing.TB, opts Options) *Env {
 	t.Cleanup(srv.Close)
 
 	cfg := config.Default()
-	cfg.Project, cfg.TopicTicks, cfg.TopicExpand, cfg.TopicChunks, cfg.TopicDead = e.Project, TopicTicks, TopicExpand, TopicChunks, TopicDead
+	cfg.Project, cfg.TopicTicks, cfg.TopicExpand, cfg.TopicChunks, cfg.TopicChunksBulk, cfg.TopicDead = e.Project, TopicTicks, TopicExpand, TopicChunks, TopicBulk, TopicDead
 	e.SourceURL = srv.URL
 	cfg.WindowLag = 0
 	if opts.SourceTimeout <= 0 {
@@ -286,6 +287,9 @@ type Delivery struct {
 
 // Function is the entry point the delivery goes to.
 func (d Delivery) Function() string { return routes[d.Topic] }
+
+// Route returns the entry point a trigger topic feeds ("" for none).
+func Route(topic string) string { return routes[topic] }
 
 // Unit reports whether d is a unit of a tick: the scheduler's delivery that creates Jobs
 // (scheduler.PartOf).

@@ -44,6 +44,7 @@ const (
 	topicTicks  = "oncesync-ticks"
 	topicExpand = "oncesync-expand"
 	topicChunks = "oncesync-chunks"
+	topicBulk   = "oncesync-chunks-bulk"
 	topicDead   = "oncesync-deadletters"
 )
 
@@ -158,7 +159,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("stack: pubsub: %w", err)
 	}
 	s.Pub = bus.New(s.PS)
-	for _, t := range []string{topicTicks, topicExpand, topicChunks, topicDead} {
+	for _, t := range []string{topicTicks, topicExpand, topicChunks, topicBulk, topicDead} {
 		if err := emu.EnsureTopic(ctx, s.PS, t); err != nil {
 			return nil, err
 		}
@@ -183,6 +184,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		config.EnvTopicTicks+"="+topicTicks,
 		config.EnvTopicExpand+"="+topicExpand,
 		config.EnvTopicChunks+"="+topicChunks,
+		config.EnvTopicBulk+"="+topicBulk,
 		config.EnvTopicDead+"="+topicDead,
 		config.EnvKeyset+"="+keysetPath,
 	), opts.ExtraEnv...)
@@ -207,6 +209,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			{Topic: topicTicks, Subscription: "eventarc-scheduler", URL: fnURL + "/Scheduler"},
 			{Topic: topicExpand, Subscription: "eventarc-expander", URL: fnURL + "/Expander"},
 			{Topic: topicChunks, Subscription: "eventarc-importer", URL: fnURL + "/Importer"},
+			{Topic: topicBulk, Subscription: "eventarc-importer-bulk", URL: fnURL + "/ImporterBulk"},
 		},
 		Concurrency: opts.Concurrency, MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second,
 		AckDeadline: 600 * time.Second, MaxAttempts: 50, DeadLetterTopic: topicDead, Faults: opts.Faults,
@@ -216,7 +219,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	s.arcDone = make(chan error, 1)
 	go func() { s.arcDone <- s.Eventarc.Run(arcCtx) }()
-	s.logf("local Eventarc pushing ticks, expand and chunks to the functions (concurrency %d)", opts.Concurrency)
+	s.logf("local Eventarc pushing ticks, expand and both chunk lanes to the functions (concurrency %d)", opts.Concurrency)
 	return s, nil
 }
 
@@ -244,6 +247,12 @@ func (s *Stack) Connect(ctx context.Context, tenant, orgID string) error {
 	if err != nil {
 		return err
 	}
+	return s.ConnectWith(ctx, tenant, orgID, key)
+}
+
+// ConnectWith is Connect with the connected app's key given: the benchmark connects thousands of
+// tenants, each through an app of its own, with one key generated once.
+func (s *Stack) ConnectWith(ctx context.Context, tenant, orgID string, key *rsa.PrivateKey) error {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return err

@@ -114,6 +114,21 @@ func ExpandSlice(job model.Job, s int) Message {
 	return m
 }
 
+// Lanes are the chunk topics of the size classes (model.Class): each is served by its own
+// importer function. With no Bulk topic, every class shares Standard.
+type Lanes struct {
+	Standard string
+	Bulk     string
+}
+
+// Topic is the chunk topic of class c.
+func (l Lanes) Topic(c model.Class) string {
+	if c == model.ClassBulk && l.Bulk != "" {
+		return l.Bulk
+	}
+	return l.Standard
+}
+
 // Chunk returns the message that asks the importer to import chunk i of job.
 func Chunk(job model.Job, i int) Message {
 	m, _ := JSON(model.ChunkMessage{TenantID: job.TenantID, JobID: job.ID, Chunk: i}, map[string]string{

@@ -27,10 +27,17 @@ const (
 	Scheduler = "Scheduler"
 	Expander  = "Expander"
 	Importer  = "Importer"
+	// ImporterBulk is the importer of the bulk lane: the same handler as Importer, deployed as
+	// a function of its own on its own topic (ONCESYNC_TOPIC_CHUNKS_BULK), so bulk Jobs' chunks
+	// have instances of their own (model.Class).
+	ImporterBulk = "ImporterBulk"
 )
 
 // EntryPoints lists every function entry point, in pipeline order.
-var EntryPoints = []string{Scheduler, Expander, Importer}
+var EntryPoints = []string{Scheduler, Expander, Importer, ImporterBulk}
+
+// Importers lists the entry points that import chunks, one per lane.
+var Importers = []string{Importer, ImporterBulk}
 
 // Environment variable names.
 const (
@@ -39,6 +46,8 @@ const (
 	EnvTopicTicks     = "ONCESYNC_TOPIC_TICKS"
 	EnvTopicExpand    = "ONCESYNC_TOPIC_EXPAND"
 	EnvTopicChunks    = "ONCESYNC_TOPIC_CHUNKS"
+	EnvTopicBulk      = "ONCESYNC_TOPIC_CHUNKS_BULK"
+	EnvBulkAfter      = "ONCESYNC_BULK_AFTER"
 	EnvSourceKind     = "ONCESYNC_SOURCE_KIND"
 	EnvKeyset         = "ONCESYNC_KEYSET"
 	EnvKeysetKMS      = "ONCESYNC_KEYSET_KMS_KEY"
@@ -101,6 +110,10 @@ var Vars = []Var{
 		Field: func(c *Config) any { return &c.TopicExpand }},
 	{Name: EnvTopicChunks, Functions: []string{Scheduler, Expander}, Required: true, Doc: "Topic ID chunk messages are published to (expander; scheduler's recovery sweep).",
 		Field: func(c *Config) any { return &c.TopicChunks }},
+	{Name: EnvTopicBulk, Functions: []string{Scheduler, Expander}, Doc: "Topic ID of the bulk lane: chunk messages of Jobs whose window counts more than " + EnvBulkAfter + " records, served by the ImporterBulk function with instances of its own, so a small tenant's Job never queues behind a bulk Job's chunks (empty: one lane, every chunk on " + EnvTopicChunks + ").",
+		Field: func(c *Config) any { return &c.TopicChunksBulk }},
+	{Name: EnvBulkAfter, Functions: []string{Expander}, Default: "20000", Min: "0", Tuned: true, Doc: "A Job whose window counts more records than this is bulk: its chunks go to " + EnvTopicBulk + " (decided once, at the cut; 0: no bulk class).",
+		Field: func(c *Config) any { return &c.BulkAfter }},
 	{Name: EnvSourceKind, Functions: []string{Expander}, Default: "salesforce", Doc: "The connector whose limits and query rules settings are checked against (the only one so far; each tenant's connection names its own).",
 		Field: func(c *Config) any { return &c.SourceKind }},
 	{Name: EnvKeyset, Functions: []string{Expander}, Required: true, Secret: true, File: true, Doc: "The tink keyset that seals tenants' credentials in connections/{tenant}: a file, cleartext for local runs, or encrypted by " + EnvKeysetKMS + ". Each tenant is searched in its own org through its connection (oncesync-ops tenants connect); there is no deployment-wide source.",
@@ -168,36 +181,38 @@ func VarsFor(fn string) []string {
 
 // Config is oncesync's runtime configuration.
 type Config struct {
-	Project        string
-	Database       string
-	TopicTicks     string
-	TopicExpand    string
-	TopicChunks    string
-	SourceKind     string
-	Keyset         string // the credentials keyset's file
-	KeysetKMS      string // the KMS key that encrypts it
-	TokenMaxAge    time.Duration
-	PageSize       int
-	ChunkSize      int
-	Lease          time.Duration
-	KeyRetention   time.Duration
-	StuckAfter     time.Duration
-	WindowLag      time.Duration
-	SourceTimeout  time.Duration
-	Traces         string  // telemetry.Config.Exporter
-	Metrics        string  // telemetry.MeterConfig.Exporter
-	TraceSample    float64 // telemetry.Config.SampleRatio
-	MaxChunkBytes  int
-	SweepLimit     int
-	TickUnit       int
-	TopicDead      string
-	MaxDeliveryAge time.Duration
-	Timeout        time.Duration
-	BudgetPercent  int
-	SliceRows      int
-	MaxSlices      int
-	SearchSlots    int
-	ParallelAfter  time.Duration
+	Project         string
+	Database        string
+	TopicTicks      string
+	TopicExpand     string
+	TopicChunks     string
+	TopicChunksBulk string
+	BulkAfter       int
+	SourceKind      string
+	Keyset          string // the credentials keyset's file
+	KeysetKMS       string // the KMS key that encrypts it
+	TokenMaxAge     time.Duration
+	PageSize        int
+	ChunkSize       int
+	Lease           time.Duration
+	KeyRetention    time.Duration
+	StuckAfter      time.Duration
+	WindowLag       time.Duration
+	SourceTimeout   time.Duration
+	Traces          string  // telemetry.Config.Exporter
+	Metrics         string  // telemetry.MeterConfig.Exporter
+	TraceSample     float64 // telemetry.Config.SampleRatio
+	MaxChunkBytes   int
+	SweepLimit      int
+	TickUnit        int
+	TopicDead       string
+	MaxDeliveryAge  time.Duration
+	Timeout         time.Duration
+	BudgetPercent   int
+	SliceRows       int
+	MaxSlices       int
+	SearchSlots     int
+	ParallelAfter   time.Duration
 }
 
 // Budget is how long one expansion delivery searches before it hands off: BudgetPercent of

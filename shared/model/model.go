@@ -166,6 +166,25 @@ const (
 	JobFailed    JobStatus = "FAILED"    // the source refused the search permanently; see deadLetters
 )
 
+// Class is a Job's size class. Each class has its own lane: a chunk topic and an importer
+// function with instances of its own, so a small Job's chunks never queue behind a bulk Job's
+// backlog (docs/design.md, Fair import across tenants).
+type Class string
+
+// Size classes.
+const (
+	ClassStandard Class = ""     // at most the bulk threshold's records, or not counted
+	ClassBulk     Class = "bulk" // more records than the bulk threshold, as the window's count said
+)
+
+// ClassOf is the class of a Job whose window counted estimate records; bulkAfter 0: one class.
+func ClassOf(estimate, bulkAfter int) Class {
+	if bulkAfter > 0 && estimate > bulkAfter {
+		return ClassBulk
+	}
+	return ClassStandard
+}
+
 // Job is one import of one sync setting's window.
 type Job struct {
 	ID        string `firestore:"-" json:"id"`
@@ -208,6 +227,9 @@ type Job struct {
 	// how many of them are searched at once.
 	SliceCount  int `firestore:"sliceCount" json:"sliceCount"`
 	SearchSlots int `firestore:"searchSlots" json:"searchSlots"`
+	// Class is the Job's size class, decided with the slices from the window's count: the lane
+	// (chunk topic and importer) its chunks go to, for every delivery of the Job.
+	Class Class `firestore:"class,omitempty" json:"class,omitempty"`
 
 	// Set once, when the plan is complete (every slice PLANNED).
 	ChunkCount   int       `firestore:"chunkCount" json:"chunkCount"`

@@ -51,15 +51,16 @@ func (p Planner) WriteChunks(ctx context.Context, l *idem.Lease, chunks []model.
 	return nil
 }
 
-// CutSlices records a Job's slices, and how many are searched at once (0: to be decided, see
-// DecideSlots), before any search: one fenced batch, so a takeover finds them all or none.
+// CutSlices records a Job's slices, its class (job.Class) and how many slices are searched at
+// once (0: to be decided, see DecideSlots), before any search: one fenced batch, so a takeover
+// finds them all or none.
 func (p Planner) CutSlices(ctx context.Context, l *idem.Lease, job model.Job, slices []model.Slice, slots int) (model.Job, error) {
 	ref := p.JobRef(job.ID)
 	err := p.Fence.CommitFenced(ctx, l, func(b *firestore.WriteBatch) {
 		for _, sl := range slices {
 			b.Set(ref.Collection(model.Slices).Doc(model.SliceID(sl.Index)), sl)
 		}
-		b.Update(ref, []firestore.Update{{Path: "sliceCount", Value: len(slices)}, {Path: "searchSlots", Value: slots}})
+		b.Update(ref, []firestore.Update{{Path: "sliceCount", Value: len(slices)}, {Path: "searchSlots", Value: slots}, {Path: "class", Value: job.Class}})
 	})
 	if err != nil {
 		return job, fmt.Errorf("store: cut %d slices of job %q: %w", len(slices), job.ID, err)

@@ -35,7 +35,9 @@ func cmdBench() cli.Command {
 			fs.IntVar(&o.WarmUp, "warm-up", 30000, "records imported, then written straight, before measuring, to warm the emulators' JVMs up (-1: none)")
 			fs.Int64Var(&o.Seed, "seed", 1, "dataset seed")
 			fs.BoolVar(&o.Profile, "profile", true, "record CPU profiles of the functions during the largest runs")
-			only := fs.String("only", "", "run only these parts, comma-separated: ceiling, guarded, unguarded, duplicates, updated, slowsource, largest")
+			tenantSizes := fs.String("tenant-sizes", "100,1000,10000", "settings of the many-tenants runs, comma-separated (10 to a tenant, a 10-record window each)")
+			fs.IntVar(&o.FairSmall, "fair-small", 1000, "records of the small tenant's Job in the fairness runs (beside a --largest Job)")
+			only := fs.String("only", "", "run only these parts, comma-separated: ceiling, guarded, unguarded, duplicates, updated, slowsource, largest, tenants, fairness")
 			from := fs.String("rewrite", "", "measure nothing: render the report again from the `RESULTS` file (results.json) of an earlier run, into --out")
 			fs.StringVar(&o.LogDir, "logs", "", "keep emulator and function logs in `DIR` (default: a temporary directory, removed)")
 			if err := fs.Parse(args); err != nil {
@@ -51,6 +53,14 @@ func cmdBench() cli.Command {
 					return 2
 				}
 				o.Sizes = append(o.Sizes, n)
+			}
+			for _, s := range strings.Split(*tenantSizes, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(s))
+				if err != nil || n < 1 {
+					fmt.Fprintf(os.Stderr, "oncesync bench: --tenant-sizes: %q is not a positive number\n", s)
+					return 2
+				}
+				o.TenantSizes = append(o.TenantSizes, n)
 			}
 			if *only != "" {
 				o.Only = strings.Split(*only, ",")

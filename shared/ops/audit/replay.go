@@ -249,7 +249,7 @@ func (r *Replayer) work(tx *firestore.Transaction, dl model.DeadLetter) (work, e
 			return w, nil
 		}
 		return reopen(snaps[1], key), nil
-	case config.Importer:
+	case config.Importer, config.ImporterBulk:
 		var m model.ChunkMessage
 		if err := json.Unmarshal(dl.Data, &m); err != nil || m.JobID == "" || m.Chunk < 0 {
 			return work{impossible: "the payload is not a chunk message"}, nil

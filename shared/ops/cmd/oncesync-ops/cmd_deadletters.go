@@ -57,7 +57,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	var f audit.DeadLetterFilter
 	fs.StringVar(&f.Tenant, "tenant", "", "only dead letters of this tenant")
 	fs.StringVar(&f.Job, "job", "", "only dead letters of this Job")
-	fs.StringVar(&f.Function, "function", "", "only dead letters of this function (Scheduler, Expander, Importer)")
+	fs.StringVar(&f.Function, "function", "", "only dead letters of this function (Scheduler, Expander, Importer, ImporterBulk)")
 	fs.StringVar(&f.Reason, "reason", "", "only dead letters with this reason (e.g. tenant_disabled)")
 	kind := fs.String("kind", "", "list: only this kind (message, record, setting)")
 	unreplayed := fs.Bool("unreplayed", false, "list: only dead letters never replayed")
