@@ -19,11 +19,9 @@ import (
 // cut is the first expansion's StepCut: the window measured and cut into slices, recorded
 // (fenced) before any search.
 func (x *expansion) cut(ctx context.Context) error {
-	slots, err := x.searchSlots(ctx)
-	if err != nil {
-		return err
-	}
-	cut, err := x.h.measure(ctx, x.src, x.job, slots)
+	// The tenant's share of searches is counted only for a window cut into several slices: a
+	// query over the tenant's settings that most Jobs, small ones, need not make.
+	cut, err := x.h.measure(ctx, x.src, x.job, x.searchSlots)
 	if forGood(err) {
 		x.refused(reasonRejectedSearch, err)
 		return nil
@@ -45,7 +43,7 @@ func (x *expansion) cut(ctx context.Context) error {
 	x.setJob(job)
 	x.pub.classify(job)
 	logging.From(ctx).Info("window cut into slices", slog.String(logging.Event, "job_sliced"), slog.Int("slices", len(cut)),
-		slog.Int("searchLimit", slots), slog.Int("estimate", total(cut)), slog.String("class", cmp.Or(string(job.Class), "standard")))
+		slog.Int("searchLimit", x.slots), slog.Int("estimate", total(cut)), slog.String("class", cmp.Or(string(job.Class), "standard")))
 	return nil
 }
 
@@ -176,14 +174,15 @@ func (h *Handler) publishSlices(ctx context.Context, job model.Job, slices ...in
 	return nil
 }
 
-// measure counts the Job's window and cuts it into slices: one when the connector does not count
+// measure counts the Job's window and cuts it into slices (searchSlots: the tenant's share of
+// concurrent searches, asked only when there is more than one): one when the connector does not count
 // (estimate 0), when slicing is off (counted only for the class, when BulkAfter is set) or the
 // window holds at most SliceRows rows; otherwise about rows/SliceRows slices, rounded up to
 // a multiple of slots and at most MaxSlices, by halving the fullest slice's populated time range
 // (one count per halving; a range that cannot be halved, all of one millisecond, stays whole).
 // The slices cover the window exactly, in order; their estimates are the counts as measured. A
 // count the source refuses for good is returned as is (source.IsPermanent).
-func (h *Handler) measure(ctx context.Context, src Source, job model.Job, slots int) ([]model.Slice, error) {
+func (h *Handler) measure(ctx context.Context, src Source, job model.Job, searchSlots func(context.Context) (int, error)) ([]model.Slice, error) {
 	whole := model.Slice{From: job.WindowFrom, To: job.WindowTo, Status: model.SlicePending}
 	c, ok := src.(source.Counter)
 	slicing := h.cfg.SliceRows > 0 && h.cfg.MaxSlices != 1
@@ -204,6 +203,10 @@ func (h *Handler) measure(ctx context.Context, src Source, job model.Job, slots 
 	want := (e.Count + h.cfg.SliceRows - 1) / h.cfg.SliceRows
 	if want <= 1 {
 		return []model.Slice{whole}, nil
+	}
+	slots, err := searchSlots(ctx)
+	if err != nil {
+		return nil, err
 	}
 	want = min((want+slots-1)/slots*slots, h.cfg.MaxSlices)
 	parts := []part{{sl: whole, lo: e.First, hi: e.Last.Add(time.Millisecond)}}

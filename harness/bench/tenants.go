@@ -30,6 +30,7 @@ const (
 // Fairness variants.
 const (
 	FairAlone   = "alone"            // the small tenant's Job by itself
+	FairLarge   = "large alone"      // the large Job by itself, in the session of the beside run
 	FairBeside  = "beside"           // started FairGap after a large Job's tick, with the lanes as deployed
 	FairOneLane = "beside, one lane" // the same with ONCESYNC_BULK_AFTER=0: every chunk on one lane
 )
@@ -258,6 +259,9 @@ func runFair(ctx context.Context, o runOptions, variant string, small, large int
 	cpu0 := sampleCPU(procs)
 	var largeJob string
 	var largeStart time.Time
+	if variant == FairLarge {
+		r.Small = 0
+	}
 	if variant != FairAlone {
 		r.Large = large
 		bulk := model.SyncSetting{ID: "bulk-contacts", TenantID: "bulk", SourceObject: "Contact", Fields: Fields,
@@ -277,6 +281,15 @@ func runFair(ctx context.Context, o runOptions, variant string, small, large int
 			return r, ctx.Err()
 		case <-time.After(gap):
 		}
+	}
+	if variant == FairLarge {
+		_, ldone, err := s.WaitJob(ctx, largeJob, 250*time.Millisecond, nil)
+		if err != nil {
+			return r, err
+		}
+		r.LargeElapsed, r.Gap = ldone.Sub(largeStart), 0
+		r.CPU = sampleCPU(procs).since(cpu0, r.LargeElapsed)
+		return r, nil
 	}
 	if err := a.AddSetting(ctx, smallSetting); err != nil {
 		return r, err

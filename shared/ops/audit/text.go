@@ -125,6 +125,17 @@ func orDash(s string) string {
 func (r JobReport) WriteText(w io.Writer) error { return r.WriteTextWith(w, TextOptions{}) }
 
 // WriteTextWith is WriteText with options.
+// lane names the chunk lane of the Job's size class (decided at its cut).
+func lane(j model.Job) string {
+	switch {
+	case j.SliceCount == 0:
+		return "not decided yet (the window is not cut)"
+	case j.Class == model.ClassBulk:
+		return "bulk (chunks on the bulk topic, imported by ImporterBulk)"
+	}
+	return "standard (chunks on the chunks topic, imported by Importer)"
+}
+
 func (r JobReport) WriteTextWith(w io.Writer, o TextOptions) error {
 	t := newText(w)
 	j := r.Job
@@ -139,6 +150,7 @@ func (r JobReport) WriteTextWith(w io.Writer, o TextOptions) error {
 		row("completed", ts(j.CompletedAt)),
 		row("rows", fmt.Sprintf("%d from the search, %d invalid (dead-lettered), %d imported, %d unchanged", j.RecordCount, j.InvalidCount, j.Imported, j.Unchanged)),
 		row("searches", fmt.Sprintf("%d source search%s", j.Searches, pluralES(j.Searches))),
+		row("lane", lane(j)),
 	})
 
 	t.printf("\nTIMELINE\n")
