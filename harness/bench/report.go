@@ -607,6 +607,9 @@ func (res *Results) costSection(w io.Writer, ss []sizeSummary) {
 	}
 	t.write(w)
 	// The guard's own cost, per chunk, from the largest guarded and unguarded runs.
+	if len(ss) == 0 {
+		return // a run of other parts only (--only)
+	}
 	if s := ss[len(ss)-1]; len(s.Guarded) > 0 && len(s.Unguarded) > 0 {
 		g, u := s.Guarded[0].Stats, s.Unguarded[0].Stats
 		chunks := float64(s.Guarded[0].Chunks)
