@@ -65,11 +65,21 @@ chaos: setup build
 
 # Every Fuzz function of every package, found in the sources (a new target needs no entry here).
 # A failing input is written to the package's testdata/fuzz/<Target>/: fix it, and commit it.
+# Go 1.26's fuzz coordinator can fail a target with a bare "context deadline exceeded" when
+# -fuzztime ends while a starved worker is mid-input (golang/go#75804, fixed in Go 1.27): with no
+# failing input written, that is not a finding, and the target passes; anything else fails.
 fuzz:
-	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' functions shared harness); do \
+	@set -e; out=$$(mktemp); trap 'rm -f $$out' EXIT; \
+	for f in $$(grep -rl --include='*_test.go' '^func Fuzz' functions shared harness); do \
 		for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
 			echo "fuzz ./$$(dirname $$f) $$fn for $(FUZZTIME)"; \
-			$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+			if $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f) >$$out 2>&1; then cat $$out; else \
+				cat $$out; \
+				if grep -q 'context deadline exceeded' $$out && ! grep -q 'Failing input written' $$out && \
+					[ "$$(grep -c -- '--- FAIL' $$out)" = 1 ]; then \
+					echo "fuzz: $$fn stopped at the fuzztime deadline with no failing input (golang/go#75804): not a finding"; \
+				else exit 1; fi; \
+			fi; \
 		done; \
 	done
 
