@@ -46,21 +46,13 @@ func cmdBench() cli.Command {
 				}
 				return 2
 			}
-			for _, s := range strings.Split(*sizes, ",") {
-				n, err := strconv.Atoi(strings.TrimSpace(s))
-				if err != nil || n < 1 {
-					fmt.Fprintf(os.Stderr, "oncesync bench: --sizes: %q is not a positive number\n", s)
-					return 2
-				}
-				o.Sizes = append(o.Sizes, n)
+			var err error
+			if o.Sizes, err = positives("sizes", *sizes); err == nil {
+				o.TenantSizes, err = positives("tenant-sizes", *tenantSizes)
 			}
-			for _, s := range strings.Split(*tenantSizes, ",") {
-				n, err := strconv.Atoi(strings.TrimSpace(s))
-				if err != nil || n < 1 {
-					fmt.Fprintf(os.Stderr, "oncesync bench: --tenant-sizes: %q is not a positive number\n", s)
-					return 2
-				}
-				o.TenantSizes = append(o.TenantSizes, n)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "oncesync bench: %v\n", err)
+				return 2
 			}
 			if *only != "" {
 				o.Only = strings.Split(*only, ",")
@@ -85,4 +77,17 @@ func cmdBench() cli.Command {
 			return 0
 		},
 	}
+}
+
+// positives parses flag name's comma-separated list of positive numbers.
+func positives(name, list string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--%s: %q is not a positive number", name, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
